@@ -1,0 +1,137 @@
+//! Settings, limits, virtual time and coverage counters shared by both state machines.
+
+use crate::dmp::FuzzySettings;
+use crate::merge::MergeStrategy;
+
+/// A point in time in milliseconds, from whatever epoch the driver chooses. The engine never
+/// reads a clock: every call that needs the time takes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// `self + ms`, saturating.
+    pub fn plus_ms(self, ms: u64) -> Time {
+        Time(self.0.saturating_add(ms))
+    }
+
+    /// Milliseconds since `earlier` (0 if `earlier` is later).
+    pub fn ms_since(self, earlier: Time) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// Hard limits. Every queue, stack, frame and document has one; exceeding it is a clear error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest document, in UTF-8 bytes.
+    pub max_document_bytes: usize,
+    /// Longest pending edit stack (either side). A client at the limit stops stacking new
+    /// edits (the typing stays in its text, nothing is lost) until acknowledgements arrive.
+    pub max_pending_edits: usize,
+    /// Largest delta text, in bytes.
+    pub max_delta_bytes: usize,
+    /// Most edits in one `client_sync`.
+    pub max_edits_per_message: usize,
+    /// Most documents open in one server engine.
+    pub max_documents: usize,
+    /// Most sessions (attached or detached) per document.
+    pub max_clients_per_document: usize,
+    /// Longest document name or client id, in bytes.
+    pub max_name_bytes: usize,
+    /// Most peers (connections) in one server engine.
+    pub max_peers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_document_bytes: 4 << 20,
+            max_pending_edits: 256,
+            max_delta_bytes: 4 << 20,
+            max_edits_per_message: 256,
+            max_documents: 10_000,
+            max_clients_per_document: 2_048,
+            max_name_bytes: 256,
+            max_peers: 20_000,
+        }
+    }
+}
+
+/// Engine settings, the same type for client and server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Client sync cycle, in ms (500 by default).
+    pub sync_interval_ms: u64,
+    /// A client resends its request when no reply came within this many ms.
+    pub retransmit_ms: u64,
+    /// Send a ping after this many ms of silence from a peer (30 s by default).
+    pub heartbeat_ms: u64,
+    /// A peer silent for this many heartbeats is dropped (3 by default).
+    pub silent_heartbeats: u32,
+    /// A detached server session is forgotten after this many ms.
+    pub session_idle_ms: u64,
+    /// Merge strategy (per document on the server: see `ServerEngine::set_merge`).
+    pub merge: MergeStrategy,
+    /// Fuzzy patch settings.
+    pub fuzzy: FuzzySettings,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sync_interval_ms: 500,
+            retransmit_ms: 2_000,
+            heartbeat_ms: 30_000,
+            silent_heartbeats: 3,
+            session_idle_ms: 10 * 60_000,
+            merge: MergeStrategy::ThreeWay,
+            fuzzy: FuzzySettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// How long a silent peer is kept.
+    pub fn silent_timeout_ms(&self) -> u64 {
+        self.heartbeat_ms.saturating_mul(self.silent_heartbeats as u64)
+    }
+}
+
+/// Coverage counters: how often each recovery path ran. The simulator prints them and a swarm
+/// sweep in which one stays at zero is too gentle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Client edits strictly applied (server) or server edits applied (client).
+    pub edits_applied: u64,
+    /// Server restored a backup shadow (a reply was lost).
+    pub rollbacks: u64,
+    /// Edits a client sent again because no reply came in time or they were still pending.
+    pub retransmits: u64,
+    /// Edits skipped as duplicates (version below the shadow's).
+    pub duplicates_skipped: u64,
+    /// Messages ignored as stale (an old `seq`).
+    pub stale_skipped: u64,
+    /// Full-text resets (server sent, or client performed).
+    pub resets: u64,
+    /// Patches the fuzzy merge could not place.
+    pub patches_dropped: u64,
+    /// Sessions resumed after a reconnect.
+    pub resumes: u64,
+}
+
+impl Stats {
+    /// Field-wise sum.
+    pub fn add(&mut self, o: &Stats) {
+        self.edits_applied += o.edits_applied;
+        self.rollbacks += o.rollbacks;
+        self.retransmits += o.retransmits;
+        self.duplicates_skipped += o.duplicates_skipped;
+        self.stale_skipped += o.stale_skipped;
+        self.resets += o.resets;
+        self.patches_dropped += o.patches_dropped;
+        self.resumes += o.resumes;
+    }
+}

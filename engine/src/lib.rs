@@ -1,0 +1,64 @@
+//! `dsync-engine`: Neil Fraser's Differential Synchronization (guaranteed-delivery variant),
+//! sans-IO.
+//!
+//! The engine never reads a clock, a socket, a random source or a database: `now` is passed in
+//! ([`Time`]), inputs arrive through `handle_*` methods, and outputs are drained with
+//! `poll_output` / `poll_timeout`. The simulator, the tokio server and the terminal client all
+//! drive these same types.
+//!
+//! Map:
+//! - [`client::ClientEngine`] and [`server::ServerEngine`]: the two state machines;
+//! - [`msg`]: the protocol messages as Rust data (the wire form lives in `dsync-net`);
+//! - [`delta`]: diff (via `similar`), the diff-match-patch delta codec (UTF-16 counts), CRC-32;
+//! - [`merge`]: three-way, fuzzy patch and overwrite merges;
+//! - [`dmp`]: the fuzzy matcher and patcher, ported from the reference diff-match-patch.
+//!
+//! Invariants: no `HashMap` iteration, no wall clock, no panics on peer input.
+
+pub mod client;
+pub mod config;
+pub mod delta;
+pub mod dmp;
+pub mod merge;
+pub mod msg;
+pub mod server;
+
+pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow};
+pub use config::{Config, Limits, Stats, Time};
+pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
+pub use merge::{MergeOutcome, MergeStrategy};
+pub use msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
+pub use server::{PeerId, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument};
+
+/// Errors from the engine's local API (a user's edit or a driver's call, never a peer's
+/// message: those become `error` replies).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The text would exceed the maximum document size.
+    #[error("document would be {len} bytes; the maximum is {max}")]
+    DocumentTooLarge {
+        /// Resulting size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A char position past the end of the text.
+    #[error("position {at} is past the end of the text ({len} chars)")]
+    BadPosition {
+        /// The position asked for.
+        at: usize,
+        /// The text's length in chars.
+        len: usize,
+    },
+    /// A range whose start is after its end.
+    #[error("range {start}..{end} is reversed")]
+    BadRange {
+        /// Start.
+        start: usize,
+        /// End.
+        end: usize,
+    },
+    /// The server engine has its maximum number of documents loaded.
+    #[error("the server has its maximum of {0} documents open")]
+    TooManyDocuments(usize),
+}

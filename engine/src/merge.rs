@@ -1,0 +1,239 @@
+//! Merging "the change from `base` to `changed`" into a text `current` that may have moved on
+//! since `base` (the master on the server, the user's text on the client).
+//!
+//! Strategies, chosen per document ([`MergeStrategy`]):
+//! - **Three-way** (default): the base is known exactly, so both sides are diffed against it
+//!   and combined region by region. Rule, applied per base char and per gap between chars:
+//!   a base char survives unless either side deleted it; insertions at the same gap are all
+//!   kept, `current`'s first, then `changed`'s, and an insertion identical to the other side's
+//!   at the same gap is kept once (the same edit reaching the text twice, as after a reset).
+//!   So no base text is duplicated, no inserted text is lost, and nothing that neither side
+//!   deleted disappears.
+//! - **Fuzzy patch** (Fraser, MobWrite): patches with context placed by Bitap matching; a
+//!   patch that cannot be placed is dropped and counted.
+//! - **Overwrite**: `changed` wins outright. Unsafe (it loses concurrent edits); kept only as
+//!   the baseline the simulator must catch losing edits.
+
+use crate::delta::{diff_hunks, Hunk};
+use crate::dmp::{self, FuzzySettings};
+
+/// How a change is merged into text that moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeStrategy {
+    /// Exact three-way merge against the known base (the default).
+    #[default]
+    ThreeWay,
+    /// Fraser's fuzzy patch: context + Bitap location search.
+    FuzzyPatch,
+    /// Last writer wins. Loses concurrent edits: a baseline for the simulator only.
+    Overwrite,
+}
+
+impl MergeStrategy {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            MergeStrategy::ThreeWay => "three_way",
+            MergeStrategy::FuzzyPatch => "fuzzy_patch",
+            MergeStrategy::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// The result of a merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// The merged text.
+    pub text: String,
+    /// Patches that could not be placed (fuzzy patch only).
+    pub patches_dropped: u32,
+}
+
+/// Merge the change `base → changed` into `current`.
+pub fn merge(
+    strategy: MergeStrategy,
+    fuzzy: &FuzzySettings,
+    base: &str,
+    changed: &str,
+    current: &str,
+) -> MergeOutcome {
+    let plain = |text: &str| MergeOutcome {
+        text: text.to_string(),
+        patches_dropped: 0,
+    };
+    // Nothing moved on, or nothing to merge: every strategy agrees.
+    if current == base {
+        return plain(changed);
+    }
+    if changed == base {
+        return plain(current);
+    }
+    match strategy {
+        MergeStrategy::Overwrite => plain(changed),
+        MergeStrategy::ThreeWay => plain(&three_way(base, changed, current)),
+        MergeStrategy::FuzzyPatch => {
+            let b: Vec<char> = base.chars().collect();
+            let c: Vec<char> = changed.chars().collect();
+            let t: Vec<char> = current.chars().collect();
+            let patches = dmp::patch_make(&b, &c, fuzzy);
+            let (out, applied) = dmp::patch_apply(&patches, &t, fuzzy);
+            MergeOutcome {
+                text: out.into_iter().collect(),
+                patches_dropped: applied.iter().filter(|&&ok| !ok).count() as u32,
+            }
+        }
+    }
+}
+
+/// Three-way merge by the rule in the module docs.
+pub fn three_way(base: &str, changed: &str, current: &str) -> String {
+    let ours = diff_hunks(base, current);
+    let theirs = diff_hunks(base, changed);
+
+    // Deleted base ranges of both sides, merged into a sorted union.
+    let mut deleted: Vec<std::ops::Range<usize>> = ours
+        .iter()
+        .chain(theirs.iter())
+        .filter(|h| !h.old.is_empty())
+        .map(|h| h.old.clone())
+        .collect();
+    deleted.sort_by_key(|r| (r.start, r.end));
+    let mut union: Vec<std::ops::Range<usize>> = Vec::with_capacity(deleted.len());
+    for r in deleted {
+        match union.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => union.push(r),
+        }
+    }
+
+    // Insertions anchored at the gap before each hunk's deleted range.
+    let inserts = |hunks: &[Hunk], text: &str, side: u8| -> Vec<(usize, u8, String)> {
+        hunks
+            .iter()
+            .filter(|h| !h.new.is_empty())
+            .map(|h| (h.old.start, side, text[h.new.clone()].to_string()))
+            .collect()
+    };
+    let mut ins = inserts(&ours, current, 0);
+    ins.extend(inserts(&theirs, changed, 1));
+    // Stable sort: at one gap, `current`'s insertion (side 0) comes first.
+    ins.sort_by_key(|(gap, side, _)| (*gap, *side));
+
+    let mut out = String::with_capacity(current.len().max(changed.len()));
+    let mut pos = 0;
+    let mut k = 0;
+    let mut i = 0;
+    while i < ins.len() {
+        let gap = ins[i].0;
+        copy_surviving(base, pos, gap, &union, &mut k, &mut out);
+        pos = pos.max(gap);
+        let ours_here = (ins[i].1 == 0).then(|| ins[i].2.as_str());
+        out.push_str(&ins[i].2);
+        i += 1;
+        if let (Some(o), Some(next)) = (ours_here, ins.get(i)) {
+            if next.0 == gap && next.1 == 1 {
+                if next.2 != o {
+                    out.push_str(&next.2);
+                }
+                i += 1;
+            }
+        }
+    }
+    copy_surviving(base, pos, base.len(), &union, &mut k, &mut out);
+    out
+}
+
+/// Append `base[from..to]` minus the deleted ranges; `k` is a cursor into `deleted`.
+fn copy_surviving(
+    base: &str,
+    mut from: usize,
+    to: usize,
+    deleted: &[std::ops::Range<usize>],
+    k: &mut usize,
+    out: &mut String,
+) {
+    while from < to {
+        while *k < deleted.len() && deleted[*k].end <= from {
+            *k += 1;
+        }
+        match deleted.get(*k) {
+            Some(d) if d.start <= from => from = d.end.min(to),
+            Some(d) => {
+                let stop = d.start.min(to);
+                out.push_str(&base[from..stop]);
+                from = stop;
+            }
+            None => {
+                out.push_str(&base[from..to]);
+                from = to;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tw(base: &str, changed: &str, current: &str) -> String {
+        merge(
+            MergeStrategy::ThreeWay,
+            &FuzzySettings::default(),
+            base,
+            changed,
+            current,
+        )
+        .text
+    }
+
+    #[test]
+    fn disjoint_edits_both_apply() {
+        assert_eq!(tw("hello world", "hello brave world", "hello world!"), "hello brave world!");
+    }
+
+    #[test]
+    fn same_gap_inserts_keep_both_current_first() {
+        assert_eq!(tw("ab", "aYb", "aXb"), "aXYb");
+    }
+
+    #[test]
+    fn identical_same_gap_insert_kept_once() {
+        assert_eq!(tw("ab", "aXb", "aXb"), "aXb");
+    }
+
+    #[test]
+    fn overlapping_deletes_do_not_duplicate_or_lose() {
+        // current deletes "bc", changed deletes "cd": the union "bcd" goes, "a" and "e" stay.
+        assert_eq!(tw("abcde", "abe", "ade"), "ae");
+    }
+
+    #[test]
+    fn insert_inside_deleted_range_survives() {
+        assert_eq!(tw("abcdef", "abcXdef", "af"), "aXf");
+    }
+
+    #[test]
+    fn overwrite_loses_concurrent_edit() {
+        let o = merge(
+            MergeStrategy::Overwrite,
+            &FuzzySettings::default(),
+            "ab",
+            "abY",
+            "Xab",
+        );
+        assert_eq!(o.text, "abY");
+    }
+
+    #[test]
+    fn fuzzy_places_patch_in_moved_text() {
+        let o = merge(
+            MergeStrategy::FuzzyPatch,
+            &FuzzySettings::default(),
+            "The quick brown fox jumps over the lazy dog.",
+            "The quick red fox jumps over the lazy dog.",
+            "Well, the quick brown fox jumps over the lazy dog.",
+        );
+        assert_eq!(o.text, "Well, the quick red fox jumps over the lazy dog.");
+        assert_eq!(o.patches_dropped, 0);
+    }
+}

@@ -1,0 +1,200 @@
+//! The protocol's messages as plain Rust data. The wire form (JSON, field names, the delta
+//! text) belongs to `dsync-net`; the engine never sees bytes.
+
+use crate::delta::{Checksum, Delta};
+
+/// The protocol version this engine speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One edit: the change from the sender's shadow at `version` to its next shadow, with the
+/// checksum of that next shadow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// A delta against the shadow at `version`; the shadow becomes version + 1.
+    Delta {
+        /// Version of the shadow the delta applies to.
+        version: u64,
+        /// The change.
+        delta: Delta,
+        /// CRC-32 of the shadow after applying the delta.
+        checksum: Checksum,
+    },
+    /// A full-text reset: the receiver's shadow becomes `text` and its version for this
+    /// direction becomes `version` (sent only by the server; see `docs/protocol.md`).
+    Full {
+        /// The version the receiver adopts.
+        version: u64,
+        /// The whole text.
+        text: String,
+        /// CRC-32 of `text`.
+        checksum: Checksum,
+    },
+}
+
+impl Edit {
+    /// The edit's version.
+    pub fn version(&self) -> u64 {
+        match self {
+            Edit::Delta { version, .. } | Edit::Full { version, .. } => *version,
+        }
+    }
+}
+
+/// The versions a reconnecting client asks to resume from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The client's n.
+    pub client_version: u64,
+    /// The client's m.
+    pub server_version: u64,
+}
+
+/// Messages from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMsg {
+    /// Open a document.
+    Connect {
+        /// Protocol version; must be [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// Document name.
+        doc: String,
+        /// The client's identity for this run of the client (its sessions are keyed by it).
+        client_id: String,
+        /// Optional credential (unused by the engine; a driver may check it).
+        token: Option<String>,
+        /// Request sequence number (monotonic per client_id); stale requests are ignored.
+        seq: u64,
+        /// Resume an existing session instead of starting from the server's text.
+        resume: Option<Resume>,
+    },
+    /// One sync cycle: the client's pending edits (empty list = poll).
+    ClientSync {
+        /// Document name.
+        doc: String,
+        /// Request sequence number (monotonic per client_id).
+        seq: u64,
+        /// The client's m: the server version it has.
+        server_version: u64,
+        /// Unacknowledged client edits, oldest first.
+        edits: Vec<Edit>,
+    },
+    /// Close a document on this connection.
+    Close {
+        /// Document name.
+        doc: String,
+    },
+    /// Heartbeat request.
+    Ping,
+    /// Heartbeat reply.
+    Pong,
+}
+
+/// Messages from the server to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMsg {
+    /// Reply to `connect`.
+    ConnectOk {
+        /// Document name.
+        doc: String,
+        /// The `seq` of the connect this answers.
+        seq: u64,
+        /// True when an existing session was resumed (then `text` is empty).
+        resumed: bool,
+        /// The document's text (when not resumed).
+        text: String,
+        /// The n the client adopts (or the server's n, when resumed).
+        client_version: u64,
+        /// The m the client adopts (or the server's m, when resumed).
+        server_version: u64,
+    },
+    /// Reply to `client_sync`.
+    ServerSync {
+        /// Document name.
+        doc: String,
+        /// The `seq` of the client_sync this answers.
+        seq: u64,
+        /// The server's n: client edits with a lower version are acknowledged.
+        client_version: u64,
+        /// Unacknowledged server edits, oldest first (or one full-text reset).
+        edits: Vec<Edit>,
+    },
+    /// Heartbeat request.
+    Ping,
+    /// Heartbeat reply.
+    Pong,
+    /// Something the client sent was refused.
+    Error {
+        /// The document concerned, if any.
+        doc: Option<String>,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorCode {
+    /// A frame was not valid JSON or not a known message.
+    BadMessage,
+    /// A frame exceeded the maximum size.
+    FrameTooLarge,
+    /// The protocol version is not supported.
+    UnsupportedProtocol,
+    /// A document or client name is empty or too long.
+    BadName,
+    /// The connection has no session for the document (connect first).
+    UnknownSession,
+    /// A delta could not be parsed.
+    BadDelta,
+    /// The document would exceed its maximum size.
+    DocumentTooLarge,
+    /// Too many edits in one message, or a delta too large.
+    TooManyEdits,
+    /// The document has its maximum number of clients.
+    TooManyClients,
+    /// The server has its maximum number of documents or connections.
+    TooManyConnections,
+    /// The server's store failed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for iteration in tests and docs.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadMessage,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnsupportedProtocol,
+        ErrorCode::BadName,
+        ErrorCode::UnknownSession,
+        ErrorCode::BadDelta,
+        ErrorCode::DocumentTooLarge,
+        ErrorCode::TooManyEdits,
+        ErrorCode::TooManyClients,
+        ErrorCode::TooManyConnections,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnsupportedProtocol => "unsupported_protocol",
+            ErrorCode::BadName => "bad_name",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::BadDelta => "bad_delta",
+            ErrorCode::DocumentTooLarge => "document_too_large",
+            ErrorCode::TooManyEdits => "too_many_edits",
+            ErrorCode::TooManyClients => "too_many_clients",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Parse a wire name.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}

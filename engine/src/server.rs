@@ -1,0 +1,763 @@
+//! The server state machine: many documents, many clients, one master text per document.
+//!
+//! Drive it like every sans-IO machine here: before feeding a `connect`, make sure its document
+//! is loaded ([`ServerEngine::document_needed`] / [`ServerEngine::load_document`]); call one
+//! `handle_*`, drain [`ServerEngine::poll_output`] in order, re-arm the timer from
+//! [`ServerEngine::poll_timeout`].
+//!
+//! **Durability contract:** a [`ServerOutput::Persist`] must be made durable before any output
+//! that follows it is acted on. The acknowledgement of a client edit (`client_version` in a
+//! `server_sync`) always follows the `Persist` of the master that contains it.
+//!
+//! Invariants:
+//! - Anything a peer sends becomes a reply, an `error`, or is ignored as stale; never a panic,
+//!   and never a change to another client's session.
+//! - The backup shadow is refreshed on every accepted `client_sync` (pitfall 2) and restored
+//!   only when `server_version` equals the backup's m (pitfall 3), before duplicates are
+//!   filtered; restoring clears the pending server edits.
+//! - A reset carries explicit versions (pitfall 7) and the server keeps answering with it until
+//!   the client acknowledges it.
+//! - Maps are `BTreeMap`: iteration order never depends on hashing.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::client::Shadow;
+use crate::config::{Config, Stats, Time};
+use crate::delta::{normalize_newlines, Checksum, Delta};
+use crate::merge::{merge, MergeStrategy};
+use crate::msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::EngineError;
+
+/// A connection, as numbered by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+/// A session's durable state: what a restarted server needs to resume it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Whose session.
+    pub client_id: String,
+    /// The server's shadow of this client.
+    pub shadow: Shadow,
+    /// The backup shadow.
+    pub backup: Shadow,
+    /// Highest request `seq` seen.
+    pub last_seq: u64,
+}
+
+/// One atomic write the driver must commit before acting on later outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistRecord {
+    /// Document name.
+    pub doc: String,
+    /// The new master text, when it changed.
+    pub text: Option<String>,
+    /// The document's version (count of master changes).
+    pub version: u64,
+    /// Sessions to write.
+    pub sessions: Vec<SessionRecord>,
+    /// Sessions to delete.
+    pub removed_sessions: Vec<String>,
+}
+
+/// A document as the store hands it back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredDocument {
+    /// The master text.
+    pub text: String,
+    /// The document's version.
+    pub version: u64,
+    /// Sessions that may be resumed.
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// What the server engine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOutput {
+    /// Send `msg` to `to`.
+    Send {
+        /// The peer.
+        to: PeerId,
+        /// The message.
+        msg: ServerMsg,
+    },
+    /// Commit this record durably before acting on any later output.
+    Persist(PersistRecord),
+    /// Close the connection to `peer` (it went silent or broke a limit).
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    peer: Option<PeerId>,
+    shadow: Shadow,
+    backup: Shadow,
+    pending: Vec<Edit>,
+    last_seq: u64,
+    awaiting_reset: Option<u64>,
+    last_active: Time,
+}
+
+impl Session {
+    fn fresh(master: &str, seq: u64, peer: PeerId, now: Time) -> Session {
+        let shadow = Shadow {
+            text: master.to_string(),
+            client_version: 0,
+            server_version: 0,
+        };
+        Session {
+            peer: Some(peer),
+            backup: shadow.clone(),
+            shadow,
+            pending: Vec::new(),
+            last_seq: seq,
+            awaiting_reset: None,
+            last_active: now,
+        }
+    }
+
+    fn record(&self, client_id: &str) -> SessionRecord {
+        SessionRecord {
+            client_id: client_id.to_string(),
+            shadow: self.shadow.clone(),
+            backup: self.backup.clone(),
+            last_seq: self.last_seq,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Document {
+    master: String,
+    version: u64,
+    merge: MergeStrategy,
+    sessions: BTreeMap<String, Session>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    last_heard: Time,
+    pinged: bool,
+    /// Document → client id bound on this connection.
+    docs: BTreeMap<String, String>,
+}
+
+/// Server side of Differential Synchronization.
+#[derive(Debug, Clone)]
+pub struct ServerEngine {
+    config: Config,
+    docs: BTreeMap<String, Document>,
+    merge_overrides: BTreeMap<String, MergeStrategy>,
+    peers: BTreeMap<PeerId, Peer>,
+    outputs: VecDeque<ServerOutput>,
+    stats: Stats,
+}
+
+/// What handling one `client_sync` came to.
+enum SyncOutcome {
+    Ignore,
+    Reply {
+        persist: Option<PersistRecord>,
+        msg: ServerMsg,
+    },
+    Reset {
+        error: Option<(ErrorCode, String)>,
+    },
+}
+
+impl ServerEngine {
+    /// An engine with no documents and no peers.
+    pub fn new(config: Config) -> Self {
+        ServerEngine {
+            config,
+            docs: BTreeMap::new(),
+            merge_overrides: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Coverage counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Use `strategy` for `doc` instead of the configured default.
+    pub fn set_merge(&mut self, doc: &str, strategy: MergeStrategy) {
+        self.merge_overrides.insert(doc.to_string(), strategy);
+        if let Some(d) = self.docs.get_mut(doc) {
+            d.merge = strategy;
+        }
+    }
+
+    /// True when `doc` is in memory.
+    pub fn is_loaded(&self, doc: &str) -> bool {
+        self.docs.contains_key(doc)
+    }
+
+    /// The document a message needs loaded before it is handled, if it is not loaded yet.
+    pub fn document_needed<'m>(&self, msg: &'m ClientMsg) -> Option<&'m str> {
+        match msg {
+            ClientMsg::Connect { doc, .. } if !self.docs.contains_key(doc) && self.valid_name(doc) => {
+                Some(doc)
+            }
+            _ => None,
+        }
+    }
+
+    /// Put a document (from the store, or new and empty) in memory.
+    pub fn load_document(&mut self, doc: &str, stored: StoredDocument) -> Result<(), EngineError> {
+        if self.docs.len() >= self.config.limits.max_documents && !self.docs.contains_key(doc) {
+            return Err(EngineError::TooManyDocuments(self.config.limits.max_documents));
+        }
+        let master = normalize_newlines(&stored.text).into_owned();
+        if master.len() > self.config.limits.max_document_bytes {
+            return Err(EngineError::DocumentTooLarge {
+                len: master.len(),
+                max: self.config.limits.max_document_bytes,
+            });
+        }
+        let sessions = stored
+            .sessions
+            .into_iter()
+            .map(|r| {
+                (
+                    r.client_id,
+                    Session {
+                        peer: None,
+                        shadow: r.shadow,
+                        backup: r.backup,
+                        pending: Vec::new(),
+                        last_seq: r.last_seq,
+                        awaiting_reset: None,
+                        last_active: Time(0),
+                    },
+                )
+            })
+            .collect();
+        let merge = self
+            .merge_overrides
+            .get(doc)
+            .copied()
+            .unwrap_or(self.config.merge);
+        self.docs.insert(
+            doc.to_string(),
+            Document {
+                master,
+                version: stored.version,
+                merge,
+                sessions,
+            },
+        );
+        Ok(())
+    }
+
+    /// The master text of a loaded document.
+    pub fn master(&self, doc: &str) -> Option<&str> {
+        self.docs.get(doc).map(|d| d.master.as_str())
+    }
+
+    /// Loaded document names, in order.
+    pub fn documents(&self) -> impl Iterator<Item = &str> {
+        self.docs.keys().map(String::as_str)
+    }
+
+    /// The server's (shadow, backup shadow) for a client, if it has a session.
+    pub fn session(&self, doc: &str, client_id: &str) -> Option<(&Shadow, &Shadow)> {
+        let s = self.docs.get(doc)?.sessions.get(client_id)?;
+        Some((&s.shadow, &s.backup))
+    }
+
+    /// Number of unacknowledged server edits for a client.
+    pub fn pending_len(&self, doc: &str, client_id: &str) -> Option<usize> {
+        Some(self.docs.get(doc)?.sessions.get(client_id)?.pending.len())
+    }
+
+    /// Number of connected peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn valid_name(&self, name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= self.config.limits.max_name_bytes
+            && !name.chars().any(char::is_control)
+    }
+
+    fn send(&mut self, to: PeerId, msg: ServerMsg) {
+        self.outputs.push_back(ServerOutput::Send { to, msg });
+    }
+
+    /// Send an `error` to `peer` (drivers use this for frames that did not decode).
+    pub fn reject(&mut self, peer: PeerId, doc: Option<String>, code: ErrorCode, message: String) {
+        tracing::warn!(peer = peer.0, code = code.as_str(), %message, "rejected peer input");
+        self.send(peer, ServerMsg::Error { doc, code, message });
+    }
+
+    /// Feed one message from `peer`.
+    pub fn handle_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
+        if !self.peers.contains_key(&peer) {
+            if self.peers.len() >= self.config.limits.max_peers {
+                self.reject(peer, None, ErrorCode::TooManyConnections, "server has its maximum number of connections".into());
+                self.outputs.push_back(ServerOutput::Disconnect {
+                    peer,
+                    reason: "too many connections".into(),
+                });
+                return;
+            }
+            self.peers.insert(
+                peer,
+                Peer {
+                    last_heard: now,
+                    pinged: false,
+                    docs: BTreeMap::new(),
+                },
+            );
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_heard = now;
+            p.pinged = false;
+        }
+        match msg {
+            ClientMsg::Connect {
+                protocol,
+                doc,
+                client_id,
+                seq,
+                resume,
+                ..
+            } => self.on_connect(now, peer, protocol, doc, client_id, seq, resume),
+            ClientMsg::ClientSync {
+                doc,
+                seq,
+                server_version,
+                edits,
+            } => self.on_sync(now, peer, doc, seq, server_version, edits),
+            ClientMsg::Close { doc } => self.detach(now, peer, &doc),
+            ClientMsg::Ping => self.send(peer, ServerMsg::Pong),
+            ClientMsg::Pong => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_connect(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        protocol: u32,
+        doc: String,
+        client_id: String,
+        seq: u64,
+        resume: Option<Resume>,
+    ) {
+        if protocol != PROTOCOL_VERSION {
+            let m = format!("protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
+            return self.reject(peer, Some(doc), ErrorCode::UnsupportedProtocol, m);
+        }
+        if !self.valid_name(&doc) || !self.valid_name(&client_id) {
+            let m = format!(
+                "document and client names must be 1 to {} bytes without control characters",
+                self.config.limits.max_name_bytes
+            );
+            return self.reject(peer, None, ErrorCode::BadName, m);
+        }
+        let max_clients = self.config.limits.max_clients_per_document;
+        let Some(d) = self.docs.get_mut(&doc) else {
+            return self.reject(peer, Some(doc), ErrorCode::Internal, "document is not loaded".into());
+        };
+        // A different client id bound to this doc on this connection is detached first.
+        let previous = self.peers.get(&peer).and_then(|p| p.docs.get(&doc)).cloned();
+        if let Some(prev) = previous.filter(|p| *p != client_id) {
+            if let Some(s) = d.sessions.get_mut(&prev) {
+                s.peer = None;
+                s.last_active = now;
+            }
+        }
+        if let Some(s) = d.sessions.get_mut(&client_id) {
+            if seq <= s.last_seq {
+                self.stats.stale_skipped += 1;
+                return;
+            }
+            if resume.is_some() {
+                s.last_seq = seq;
+                s.peer = Some(peer);
+                s.last_active = now;
+                self.stats.resumes += 1;
+                let msg = ServerMsg::ConnectOk {
+                    doc: doc.clone(),
+                    seq,
+                    resumed: true,
+                    text: String::new(),
+                    client_version: s.shadow.client_version,
+                    server_version: s.shadow.server_version,
+                };
+                self.bind(peer, &doc, &client_id);
+                return self.send(peer, msg);
+            }
+        } else if d.sessions.len() >= max_clients {
+            // Make room by forgetting the longest-idle detached session, if there is one.
+            let idle = d
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.peer.is_none())
+                .min_by_key(|(id, s)| (s.last_active, (*id).clone()))
+                .map(|(id, _)| id.clone());
+            match idle {
+                Some(id) => {
+                    d.sessions.remove(&id);
+                    self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+                        doc: doc.clone(),
+                        text: None,
+                        version: d.version,
+                        sessions: Vec::new(),
+                        removed_sessions: vec![id],
+                    }));
+                }
+                None => {
+                    let m = format!("document has its maximum of {max_clients} clients");
+                    return self.reject(peer, Some(doc), ErrorCode::TooManyClients, m);
+                }
+            }
+        }
+        let session = Session::fresh(&d.master, seq, peer, now);
+        let record = session.record(&client_id);
+        let msg = ServerMsg::ConnectOk {
+            doc: doc.clone(),
+            seq,
+            resumed: false,
+            text: d.master.clone(),
+            client_version: 0,
+            server_version: 0,
+        };
+        d.sessions.insert(client_id.clone(), session);
+        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+            doc: doc.clone(),
+            text: None,
+            version: d.version,
+            sessions: vec![record],
+            removed_sessions: Vec::new(),
+        }));
+        self.bind(peer, &doc, &client_id);
+        self.send(peer, msg);
+    }
+
+    fn bind(&mut self, peer: PeerId, doc: &str, client_id: &str) {
+        // Another connection holding this session loses it (the client moved).
+        for (pid, p) in self.peers.iter_mut() {
+            if *pid != peer && p.docs.get(doc).is_some_and(|c| c == client_id) {
+                p.docs.remove(doc);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.docs.insert(doc.to_string(), client_id.to_string());
+        }
+    }
+
+    fn on_sync(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        doc: String,
+        seq: u64,
+        m_ack: u64,
+        edits: Vec<Edit>,
+    ) {
+        let Some(client_id) = self.peers.get(&peer).and_then(|p| p.docs.get(&doc)).cloned() else {
+            let m = "no session for this document on this connection: send connect".to_string();
+            return self.reject(peer, Some(doc), ErrorCode::UnknownSession, m);
+        };
+        if edits.len() > self.config.limits.max_edits_per_message {
+            let m = format!(
+                "{} edits in one message; the maximum is {}",
+                edits.len(),
+                self.config.limits.max_edits_per_message
+            );
+            return self.reject(peer, Some(doc), ErrorCode::TooManyEdits, m);
+        }
+        let config = self.config;
+        let Some(d) = self.docs.get_mut(&doc) else {
+            return self.reject(peer, Some(doc), ErrorCode::UnknownSession, "document is not loaded".into());
+        };
+        let outcome = sync_session(&config, d, &doc, &client_id, now, seq, m_ack, edits, &mut self.stats);
+        match outcome {
+            SyncOutcome::Ignore => {}
+            SyncOutcome::Reply { persist, msg } => {
+                if let Some(p) = persist {
+                    self.outputs.push_back(ServerOutput::Persist(p));
+                }
+                self.send(peer, msg);
+            }
+            SyncOutcome::Reset { error } => {
+                if let Some((code, message)) = error {
+                    self.reject(peer, Some(doc.clone()), code, message);
+                }
+                self.reset_session(&doc, &client_id, peer, seq);
+            }
+        }
+    }
+
+    /// Replace a client's shadow by the master (MobWrite's "raw" mode) with explicit versions.
+    fn reset_session(&mut self, doc: &str, client_id: &str, peer: PeerId, seq: u64) {
+        let Some(d) = self.docs.get_mut(doc) else { return };
+        let Some(s) = d.sessions.get_mut(client_id) else { return };
+        let m = s.shadow.server_version.max(s.backup.server_version) + 1;
+        s.shadow = Shadow {
+            text: d.master.clone(),
+            client_version: s.shadow.client_version,
+            server_version: m,
+        };
+        s.backup = s.shadow.clone();
+        s.pending.clear();
+        s.awaiting_reset = Some(m);
+        self.stats.resets += 1;
+        let n = s.shadow.client_version;
+        let record = s.record(client_id);
+        let msg = ServerMsg::ServerSync {
+            doc: doc.to_string(),
+            seq,
+            client_version: n,
+            edits: vec![Edit::Full {
+                version: m,
+                text: d.master.clone(),
+                checksum: Checksum::of(&d.master),
+            }],
+        };
+        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+            doc: doc.to_string(),
+            text: Some(d.master.clone()),
+            version: d.version,
+            sessions: vec![record],
+            removed_sessions: Vec::new(),
+        }));
+        self.send(peer, msg);
+    }
+
+    fn detach(&mut self, now: Time, peer: PeerId, doc: &str) {
+        let Some(client_id) = self.peers.get_mut(&peer).and_then(|p| p.docs.remove(doc)) else {
+            return;
+        };
+        if let Some(s) = self.docs.get_mut(doc).and_then(|d| d.sessions.get_mut(&client_id)) {
+            if s.peer == Some(peer) {
+                s.peer = None;
+                s.last_active = now;
+            }
+        }
+        self.unload_if_unused(doc);
+    }
+
+    /// A document nobody is attached to leaves memory; the store has all of it.
+    fn unload_if_unused(&mut self, doc: &str) {
+        if self
+            .docs
+            .get(doc)
+            .is_some_and(|d| d.sessions.values().all(|s| s.peer.is_none()))
+        {
+            self.docs.remove(doc);
+        }
+    }
+
+    /// The connection to `peer` is gone: its sessions stay resumable.
+    pub fn handle_disconnect(&mut self, now: Time, peer: PeerId) {
+        let Some(p) = self.peers.remove(&peer) else { return };
+        for (doc, client_id) in p.docs {
+            if let Some(s) = self.docs.get_mut(&doc).and_then(|d| d.sessions.get_mut(&client_id)) {
+                if s.peer == Some(peer) {
+                    s.peer = None;
+                    s.last_active = now;
+                }
+            }
+            self.unload_if_unused(&doc);
+        }
+    }
+
+    /// Time has passed: ping quiet peers, drop silent ones.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let hb = self.config.heartbeat_ms;
+        let silent = self.config.silent_timeout_ms();
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            if now >= p.last_heard.plus_ms(silent) {
+                dead.push(*id);
+            } else if !p.pinged && now >= p.last_heard.plus_ms(hb) {
+                p.pinged = true;
+                ping.push(*id);
+            }
+        }
+        for id in ping {
+            self.send(id, ServerMsg::Ping);
+        }
+        for id in dead {
+            tracing::info!(peer = id.0, "evicting silent peer");
+            self.handle_disconnect(now, id);
+            self.outputs.push_back(ServerOutput::Disconnect {
+                peer: id,
+                reason: format!("silent for {silent} ms"),
+            });
+        }
+    }
+
+    /// The next output for the driver, if any.
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`ServerEngine::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let hb = self.config.heartbeat_ms;
+        let silent = self.config.silent_timeout_ms();
+        self.peers
+            .values()
+            .map(|p| {
+                if p.pinged {
+                    p.last_heard.plus_ms(silent)
+                } else {
+                    p.last_heard.plus_ms(hb)
+                }
+            })
+            .min()
+    }
+}
+
+/// Guaranteed-delivery DS, server side, for one `client_sync` (see `docs/protocol.md`).
+#[allow(clippy::too_many_arguments)]
+fn sync_session(
+    config: &Config,
+    d: &mut Document,
+    doc: &str,
+    client_id: &str,
+    now: Time,
+    seq: u64,
+    m_ack: u64,
+    edits: Vec<Edit>,
+    stats: &mut Stats,
+) -> SyncOutcome {
+    let Some(s) = d.sessions.get_mut(client_id) else {
+        return SyncOutcome::Ignore;
+    };
+    if seq <= s.last_seq {
+        stats.stale_skipped += 1;
+        return SyncOutcome::Ignore;
+    }
+    s.last_seq = seq;
+    s.last_active = now;
+    if let Some(want) = s.awaiting_reset {
+        if m_ack != want {
+            // The reset was lost or this request crossed it: send it again.
+            return SyncOutcome::Reset { error: None };
+        }
+        s.awaiting_reset = None;
+    }
+    let mut dirty = false;
+    // Step 1: a lost reply shows as m_ack == backup's m. Restore before anything else.
+    if m_ack == s.shadow.server_version {
+    } else if m_ack == s.backup.server_version {
+        s.shadow = s.backup.clone();
+        s.pending.clear();
+        stats.rollbacks += 1;
+        dirty = true;
+    } else {
+        return SyncOutcome::Reset { error: None };
+    }
+    // Step 2: server edits tagged v < m_ack are acknowledged.
+    s.pending.retain(|e| e.version() >= m_ack);
+    let mut master_changed = false;
+    let limits = config.limits;
+    for edit in edits {
+        let v = edit.version();
+        if v < s.shadow.client_version {
+            stats.duplicates_skipped += 1;
+            continue;
+        }
+        if v > s.shadow.client_version {
+            return SyncOutcome::Reset { error: None };
+        }
+        let (new, checksum) = match edit {
+            Edit::Delta { delta, checksum, .. } => match delta.apply(&s.shadow.text) {
+                Ok(t) => (t, checksum),
+                Err(e) => {
+                    tracing::warn!(doc, client = client_id, error = %e, "delta does not fit shadow");
+                    return SyncOutcome::Reset { error: Some((ErrorCode::BadDelta, e.to_string())) };
+                }
+            },
+            Edit::Full { text, checksum, .. } => (text, checksum),
+        };
+        if Checksum::of(&new) != checksum {
+            tracing::warn!(doc, client = client_id, "checksum mismatch after strict apply");
+            return SyncOutcome::Reset { error: None };
+        }
+        let too_large = |len: usize| {
+            Some((
+                ErrorCode::DocumentTooLarge,
+                format!("document would be {len} bytes; the maximum is {}", limits.max_document_bytes),
+            ))
+        };
+        if new.len() > limits.max_document_bytes {
+            return SyncOutcome::Reset { error: too_large(new.len()) };
+        }
+        let out = merge(d.merge, &config.fuzzy, &s.shadow.text, &new, &d.master);
+        let merged = match normalize_newlines(&out.text) {
+            std::borrow::Cow::Borrowed(_) => out.text,
+            std::borrow::Cow::Owned(o) => o,
+        };
+        if merged.len() > limits.max_document_bytes {
+            return SyncOutcome::Reset { error: too_large(merged.len()) };
+        }
+        stats.patches_dropped += out.patches_dropped as u64;
+        if merged != d.master {
+            d.master = merged;
+            d.version += 1;
+            master_changed = true;
+        }
+        s.shadow.text = new;
+        s.shadow.client_version += 1;
+        stats.edits_applied += 1;
+        dirty = true;
+    }
+    // Step 4: refresh the backup on every accepted message (pitfall 2).
+    if s.backup != s.shadow {
+        s.backup = s.shadow.clone();
+        dirty = true;
+    }
+    // Step 5: send what the master has that this client's shadow lacks.
+    if d.master != s.shadow.text {
+        if s.pending.len() >= limits.max_pending_edits {
+            return SyncOutcome::Reset { error: None };
+        }
+        let delta = Delta::diff(&s.shadow.text, &d.master);
+        s.pending.push(Edit::Delta {
+            version: s.shadow.server_version,
+            delta,
+            checksum: Checksum::of(&d.master),
+        });
+        s.shadow.text.clone_from(&d.master);
+        s.shadow.server_version += 1;
+        dirty = true;
+    }
+    // Step 6: persist, then acknowledge.
+    let persist = dirty.then(|| PersistRecord {
+        doc: doc.to_string(),
+        text: master_changed.then(|| d.master.clone()),
+        version: d.version,
+        sessions: vec![s.record(client_id)],
+        removed_sessions: Vec::new(),
+    });
+    let msg = ServerMsg::ServerSync {
+        doc: doc.to_string(),
+        seq,
+        client_version: s.shadow.client_version,
+        edits: s.pending.clone(),
+    };
+    SyncOutcome::Reply { persist, msg }
+}
