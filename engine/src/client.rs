@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta};
-use crate::merge::merge;
+use crate::merge::{merge, three_way_with, MergeStrategy, SameGap};
 use crate::msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::EngineError;
 
@@ -263,7 +263,9 @@ impl ClientEngine {
     fn cycle(&mut self, now: Time) {
         let resent = self.pending_sent.min(self.pending.len());
         self.stats.retransmits += resent as u64;
-        if self.text != self.shadow.text && self.pending.len() < self.config.limits.max_pending_edits {
+        if self.text != self.shadow.text
+            && self.pending.len() < self.config.limits.max_pending_edits
+        {
             if self.pending.is_empty() {
                 self.pending_base = Some(self.shadow.text.clone());
             }
@@ -309,7 +311,7 @@ impl ClientEngine {
                 if resumed {
                     self.stats.resumes += 1;
                 } else {
-                    self.reset_to(text, client_version, server_version);
+                    self.reset_to(text, client_version, server_version, None);
                 }
                 self.has_session = true;
                 self.conn = Conn::Connected;
@@ -338,7 +340,10 @@ impl ClientEngine {
             ServerMsg::Pong => {}
             ServerMsg::Error { code, message, .. } => {
                 self.outputs
-                    .push_back(ClientOutput::Event(ClientEvent::ServerError { code, message }));
+                    .push_back(ClientOutput::Event(ClientEvent::ServerError {
+                        code,
+                        message,
+                    }));
                 if code == ErrorCode::UnknownSession && self.conn == Conn::Connected {
                     // The server forgot us (restart, eviction): reopen, resuming if it can.
                     self.connect(now);
@@ -353,12 +358,15 @@ impl ClientEngine {
             version,
             text,
             checksum,
-        }) = edits.iter().find(|e| matches!(e, Edit::Full { .. })).cloned()
+        }) = edits
+            .iter()
+            .find(|e| matches!(e, Edit::Full { .. }))
+            .cloned()
         {
             if Checksum::of(&text) != checksum {
                 return self.resync(now);
             }
-            self.reset_to(text, client_version, version);
+            self.reset_to(text, client_version, version, Some(client_version));
             return;
         }
         self.pending.retain(|e| e.version() >= client_version);
@@ -403,7 +411,8 @@ impl ClientEngine {
             );
             self.stats.patches_dropped += out.patches_dropped as u64;
             self.text = out.text;
-            self.outputs.push_back(ClientOutput::Event(ClientEvent::RemoteChange));
+            self.outputs
+                .push_back(ClientOutput::Event(ClientEvent::RemoteChange));
         }
     }
 
@@ -414,20 +423,53 @@ impl ClientEngine {
     }
 
     /// Adopt the server's `text` at (n, m), re-merging unacknowledged local typing onto it.
-    fn reset_to(&mut self, text: String, client_version: u64, server_version: u64) {
-        let base = self
-            .pending_base
-            .take()
-            .unwrap_or_else(|| self.shadow.text.clone());
+    ///
+    /// `applied_below` is the server's word on which of our pending edits it holds (those with
+    /// a lower version), when it knows (a reset of a live session); `None` after the server
+    /// forgot the session.
+    fn reset_to(
+        &mut self,
+        text: String,
+        client_version: u64,
+        server_version: u64,
+        applied_below: Option<u64>,
+    ) {
+        let first_pending = self.pending.first().map(Edit::version);
+        let all_applied = match (applied_below, self.pending.last()) {
+            (_, None) => true,
+            (Some(n), Some(last)) => n > last.version(),
+            (None, Some(_)) => false,
+        };
+        let none_applied = matches!((applied_below, first_pending), (Some(n), Some(f)) if n <= f);
+        // The base is the last text whose changes are all on the server: exact when the server
+        // says which edits it holds; otherwise the text before the oldest pending edit, with
+        // same-gap collapsing so typing the server already holds is not inserted twice.
+        let (base, same_gap) = if all_applied {
+            (self.shadow.text.clone(), SameGap::KeepUnlessIdentical)
+        } else {
+            let b = self
+                .pending_base
+                .clone()
+                .unwrap_or_else(|| self.shadow.text.clone());
+            let rule = if none_applied {
+                SameGap::KeepUnlessIdentical
+            } else {
+                SameGap::CollapseContained
+            };
+            (b, rule)
+        };
         let local = std::mem::take(&mut self.text);
         self.text = if local == base {
             text.clone()
+        } else if self.config.merge == MergeStrategy::ThreeWay {
+            three_way_with(&base, &local, &text, same_gap)
         } else {
             merge(self.config.merge, &self.config.fuzzy, &base, &local, &text).text
         };
         if self.has_session {
             self.stats.resets += 1;
-            self.outputs.push_back(ClientOutput::Event(ClientEvent::Reset));
+            self.outputs
+                .push_back(ClientOutput::Event(ClientEvent::Reset));
         }
         self.shadow = Shadow {
             text,
@@ -435,6 +477,7 @@ impl ClientEngine {
             server_version,
         };
         self.pending.clear();
+        self.pending_base = None;
         self.pending_sent = 0;
         self.in_flight = None;
     }
@@ -451,11 +494,14 @@ impl ClientEngine {
             Conn::Connected => {
                 if now >= self.last_heard.plus_ms(self.config.silent_timeout_ms()) {
                     self.disconnected();
-                    self.outputs.push_back(ClientOutput::Event(ClientEvent::ServerSilent));
+                    self.outputs
+                        .push_back(ClientOutput::Event(ClientEvent::ServerSilent));
                     return;
                 }
                 match self.in_flight {
-                    Some(f) if now >= f.sent_at.plus_ms(self.config.retransmit_ms) => self.cycle(now),
+                    Some(f) if now >= f.sent_at.plus_ms(self.config.retransmit_ms) => {
+                        self.cycle(now)
+                    }
                     Some(_) => {}
                     None if now >= self.next_sync_at => self.cycle(now),
                     None => {}

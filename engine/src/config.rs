@@ -96,7 +96,8 @@ impl Default for Config {
 impl Config {
     /// How long a silent peer is kept.
     pub fn silent_timeout_ms(&self) -> u64 {
-        self.heartbeat_ms.saturating_mul(self.silent_heartbeats as u64)
+        self.heartbeat_ms
+            .saturating_mul(self.silent_heartbeats as u64)
     }
 }
 

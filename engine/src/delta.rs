@@ -105,7 +105,8 @@ pub fn decode_uri(s: &str) -> Result<String, DeltaError> {
     let mut i = 0;
     while let Some(off) = b[i..].iter().position(|&c| c == b'%') {
         let at = i + off;
-        let ok = b.len() >= at + 3 && b[at + 1].is_ascii_hexdigit() && b[at + 2].is_ascii_hexdigit();
+        let ok =
+            b.len() >= at + 3 && b[at + 1].is_ascii_hexdigit() && b[at + 2].is_ascii_hexdigit();
         if !ok {
             return Err(DeltaError::BadEscape(s.chars().take(40).collect()));
         }

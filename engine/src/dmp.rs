@@ -121,7 +121,9 @@ fn rfind_from(hay: &[char], needle: &[char], from: usize) -> Option<usize> {
     if from > last {
         return None;
     }
-    (from..=last).rev().find(|&i| hay[i..i + needle.len()] == *needle)
+    (from..=last)
+        .rev()
+        .find(|&i| hay[i..i + needle.len()] == *needle)
 }
 
 fn rfind(hay: &[char], needle: &[char]) -> Option<usize> {
@@ -448,7 +450,9 @@ pub fn cleanup_semantic(diffs: &mut Vec<Diff>) {
             if let Some(le) = &last_equality {
                 if !le.is_empty() && le.len() <= ins1.max(del1) && le.len() <= ins2.max(del2) {
                     // `equalities` is non-empty whenever `last_equality` is set.
-                    let e = *equalities.last().expect("last_equality implies an equality");
+                    let e = *equalities
+                        .last()
+                        .expect("last_equality implies an equality");
                     diffs.insert(e, (Op::Delete, le.clone()));
                     diffs[e + 1].0 = Op::Insert;
                     equalities.pop();
@@ -651,7 +655,9 @@ pub fn cleanup_efficiency(diffs: &mut Vec<Diff>, edit_cost: usize) {
                     && ((pre_ins && pre_del && post_ins && post_del)
                         || ((le.len() as f64) < edit_cost as f64 / 2.0 && count == 3))
                 {
-                    let e = *equalities.last().expect("last_equality implies an equality");
+                    let e = *equalities
+                        .last()
+                        .expect("last_equality implies an equality");
                     diffs.insert(e, (Op::Delete, le.clone()));
                     diffs[e + 1].0 = Op::Insert;
                     equalities.pop();
@@ -806,7 +812,7 @@ fn match_bitap(text: &[char], pattern: &[char], loc: usize, s: &FuzzySettings) -
         let mut j = finish;
         while j >= start {
             let ju = j as usize;
-            let char_match = if text.len() <= ju - 1 {
+            let char_match = if text.len() < ju {
                 0
             } else {
                 alphabet.get(&text[ju - 1]).copied().unwrap_or(0)
@@ -844,7 +850,8 @@ fn add_context(patch: &mut Patch, text: &[char], s: &FuzzySettings) {
     if text.is_empty() {
         return;
     }
-    let slice = |a: usize, b: usize| &text[a.min(text.len())..b.min(text.len()).max(a.min(text.len()))];
+    let slice =
+        |a: usize, b: usize| &text[a.min(text.len())..b.min(text.len()).max(a.min(text.len()))];
     let mut pattern = slice(patch.start2, patch.start2 + patch.length1);
     let mut padding = 0;
     while find(text, pattern, 0) != rfind(text, pattern)
@@ -1129,8 +1136,7 @@ pub fn patch_apply(patches: &[Patch], text: &[char], s: &FuzzySettings) -> (Vec<
         } else {
             let mut diffs = diff_main(&text1, &text2);
             if text1.len() > MATCH_MAX_BITS
-                && diff_levenshtein(&diffs) as f64 / text1.len() as f64
-                    > s.patch_delete_threshold
+                && diff_levenshtein(&diffs) as f64 / text1.len() as f64 > s.patch_delete_threshold
             {
                 *results.last_mut().expect("pushed above") = false;
             } else {
@@ -1215,7 +1221,11 @@ mod tests {
         let d = diff_main(&c("abc"), &c("ab123c"));
         assert_eq!(
             d,
-            vec![(Op::Equal, c("ab")), (Op::Insert, c("123")), (Op::Equal, c("c"))]
+            vec![
+                (Op::Equal, c("ab")),
+                (Op::Insert, c("123")),
+                (Op::Equal, c("c"))
+            ]
         );
         let d = diff_main(&c("cat"), &c("map"));
         assert_eq!(diff_text1(&d), c("cat"));

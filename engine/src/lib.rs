@@ -28,7 +28,9 @@ pub use config::{Config, Limits, Stats, Time};
 pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
 pub use msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
-pub use server::{PeerId, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument};
+pub use server::{
+    PeerId, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,
+};
 
 /// Errors from the engine's local API (a user's edit or a driver's call, never a peer's
 /// message: those become `error` replies).

@@ -85,8 +85,25 @@ pub fn merge(
     }
 }
 
+/// How insertions at the same gap are collapsed in a three-way merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameGap {
+    /// Keep both unless identical (ordinary merges).
+    KeepUnlessIdentical,
+    /// Also collapse when one side's insertion already holds the other's at its start: used
+    /// only when re-merging local typing after a reset, where the server may already hold a
+    /// prefix of that typing (its acknowledgement was lost before the server forgot the
+    /// session).
+    CollapseContained,
+}
+
 /// Three-way merge by the rule in the module docs.
 pub fn three_way(base: &str, changed: &str, current: &str) -> String {
+    three_way_with(base, changed, current, SameGap::KeepUnlessIdentical)
+}
+
+/// Three-way merge with an explicit same-gap rule.
+pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGap) -> String {
     let ours = diff_hunks(base, current);
     let theirs = diff_hunks(base, changed);
 
@@ -132,8 +149,12 @@ pub fn three_way(base: &str, changed: &str, current: &str) -> String {
         i += 1;
         if let (Some(o), Some(next)) = (ours_here, ins.get(i)) {
             if next.0 == gap && next.1 == 1 {
-                if next.2 != o {
-                    out.push_str(&next.2);
+                let t = next.2.as_str();
+                match same_gap {
+                    _ if t == o => {}
+                    SameGap::CollapseContained if t.starts_with(o) => out.push_str(&t[o.len()..]),
+                    SameGap::CollapseContained if o.starts_with(t) => {}
+                    _ => out.push_str(t),
                 }
                 i += 1;
             }
@@ -188,7 +209,10 @@ mod tests {
 
     #[test]
     fn disjoint_edits_both_apply() {
-        assert_eq!(tw("hello world", "hello brave world", "hello world!"), "hello brave world!");
+        assert_eq!(
+            tw("hello world", "hello brave world", "hello world!"),
+            "hello brave world!"
+        );
     }
 
     #[test]

@@ -209,7 +209,9 @@ impl ServerEngine {
     /// The document a message needs loaded before it is handled, if it is not loaded yet.
     pub fn document_needed<'m>(&self, msg: &'m ClientMsg) -> Option<&'m str> {
         match msg {
-            ClientMsg::Connect { doc, .. } if !self.docs.contains_key(doc) && self.valid_name(doc) => {
+            ClientMsg::Connect { doc, .. }
+                if !self.docs.contains_key(doc) && self.valid_name(doc) =>
+            {
                 Some(doc)
             }
             _ => None,
@@ -219,7 +221,9 @@ impl ServerEngine {
     /// Put a document (from the store, or new and empty) in memory.
     pub fn load_document(&mut self, doc: &str, stored: StoredDocument) -> Result<(), EngineError> {
         if self.docs.len() >= self.config.limits.max_documents && !self.docs.contains_key(doc) {
-            return Err(EngineError::TooManyDocuments(self.config.limits.max_documents));
+            return Err(EngineError::TooManyDocuments(
+                self.config.limits.max_documents,
+            ));
         }
         let master = normalize_newlines(&stored.text).into_owned();
         if master.len() > self.config.limits.max_document_bytes {
@@ -309,7 +313,12 @@ impl ServerEngine {
     pub fn handle_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
         if !self.peers.contains_key(&peer) {
             if self.peers.len() >= self.config.limits.max_peers {
-                self.reject(peer, None, ErrorCode::TooManyConnections, "server has its maximum number of connections".into());
+                self.reject(
+                    peer,
+                    None,
+                    ErrorCode::TooManyConnections,
+                    "server has its maximum number of connections".into(),
+                );
                 self.outputs.push_back(ServerOutput::Disconnect {
                     peer,
                     reason: "too many connections".into(),
@@ -362,7 +371,9 @@ impl ServerEngine {
         resume: Option<Resume>,
     ) {
         if protocol != PROTOCOL_VERSION {
-            let m = format!("protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
+            let m = format!(
+                "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+            );
             return self.reject(peer, Some(doc), ErrorCode::UnsupportedProtocol, m);
         }
         if !self.valid_name(&doc) || !self.valid_name(&client_id) {
@@ -374,10 +385,19 @@ impl ServerEngine {
         }
         let max_clients = self.config.limits.max_clients_per_document;
         let Some(d) = self.docs.get_mut(&doc) else {
-            return self.reject(peer, Some(doc), ErrorCode::Internal, "document is not loaded".into());
+            return self.reject(
+                peer,
+                Some(doc),
+                ErrorCode::Internal,
+                "document is not loaded".into(),
+            );
         };
         // A different client id bound to this doc on this connection is detached first.
-        let previous = self.peers.get(&peer).and_then(|p| p.docs.get(&doc)).cloned();
+        let previous = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.docs.get(&doc))
+            .cloned();
         if let Some(prev) = previous.filter(|p| *p != client_id) {
             if let Some(s) = d.sessions.get_mut(&prev) {
                 s.peer = None;
@@ -473,7 +493,12 @@ impl ServerEngine {
         m_ack: u64,
         edits: Vec<Edit>,
     ) {
-        let Some(client_id) = self.peers.get(&peer).and_then(|p| p.docs.get(&doc)).cloned() else {
+        let Some(client_id) = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.docs.get(&doc))
+            .cloned()
+        else {
             let m = "no session for this document on this connection: send connect".to_string();
             return self.reject(peer, Some(doc), ErrorCode::UnknownSession, m);
         };
@@ -487,9 +512,24 @@ impl ServerEngine {
         }
         let config = self.config;
         let Some(d) = self.docs.get_mut(&doc) else {
-            return self.reject(peer, Some(doc), ErrorCode::UnknownSession, "document is not loaded".into());
+            return self.reject(
+                peer,
+                Some(doc),
+                ErrorCode::UnknownSession,
+                "document is not loaded".into(),
+            );
         };
-        let outcome = sync_session(&config, d, &doc, &client_id, now, seq, m_ack, edits, &mut self.stats);
+        let outcome = sync_session(
+            &config,
+            d,
+            &doc,
+            &client_id,
+            now,
+            seq,
+            m_ack,
+            edits,
+            &mut self.stats,
+        );
         match outcome {
             SyncOutcome::Ignore => {}
             SyncOutcome::Reply { persist, msg } => {
@@ -509,8 +549,12 @@ impl ServerEngine {
 
     /// Replace a client's shadow by the master (MobWrite's "raw" mode) with explicit versions.
     fn reset_session(&mut self, doc: &str, client_id: &str, peer: PeerId, seq: u64) {
-        let Some(d) = self.docs.get_mut(doc) else { return };
-        let Some(s) = d.sessions.get_mut(client_id) else { return };
+        let Some(d) = self.docs.get_mut(doc) else {
+            return;
+        };
+        let Some(s) = d.sessions.get_mut(client_id) else {
+            return;
+        };
         let m = s.shadow.server_version.max(s.backup.server_version) + 1;
         s.shadow = Shadow {
             text: d.master.clone(),
@@ -547,7 +591,11 @@ impl ServerEngine {
         let Some(client_id) = self.peers.get_mut(&peer).and_then(|p| p.docs.remove(doc)) else {
             return;
         };
-        if let Some(s) = self.docs.get_mut(doc).and_then(|d| d.sessions.get_mut(&client_id)) {
+        if let Some(s) = self
+            .docs
+            .get_mut(doc)
+            .and_then(|d| d.sessions.get_mut(&client_id))
+        {
             if s.peer == Some(peer) {
                 s.peer = None;
                 s.last_active = now;
@@ -569,9 +617,15 @@ impl ServerEngine {
 
     /// The connection to `peer` is gone: its sessions stay resumable.
     pub fn handle_disconnect(&mut self, now: Time, peer: PeerId) {
-        let Some(p) = self.peers.remove(&peer) else { return };
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
         for (doc, client_id) in p.docs {
-            if let Some(s) = self.docs.get_mut(&doc).and_then(|d| d.sessions.get_mut(&client_id)) {
+            if let Some(s) = self
+                .docs
+                .get_mut(&doc)
+                .and_then(|d| d.sessions.get_mut(&client_id))
+            {
                 if s.peer == Some(peer) {
                     s.peer = None;
                     s.last_active = now;
@@ -684,27 +738,40 @@ fn sync_session(
             return SyncOutcome::Reset { error: None };
         }
         let (new, checksum) = match edit {
-            Edit::Delta { delta, checksum, .. } => match delta.apply(&s.shadow.text) {
+            Edit::Delta {
+                delta, checksum, ..
+            } => match delta.apply(&s.shadow.text) {
                 Ok(t) => (t, checksum),
                 Err(e) => {
                     tracing::warn!(doc, client = client_id, error = %e, "delta does not fit shadow");
-                    return SyncOutcome::Reset { error: Some((ErrorCode::BadDelta, e.to_string())) };
+                    return SyncOutcome::Reset {
+                        error: Some((ErrorCode::BadDelta, e.to_string())),
+                    };
                 }
             },
             Edit::Full { text, checksum, .. } => (text, checksum),
         };
         if Checksum::of(&new) != checksum {
-            tracing::warn!(doc, client = client_id, "checksum mismatch after strict apply");
+            tracing::warn!(
+                doc,
+                client = client_id,
+                "checksum mismatch after strict apply"
+            );
             return SyncOutcome::Reset { error: None };
         }
         let too_large = |len: usize| {
             Some((
                 ErrorCode::DocumentTooLarge,
-                format!("document would be {len} bytes; the maximum is {}", limits.max_document_bytes),
+                format!(
+                    "document would be {len} bytes; the maximum is {}",
+                    limits.max_document_bytes
+                ),
             ))
         };
         if new.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset { error: too_large(new.len()) };
+            return SyncOutcome::Reset {
+                error: too_large(new.len()),
+            };
         }
         let out = merge(d.merge, &config.fuzzy, &s.shadow.text, &new, &d.master);
         let merged = match normalize_newlines(&out.text) {
@@ -712,7 +779,9 @@ fn sync_session(
             std::borrow::Cow::Owned(o) => o,
         };
         if merged.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset { error: too_large(merged.len()) };
+            return SyncOutcome::Reset {
+                error: too_large(merged.len()),
+            };
         }
         stats.patches_dropped += out.patches_dropped as u64;
         if merged != d.master {

@@ -1,1 +1,493 @@
-//! x
+//! `dsync-net`: the wire. This crate alone knows how protocol messages look as bytes: one JSON
+//! object per line, a `"type"` tag, deltas as diff-match-patch delta text (UTF-16 counts).
+//!
+//! - [`encode_client`] / [`encode_server`] turn engine messages into one `\n`-terminated line;
+//! - [`decode_client`] / [`decode_server`] parse one line back, returning [`DecodeError`]
+//!   values (never panicking) for anything malformed;
+//! - [`LineBuffer`] splits a byte stream into frames with a maximum frame size, sans-IO, so the
+//!   tokio drivers and the simulator share it.
+//!
+//! Invariant: every decode error maps to a protocol [`ErrorCode`] ([`DecodeError::code`]), so
+//! a driver can always answer a bad frame with a clear `error` message.
+
+use dsync_engine::delta::{Checksum, Delta, DeltaError};
+use dsync_engine::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg};
+use serde::{Deserialize, Serialize};
+
+/// Default maximum frame size: 8 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame is longer than the maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// Bytes seen so far (at least `max + 1`).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The frame is not UTF-8.
+    #[error("frame is not valid UTF-8")]
+    NotUtf8,
+    /// The frame is not valid JSON for any message.
+    #[error("malformed message at line {line} column {column}: {message}")]
+    Json {
+        /// serde_json's description.
+        message: String,
+        /// Line in the frame (1-based).
+        line: usize,
+        /// Column in the frame (1-based).
+        column: usize,
+    },
+    /// The `type` is not one this side accepts.
+    #[error("unknown message type: {0}")]
+    UnknownType(String),
+    /// An edit has neither or both of `delta` and `text`.
+    #[error("edit must have exactly one of \"delta\" and \"text\"")]
+    BadEdit,
+    /// A delta's text is malformed.
+    #[error("bad delta: {0}")]
+    BadDelta(#[from] DeltaError),
+    /// An error code this side does not know.
+    #[error("unknown error code {0:?}")]
+    UnknownErrorCode(String),
+}
+
+impl DecodeError {
+    /// The protocol error code to answer with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            DecodeError::BadDelta(DeltaError::TooLarge { .. }) => ErrorCode::TooManyEdits,
+            DecodeError::BadDelta(_) => ErrorCode::BadDelta,
+            _ => ErrorCode::BadMessage,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireEdit {
+    version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delta: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    checksum: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireResume {
+    client_version: u64,
+    server_version: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireClient {
+    Connect {
+        protocol: u32,
+        doc: String,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<WireResume>,
+    },
+    ClientSync {
+        doc: String,
+        seq: u64,
+        server_version: u64,
+        edits: Vec<WireEdit>,
+    },
+    Close {
+        doc: String,
+    },
+    Ping,
+    Pong,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireServer {
+    ConnectOk {
+        doc: String,
+        seq: u64,
+        resumed: bool,
+        text: String,
+        client_version: u64,
+        server_version: u64,
+    },
+    ServerSync {
+        doc: String,
+        seq: u64,
+        client_version: u64,
+        edits: Vec<WireEdit>,
+    },
+    Ping,
+    Pong,
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        doc: Option<String>,
+        code: String,
+        message: String,
+    },
+}
+
+fn edit_to_wire(e: &Edit) -> WireEdit {
+    match e {
+        Edit::Delta {
+            version,
+            delta,
+            checksum,
+        } => WireEdit {
+            version: *version,
+            delta: Some(delta.to_string()),
+            text: None,
+            checksum: checksum.0,
+        },
+        Edit::Full {
+            version,
+            text,
+            checksum,
+        } => WireEdit {
+            version: *version,
+            delta: None,
+            text: Some(text.clone()),
+            checksum: checksum.0,
+        },
+    }
+}
+
+fn edits_from_wire(edits: Vec<WireEdit>, max_delta: usize) -> Result<Vec<Edit>, DecodeError> {
+    edits
+        .into_iter()
+        .map(|w| match (w.delta, w.text) {
+            (Some(d), None) => Ok(Edit::Delta {
+                version: w.version,
+                delta: Delta::parse(&d, max_delta)?,
+                checksum: Checksum(w.checksum),
+            }),
+            (None, Some(text)) => Ok(Edit::Full {
+                version: w.version,
+                text,
+                checksum: Checksum(w.checksum),
+            }),
+            _ => Err(DecodeError::BadEdit),
+        })
+        .collect()
+}
+
+fn line(json: serde_json::Result<String>) -> String {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no I/O.
+    let mut s = json.expect("wire structs always serialise");
+    s.push('\n');
+    s
+}
+
+/// One `\n`-terminated JSON line for a client message.
+pub fn encode_client(msg: &ClientMsg) -> String {
+    let w = match msg {
+        ClientMsg::Connect {
+            protocol,
+            doc,
+            client_id,
+            token,
+            seq,
+            resume,
+        } => WireClient::Connect {
+            protocol: *protocol,
+            doc: doc.clone(),
+            client_id: client_id.clone(),
+            token: token.clone(),
+            seq: *seq,
+            resume: resume.map(|r| WireResume {
+                client_version: r.client_version,
+                server_version: r.server_version,
+            }),
+        },
+        ClientMsg::ClientSync {
+            doc,
+            seq,
+            server_version,
+            edits,
+        } => WireClient::ClientSync {
+            doc: doc.clone(),
+            seq: *seq,
+            server_version: *server_version,
+            edits: edits.iter().map(edit_to_wire).collect(),
+        },
+        ClientMsg::Close { doc } => WireClient::Close { doc: doc.clone() },
+        ClientMsg::Ping => WireClient::Ping,
+        ClientMsg::Pong => WireClient::Pong,
+    };
+    line(serde_json::to_string(&w))
+}
+
+/// One `\n`-terminated JSON line for a server message.
+pub fn encode_server(msg: &ServerMsg) -> String {
+    let w = match msg {
+        ServerMsg::ConnectOk {
+            doc,
+            seq,
+            resumed,
+            text,
+            client_version,
+            server_version,
+        } => WireServer::ConnectOk {
+            doc: doc.clone(),
+            seq: *seq,
+            resumed: *resumed,
+            text: text.clone(),
+            client_version: *client_version,
+            server_version: *server_version,
+        },
+        ServerMsg::ServerSync {
+            doc,
+            seq,
+            client_version,
+            edits,
+        } => WireServer::ServerSync {
+            doc: doc.clone(),
+            seq: *seq,
+            client_version: *client_version,
+            edits: edits.iter().map(edit_to_wire).collect(),
+        },
+        ServerMsg::Ping => WireServer::Ping,
+        ServerMsg::Pong => WireServer::Pong,
+        ServerMsg::Error { doc, code, message } => WireServer::Error {
+            doc: doc.clone(),
+            code: code.as_str().to_string(),
+            message: message.clone(),
+        },
+    };
+    line(serde_json::to_string(&w))
+}
+
+fn json_error(e: serde_json::Error) -> DecodeError {
+    let message = e.to_string();
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        return DecodeError::UnknownType(name.to_string());
+    }
+    DecodeError::Json {
+        message,
+        line: e.line(),
+        column: e.column(),
+    }
+}
+
+/// Parse one client line (without or with its `\n`). `max_delta` bounds each delta's text.
+pub fn decode_client(frame: &str, max_delta: usize) -> Result<ClientMsg, DecodeError> {
+    let w: WireClient = serde_json::from_str(frame).map_err(json_error)?;
+    Ok(match w {
+        WireClient::Connect {
+            protocol,
+            doc,
+            client_id,
+            token,
+            seq,
+            resume,
+        } => ClientMsg::Connect {
+            protocol,
+            doc,
+            client_id,
+            token,
+            seq,
+            resume: resume.map(|r| Resume {
+                client_version: r.client_version,
+                server_version: r.server_version,
+            }),
+        },
+        WireClient::ClientSync {
+            doc,
+            seq,
+            server_version,
+            edits,
+        } => ClientMsg::ClientSync {
+            doc,
+            seq,
+            server_version,
+            edits: edits_from_wire(edits, max_delta)?,
+        },
+        WireClient::Close { doc } => ClientMsg::Close { doc },
+        WireClient::Ping => ClientMsg::Ping,
+        WireClient::Pong => ClientMsg::Pong,
+    })
+}
+
+/// Parse one server line.
+pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeError> {
+    let w: WireServer = serde_json::from_str(frame).map_err(json_error)?;
+    Ok(match w {
+        WireServer::ConnectOk {
+            doc,
+            seq,
+            resumed,
+            text,
+            client_version,
+            server_version,
+        } => ServerMsg::ConnectOk {
+            doc,
+            seq,
+            resumed,
+            text,
+            client_version,
+            server_version,
+        },
+        WireServer::ServerSync {
+            doc,
+            seq,
+            client_version,
+            edits,
+        } => ServerMsg::ServerSync {
+            doc,
+            seq,
+            client_version,
+            edits: edits_from_wire(edits, max_delta)?,
+        },
+        WireServer::Ping => ServerMsg::Ping,
+        WireServer::Pong => ServerMsg::Pong,
+        WireServer::Error { doc, code, message } => ServerMsg::Error {
+            doc,
+            code: ErrorCode::parse(&code).ok_or(DecodeError::UnknownErrorCode(code))?,
+            message,
+        },
+    })
+}
+
+/// Splits a byte stream into `\n`-terminated frames, refusing frames over a maximum size.
+///
+/// An oversized frame yields one [`DecodeError::FrameTooLarge`] and is skipped up to its
+/// newline, so the stream stays usable; memory held never exceeds the maximum plus one read.
+#[derive(Debug)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    max: usize,
+    /// Skipping the rest of an oversized frame.
+    discarding: bool,
+    /// Bytes of the oversized frame seen so far.
+    discarded: usize,
+    /// Where to resume looking for `\n` in `buf`.
+    scanned: usize,
+}
+
+impl LineBuffer {
+    /// A buffer refusing frames longer than `max_frame_bytes` (newline excluded).
+    pub fn new(max_frame_bytes: usize) -> Self {
+        LineBuffer {
+            buf: Vec::new(),
+            max: max_frame_bytes,
+            discarding: false,
+            discarded: 0,
+            scanned: 0,
+        }
+    }
+
+    /// Bytes held, waiting for a newline.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Add bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame (without its `\n`, and without a trailing `\r`), if any.
+    pub fn next_frame(&mut self) -> Option<Result<String, DecodeError>> {
+        loop {
+            let nl = self.buf[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|p| p + self.scanned);
+            match nl {
+                Some(i) if self.discarding => {
+                    let len = self.discarded + i;
+                    self.buf.drain(..=i);
+                    self.discarding = false;
+                    self.discarded = 0;
+                    self.scanned = 0;
+                    return Some(Err(DecodeError::FrameTooLarge { len, max: self.max }));
+                }
+                Some(i) if i > self.max => {
+                    self.buf.drain(..=i);
+                    self.scanned = 0;
+                    return Some(Err(DecodeError::FrameTooLarge {
+                        len: i,
+                        max: self.max,
+                    }));
+                }
+                Some(i) => {
+                    let mut frame: Vec<u8> = self.buf.drain(..=i).collect();
+                    frame.pop();
+                    if frame.last() == Some(&b'\r') {
+                        frame.pop();
+                    }
+                    self.scanned = 0;
+                    if frame.iter().all(u8::is_ascii_whitespace) {
+                        continue; // blank lines are keep-alives, not frames
+                    }
+                    return Some(String::from_utf8(frame).map_err(|_| DecodeError::NotUtf8));
+                }
+                None if self.buf.len() > self.max => {
+                    // No newline within the limit: drop what we hold and skip to the next one.
+                    self.discarded += self.buf.len();
+                    self.buf.clear();
+                    self.scanned = 0;
+                    self.discarding = true;
+                    return None;
+                }
+                None => {
+                    self.scanned = self.buf.len();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_sync_wire_shape() {
+        let msg = ClientMsg::ClientSync {
+            doc: "d".into(),
+            seq: 7,
+            server_version: 3,
+            edits: vec![Edit::Delta {
+                version: 2,
+                delta: Delta::diff("a😀b", "a😀c"),
+                checksum: Checksum::of("a😀c"),
+            }],
+        };
+        let line = encode_client(&msg);
+        assert_eq!(
+            line,
+            format!(
+                "{{\"type\":\"client_sync\",\"doc\":\"d\",\"seq\":7,\"server_version\":3,\"edits\":[{{\"version\":2,\"delta\":\"=3\\t-1\\t+c\",\"checksum\":{}}}]}}\n",
+                Checksum::of("a😀c").0
+            )
+        );
+        assert_eq!(decode_client(&line, 1 << 20).unwrap(), msg);
+    }
+
+    #[test]
+    fn frames_split_and_oversize_is_skipped() {
+        let mut b = LineBuffer::new(10);
+        b.push(b"{\"a\":1}\r\n\n0123456789ABCDEF");
+        assert_eq!(b.next_frame(), Some(Ok("{\"a\":1}".into())));
+        assert_eq!(b.next_frame(), None);
+        b.push(b"GHIJ\nok\n");
+        assert!(matches!(
+            b.next_frame(),
+            Some(Err(DecodeError::FrameTooLarge { .. }))
+        ));
+        assert_eq!(b.next_frame(), Some(Ok("ok".into())));
+        assert!(b.buffered() == 0);
+    }
+}

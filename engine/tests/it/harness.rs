@@ -1,0 +1,322 @@
+//! A virtual-time harness: one server engine, several client engines, and a network whose every
+//! delivery is chosen by the test (deliver, drop, duplicate, reorder, delay). Messages are the
+//! real protocol types; persistence goes to an in-memory store that applies `PersistRecord`s
+//! exactly as a durable store would (so a "crash" keeps only what was persisted).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use dsync_engine::{
+    ClientEngine, ClientMsg, ClientOutput, Config, PeerId, PersistRecord, ServerEngine, ServerMsg,
+    ServerOutput, StoredDocument, Time,
+};
+
+pub const DOC: &str = "doc";
+
+/// In-memory durable store with the same record semantics as the SQLite one.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    pub docs: BTreeMap<String, StoredDocument>,
+    pub commits: usize,
+}
+
+impl MemStore {
+    pub fn apply(&mut self, r: &PersistRecord) {
+        let d = self.docs.entry(r.doc.clone()).or_default();
+        if let Some(t) = &r.text {
+            d.text = t.clone();
+        }
+        d.version = r.version;
+        for s in &r.sessions {
+            d.sessions.retain(|x| x.client_id != s.client_id);
+            d.sessions.push(s.clone());
+        }
+        d.sessions
+            .retain(|x| !r.removed_sessions.contains(&x.client_id));
+        self.commits += 1;
+    }
+}
+
+pub struct Net {
+    pub now: Time,
+    pub config: Config,
+    pub server: ServerEngine,
+    pub clients: Vec<ClientEngine>,
+    /// Per client: messages on their way to the server.
+    pub up: Vec<VecDeque<ClientMsg>>,
+    /// Per client: messages on their way to the client.
+    pub down: Vec<VecDeque<ServerMsg>>,
+    pub store: MemStore,
+    /// Every output the server produced, in order (for ordering checks).
+    pub server_log: Vec<ServerOutput>,
+    /// Peer numbers: a client gets a new one after each reconnection.
+    pub peer_of: Vec<PeerId>,
+    next_peer: u64,
+}
+
+impl Net {
+    pub fn new(n: usize, config: Config, initial: &str) -> Net {
+        let mut store = MemStore::default();
+        store.docs.insert(
+            DOC.into(),
+            StoredDocument {
+                text: initial.into(),
+                ..Default::default()
+            },
+        );
+        let clients = (0..n)
+            .map(|i| ClientEngine::new(config, format!("c{i}"), DOC))
+            .collect();
+        Net {
+            now: Time(0),
+            config,
+            server: ServerEngine::new(config),
+            clients,
+            up: vec![VecDeque::new(); n],
+            down: vec![VecDeque::new(); n],
+            store,
+            server_log: Vec::new(),
+            peer_of: (0..n as u64).map(PeerId).collect(),
+            next_peer: n as u64,
+        }
+    }
+
+    /// Connect every client and run until all are settled.
+    pub fn connected(n: usize, config: Config, initial: &str) -> Net {
+        let mut net = Net::new(n, config, initial);
+        for i in 0..n {
+            net.clients[i].connect(net.now);
+        }
+        net.pump();
+        net.settle(60_000);
+        net
+    }
+
+    fn client_index(&self, peer: PeerId) -> Option<usize> {
+        self.peer_of.iter().position(|p| *p == peer)
+    }
+
+    /// Drain every engine's outputs into the network and the store.
+    pub fn pump(&mut self) {
+        for i in 0..self.clients.len() {
+            while let Some(o) = self.clients[i].poll_output() {
+                if let ClientOutput::Send(m) = o {
+                    self.up[i].push_back(m);
+                }
+            }
+        }
+        while let Some(o) = self.server.poll_output() {
+            match &o {
+                ServerOutput::Send { to, msg } => {
+                    if let Some(i) = self.client_index(*to) {
+                        self.down[i].push_back(msg.clone());
+                    }
+                }
+                ServerOutput::Persist(r) => self.store.apply(r),
+                ServerOutput::Disconnect { .. } => {}
+            }
+            self.server_log.push(o);
+        }
+    }
+
+    /// Deliver the oldest message from client `i` to the server.
+    pub fn deliver_up(&mut self, i: usize) -> bool {
+        let Some(m) = self.up[i].pop_front() else {
+            return false;
+        };
+        self.send_to_server(i, m);
+        true
+    }
+
+    pub fn send_to_server(&mut self, i: usize, m: ClientMsg) {
+        if let Some(doc) = self.server.document_needed(&m) {
+            let stored = self.store.docs.get(doc).cloned().unwrap_or_default();
+            self.server.load_document(doc, stored).unwrap();
+        }
+        self.server.handle_message(self.now, self.peer_of[i], m);
+        self.pump();
+    }
+
+    /// Deliver the oldest message from the server to client `i`.
+    pub fn deliver_down(&mut self, i: usize) -> bool {
+        let Some(m) = self.down[i].pop_front() else {
+            return false;
+        };
+        self.clients[i].handle_message(self.now, m);
+        self.pump();
+        true
+    }
+
+    pub fn drop_up(&mut self, i: usize) -> Option<ClientMsg> {
+        self.up[i].pop_front()
+    }
+
+    pub fn drop_down(&mut self, i: usize) -> Option<ServerMsg> {
+        self.down[i].pop_front()
+    }
+
+    pub fn duplicate_up(&mut self, i: usize) {
+        if let Some(m) = self.up[i].front().cloned() {
+            self.up[i].push_front(m);
+        }
+    }
+
+    pub fn duplicate_down(&mut self, i: usize) {
+        if let Some(m) = self.down[i].front().cloned() {
+            self.down[i].push_front(m);
+        }
+    }
+
+    /// Swap the two oldest messages in a queue.
+    pub fn reorder_up(&mut self, i: usize) {
+        if self.up[i].len() >= 2 {
+            self.up[i].swap(0, 1);
+        }
+    }
+
+    pub fn reorder_down(&mut self, i: usize) {
+        if self.down[i].len() >= 2 {
+            self.down[i].swap(0, 1);
+        }
+    }
+
+    /// Advance virtual time to `to`, firing every timer due on the way (messages stay queued).
+    pub fn advance_to(&mut self, to: Time) {
+        loop {
+            let next = self
+                .clients
+                .iter()
+                .filter_map(|c| c.poll_timeout())
+                .chain(self.server.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= to => {
+                    self.now = self.now.max(t);
+                    for c in &mut self.clients {
+                        if c.poll_timeout().is_some_and(|t| t <= self.now) {
+                            c.handle_timeout(self.now);
+                        }
+                    }
+                    if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.server.handle_timeout(self.now);
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(to);
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.advance_to(self.now.plus_ms(ms));
+    }
+
+    /// Deliver everything queued, in order, until the network is empty.
+    pub fn flush(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.clients.len() {
+                while self.deliver_up(i) {
+                    moved = true;
+                }
+                while self.deliver_down(i) {
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Heal: deliver everything and let timers run, until converged (or panic after `max_ms`).
+    pub fn settle(&mut self, max_ms: u64) -> u64 {
+        let start = self.now;
+        let deadline = self.now.plus_ms(max_ms);
+        loop {
+            self.flush();
+            if self.converged().is_ok() {
+                return self.now.ms_since(start);
+            }
+            assert!(
+                self.now < deadline,
+                "not converged within {max_ms} ms: {}",
+                self.converged().unwrap_err()
+            );
+            self.advance(100);
+        }
+    }
+
+    /// Every text, shadow pair and version pair agree; nothing pending, nothing in flight.
+    pub fn converged(&self) -> Result<(), String> {
+        let master = self.server.master(DOC).ok_or("document not loaded")?;
+        for (i, c) in self.clients.iter().enumerate() {
+            if !c.is_settled() {
+                return Err(format!("client {i} not settled"));
+            }
+            if c.text() != master {
+                return Err(format!(
+                    "client {i} text {:?} != master {:?}",
+                    c.text(),
+                    master
+                ));
+            }
+            let (shadow, _) = self
+                .server
+                .session(DOC, c.client_id())
+                .ok_or(format!("no session for client {i}"))?;
+            if shadow != c.shadow() {
+                return Err(format!(
+                    "client {i} shadow {:?} != server's {:?}",
+                    c.shadow(),
+                    shadow
+                ));
+            }
+            if self.server.pending_len(DOC, c.client_id()) != Some(0) {
+                return Err(format!("server has pending edits for client {i}"));
+            }
+        }
+        if self.up.iter().any(|q| !q.is_empty()) || self.down.iter().any(|q| !q.is_empty()) {
+            return Err("messages in flight".into());
+        }
+        Ok(())
+    }
+
+    /// Crash the server: everything not persisted is gone; connections break.
+    pub fn crash_server(&mut self) {
+        self.server = ServerEngine::new(self.config);
+        for q in self.down.iter_mut() {
+            q.clear();
+        }
+        for q in self.up.iter_mut() {
+            q.clear();
+        }
+    }
+
+    /// The transport of client `i` reconnects: new peer id, engine told, then `connect`.
+    pub fn reconnect(&mut self, i: usize) {
+        self.server.handle_disconnect(self.now, self.peer_of[i]);
+        self.peer_of[i] = PeerId(self.next_peer);
+        self.next_peer += 1;
+        self.up[i].clear();
+        self.down[i].clear();
+        self.clients[i].disconnected();
+        self.clients[i].connect(self.now);
+        self.pump();
+    }
+
+    /// Client `i` edits its text (and the engine syncs at its next cycle).
+    pub fn type_at(&mut self, i: usize, at: usize, s: &str) {
+        self.clients[i].insert(at, s).unwrap();
+    }
+
+    /// Client `i` starts a cycle now.
+    pub fn sync(&mut self, i: usize) {
+        self.clients[i].sync_now(self.now);
+        self.pump();
+    }
+
+    pub fn master(&self) -> String {
+        self.server.master(DOC).unwrap_or_default().to_string()
+    }
+}

@@ -1,0 +1,9 @@
+//! The engine's integration tests: one binary, one module per area.
+
+mod dmp_fixtures;
+mod harness;
+mod malformed;
+mod pitfalls;
+mod props;
+mod recovery;
+mod unicode;

@@ -1,0 +1,224 @@
+//! One test per pitfall of `protocol.md` that the engine could fall into. Pitfalls 6, 8, 13
+//! and 14 are tested where they live (`delta.rs`, `dmp.rs`); the codec's side of 5 in
+//! `malformed.rs`.
+
+use dsync_engine::dmp::FuzzySettings;
+use dsync_engine::merge::{merge, MergeStrategy};
+use dsync_engine::{ClientMsg, Config, Edit, ServerMsg, ServerOutput};
+
+use crate::harness::Net;
+
+fn cfg() -> Config {
+    Config::default()
+}
+
+/// Pitfall 1: The acknowledgement is the next expected version: an edit tagged v is dropped from the
+/// client's stack when v < client_version, with two requests in flight.
+#[test]
+fn p1_ack_is_next_expected_version_with_two_requests_in_flight() {
+    let mut net = Net::connected(1, cfg(), "");
+    net.type_at(0, 0, "a");
+    net.sync(0); // request 1: edit v0
+    net.type_at(0, 1, "b");
+    net.advance(2_000); // retransmit, request 2: edits v0, v1
+    assert_eq!(net.up[0].len(), 2);
+    net.deliver_up(0);
+    net.deliver_up(0);
+    // Reply 1 acknowledges v0 only (client_version 1); reply 2 acknowledges both (2).
+    let acks: Vec<u64> = net.down[0]
+        .iter()
+        .map(|m| match m {
+            ServerMsg::ServerSync { client_version, .. } => *client_version,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, vec![1, 2]);
+    net.deliver_down(0); // stale (old seq): ignored
+    assert_eq!(net.clients[0].pending().len(), 2);
+    net.deliver_down(0);
+    assert!(net.clients[0].pending().is_empty());
+    assert_eq!(net.master(), "ab");
+    assert_eq!(net.server.stats().duplicates_skipped, 1);
+}
+
+/// Pitfall 2: The backup is refreshed on every accepted message, even one with no edits, so a reply
+/// lost after a plain poll is recovered by rollback, not by a full reset.
+#[test]
+fn p2_backup_refreshed_on_polls() {
+    let mut net = Net::connected(2, cfg(), "x");
+    for round in 0..3 {
+        net.type_at(1, 0, "B");
+        net.sync(1);
+        net.flush();
+        net.sync(0); // a poll with no edits; its reply carries B
+        net.deliver_up(0);
+        net.drop_down(0);
+        net.settle(10_000);
+        assert_eq!(net.server.stats().rollbacks, round + 1);
+    }
+    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.clients[0].text(), "BBBx");
+}
+
+/// Pitfall 3: Restore the backup before filtering duplicates, and clear the server's pending edits:
+/// the resent edit is a duplicate of the backup's n, not applied twice; the server edit is
+/// recomputed against the restored shadow.
+#[test]
+fn p3_restore_before_filtering() {
+    let mut net = Net::connected(2, cfg(), "12345");
+    net.type_at(1, 5, "6");
+    net.sync(1);
+    net.flush();
+    net.type_at(0, 0, "0");
+    net.sync(0);
+    net.deliver_up(0);
+    net.drop_down(0);
+    // More arrives at the master before the retransmit: the recomputed edit must include it.
+    net.type_at(1, 6, "7");
+    net.sync(1);
+    net.flush();
+    net.settle(10_000);
+    assert_eq!(net.master(), "01234567");
+    assert_eq!(net.server.stats().rollbacks, 1);
+    assert_eq!(net.server.stats().resets, 0);
+}
+
+/// Pitfall 4: A message holding only duplicates is answered normally.
+#[test]
+fn p4_duplicates_still_get_a_normal_reply() {
+    let mut net = Net::connected(1, cfg(), "");
+    net.type_at(0, 0, "q");
+    net.sync(0);
+    net.deliver_up(0);
+    net.drop_down(0);
+    net.advance(2_000); // retransmit with the same (now duplicate) edit
+    net.deliver_up(0);
+    match net.down[0].front() {
+        Some(ServerMsg::ServerSync { client_version, .. }) => assert_eq!(*client_version, 1),
+        other => panic!("expected a normal server_sync, got {other:?}"),
+    }
+    assert_eq!(net.server.stats().resets, 0);
+}
+
+/// Pitfall 5: No empty delta is stacked on a non-empty stack.
+#[test]
+fn p5_no_empty_edits_stacked() {
+    let mut net = Net::connected(1, cfg(), "");
+    net.type_at(0, 0, "z");
+    net.sync(0);
+    net.drop_up(0);
+    for _ in 0..3 {
+        net.advance(2_000);
+        net.drop_up(0);
+    }
+    assert_eq!(net.clients[0].pending().len(), 1);
+}
+
+/// Pitfall 7: After a reset both sides use exactly the versions in the reset, so the client's next edit
+/// is applied, not skipped as a duplicate (MobWrite's off-by-one).
+#[test]
+fn p7_reset_versions_are_explicit() {
+    let mut net = Net::connected(1, cfg(), "r");
+    net.type_at(0, 1, "1");
+    net.sync(0);
+    if let Some(ClientMsg::ClientSync { edits, .. }) = net.up[0].front_mut() {
+        if let Edit::Delta { checksum, .. } = &mut edits[0] {
+            checksum.0 ^= 0xff;
+        }
+    }
+    net.settle(10_000);
+    net.type_at(0, 2, "2");
+    net.sync(0);
+    net.settle(10_000);
+    assert_eq!(net.master(), "r12");
+    assert_eq!(net.server.stats().duplicates_skipped, 0);
+    assert_eq!(net.server.stats().resets, 1);
+}
+
+/// Pitfall 9: One request in flight: the sync interval does not start a second cycle while one is
+/// outstanding; the shadow is exactly the string that was diffed.
+#[test]
+fn p9_one_request_in_flight() {
+    let mut net = Net::connected(1, cfg(), "");
+    net.type_at(0, 0, "a");
+    net.sync(0);
+    net.type_at(0, 1, "b"); // typed after the snapshot
+    net.advance(1_500); // three sync intervals, less than the retransmit timeout
+    assert_eq!(net.up[0].len(), 1);
+    assert_eq!(net.clients[0].shadow().text, "a");
+    net.settle(10_000);
+    assert_eq!(net.master(), "ab");
+}
+
+/// Pitfall 10: Merge, persist and reply are one step: the persist record holding the edit comes
+/// before the acknowledgement.
+#[test]
+fn p10_persist_precedes_acknowledgement() {
+    let mut net = Net::connected(1, cfg(), "");
+    net.server_log.clear();
+    net.type_at(0, 0, "durable");
+    net.sync(0);
+    net.deliver_up(0);
+    let persist = net.server_log.iter().position(
+        |o| matches!(o, ServerOutput::Persist(r) if r.text.as_deref() == Some("durable")),
+    );
+    let ack = net.server_log.iter().position(|o| {
+        matches!(
+            o,
+            ServerOutput::Send {
+                msg: ServerMsg::ServerSync {
+                    client_version: 1,
+                    ..
+                },
+                ..
+            }
+        )
+    });
+    assert!(persist.unwrap() < ack.unwrap());
+    assert_eq!(net.store.docs["doc"].text, "durable");
+}
+
+/// Pitfall 11: Line endings are normalised at the input edge, so no fix-up deltas bounce forever.
+#[test]
+fn p11_line_endings_normalised() {
+    let mut net = Net::connected(2, cfg(), "a\r\nb");
+    assert_eq!(net.master(), "a\nb");
+    net.clients[0].set_text("x\r\ny\rz").unwrap();
+    net.settle(10_000);
+    assert_eq!(net.master(), "x\ny\nz");
+    // Quiet afterwards: no edits travel in the next ten cycles.
+    let before = net.server.stats().edits_applied;
+    for _ in 0..10 {
+        net.advance(500);
+        net.flush();
+    }
+    assert_eq!(net.server.stats().edits_applied, before);
+    net.converged().unwrap();
+}
+
+/// Pitfall 12: A fuzzy patch whose text drifted far drops (counted) rather than landing in the wrong
+/// place with the default threshold 0.4; three-way merge places it exactly.
+#[test]
+fn p12_drifted_fuzzy_patch_drops_instead_of_misplacing() {
+    let base = "alpha beta gamma delta epsilon";
+    let changed = "alpha beta GAMMA delta epsilon";
+    let filler = "zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau ".repeat(30);
+    let current = format!("{filler}alpha beta gamma delta epsilon");
+    let fz = merge(
+        MergeStrategy::FuzzyPatch,
+        &FuzzySettings::default(),
+        base,
+        changed,
+        &current,
+    );
+    assert_eq!(fz.patches_dropped, 1);
+    assert_eq!(fz.text, current);
+    let tw = merge(
+        MergeStrategy::ThreeWay,
+        &FuzzySettings::default(),
+        base,
+        changed,
+        &current,
+    );
+    assert_eq!(tw.text, format!("{filler}alpha beta GAMMA delta epsilon"));
+}

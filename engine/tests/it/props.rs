@@ -1,0 +1,195 @@
+//! Property tests: random edits on several clients over a network that drops, duplicates,
+//! reorders and delays at random, then heals.
+
+use proptest::prelude::*;
+
+use dsync_engine::dmp::{self, FuzzySettings};
+use dsync_engine::merge::three_way;
+use dsync_engine::{Config, Delta};
+
+use crate::harness::Net;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Client edits: insert `text` at a fraction of its length, or delete a span.
+    Edit {
+        client: usize,
+        at: f64,
+        del: usize,
+        text: String,
+    },
+    Deliver {
+        client: usize,
+        up: bool,
+    },
+    Drop {
+        client: usize,
+        up: bool,
+    },
+    Duplicate {
+        client: usize,
+        up: bool,
+    },
+    Reorder {
+        client: usize,
+        up: bool,
+    },
+    Wait {
+        ms: u64,
+    },
+}
+
+fn step(clients: usize) -> impl Strategy<Value = Step> {
+    let c = 0..clients;
+    prop_oneof![
+        3 => (c.clone(), 0.0..=1.0f64, 0usize..4, "[a-z😀é \n]{0,4}")
+            .prop_map(|(client, at, del, text)| Step::Edit { client, at, del, text }),
+        4 => (c.clone(), any::<bool>()).prop_map(|(client, up)| Step::Deliver { client, up }),
+        1 => (c.clone(), any::<bool>()).prop_map(|(client, up)| Step::Drop { client, up }),
+        1 => (c.clone(), any::<bool>()).prop_map(|(client, up)| Step::Duplicate { client, up }),
+        1 => (c, any::<bool>()).prop_map(|(client, up)| Step::Reorder { client, up }),
+        2 => (0u64..1500).prop_map(|ms| Step::Wait { ms }),
+    ]
+}
+
+fn run(net: &mut Net, steps: &[Step], edit: &mut dyn FnMut(&mut Net, usize, f64, usize, &str)) {
+    for s in steps {
+        match s {
+            Step::Edit {
+                client,
+                at,
+                del,
+                text,
+            } => edit(net, *client, *at, *del, text),
+            Step::Deliver { client, up: true } => {
+                net.deliver_up(*client);
+            }
+            Step::Deliver { client, up: false } => {
+                net.deliver_down(*client);
+            }
+            Step::Drop { client, up: true } => {
+                net.drop_up(*client);
+            }
+            Step::Drop { client, up: false } => {
+                net.drop_down(*client);
+            }
+            Step::Duplicate { client, up: true } => net.duplicate_up(*client),
+            Step::Duplicate { client, up: false } => net.duplicate_down(*client),
+            Step::Reorder { client, up: true } => net.reorder_up(*client),
+            Step::Reorder { client, up: false } => net.reorder_down(*client),
+            Step::Wait { ms } => net.advance(*ms),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Anything typed anywhere, any faults: after healing, everything agrees.
+    #[test]
+    fn converges_after_faults_heal(steps in prop::collection::vec(step(3), 1..120)) {
+        let mut net = Net::connected(3, Config::default(), "start text");
+        run(&mut net, &steps, &mut |net, c, at, del, text| {
+            let len = net.clients[c].text().chars().count();
+            let pos = ((len as f64) * at) as usize;
+            let end = (pos + del).min(len);
+            net.clients[c].delete(pos, end).unwrap();
+            net.clients[c].insert(pos, text).unwrap();
+        });
+        net.settle(120_000);
+        prop_assert!(net.converged().is_ok());
+    }
+
+    /// Each client edits only its own region: every edit survives exactly once, so each region
+    /// ends exactly as its owner last saw it.
+    #[test]
+    fn disjoint_edits_all_survive(steps in prop::collection::vec(step(3), 1..120)) {
+        // Regions are delimited by markers that edits never produce.
+        let initial = "\u{1}0\u{1}region zero\u{1}1\u{1}region one\u{1}2\u{1}region two\u{1}E\u{1}";
+        let mut net = Net::connected(3, Config::default(), initial);
+        let region = |text: &str, c: usize| -> (usize, usize) {
+            let open = format!("\u{1}{c}\u{1}");
+            let start = text.find(&open).unwrap() + open.len();
+            let end = start + text[start..].find('\u{1}').unwrap();
+            (text[..start].chars().count(), text[..end].chars().count())
+        };
+        let mut intended: Vec<Option<String>> = vec![None; 3];
+        run(&mut net, &steps, &mut |net, c, at, del, text| {
+            let (a, b) = region(net.clients[c].text(), c);
+            let pos = a + (((b - a) as f64) * at) as usize;
+            let end = (pos + del).min(b);
+            net.clients[c].delete(pos, end).unwrap();
+            net.clients[c].insert(pos, text).unwrap();
+        });
+        for (c, slot) in intended.iter_mut().enumerate() {
+            let t = net.clients[c].text().to_string();
+            let (a, b) = region(&t, c);
+            *slot = Some(t.chars().skip(a).take(b - a).collect());
+        }
+        net.settle(120_000);
+        let master = net.master();
+        for (c, want) in intended.iter().enumerate() {
+            let (a, b) = region(&master, c);
+            let got: String = master.chars().skip(a).take(b - a).collect();
+            prop_assert_eq!(Some(got), want.clone(), "region {}", c);
+        }
+    }
+
+    /// The delta codec round-trips any pair of texts.
+    #[test]
+    fn delta_roundtrip(a in "\\PC{0,40}", b in "\\PC{0,40}") {
+        let d = Delta::diff(&a, &b);
+        let parsed = Delta::parse(&d.to_string(), usize::MAX).unwrap();
+        prop_assert_eq!(parsed.apply(&a).unwrap(), b);
+    }
+
+    /// Parsing and applying arbitrary delta text never panics.
+    #[test]
+    fn delta_parse_never_panics(text in "[=+\\-%0-9a-fA-F\\t😀é]{0,30}", target in "\\PC{0,10}") {
+        if let Ok(d) = Delta::parse(&text, 1 << 20) {
+            let _ = d.apply(&target);
+        }
+    }
+
+    /// The fuzzy patcher never panics, whatever the texts (every Rust port measured did).
+    #[test]
+    fn fuzzy_patch_never_panics(base in "[ab😀 ]{0,80}", changed in "[abc😀 ]{0,80}", target in "[abd😀 ]{0,120}") {
+        let b: Vec<char> = base.chars().collect();
+        let c: Vec<char> = changed.chars().collect();
+        let t: Vec<char> = target.chars().collect();
+        let patches = dmp::patch_make(&b, &c, &FuzzySettings::default());
+        let (out, _) = dmp::patch_apply(&patches, &t, &FuzzySettings::default());
+        if t == b {
+            prop_assert_eq!(out, c);
+        }
+    }
+
+    /// Three-way merge keeps every base char that neither side deleted and both sides'
+    /// insertions (checked with unique letters).
+    #[test]
+    fn three_way_keeps_what_nobody_deleted(
+        keep_a in prop::collection::vec(any::<bool>(), 8),
+        keep_b in prop::collection::vec(any::<bool>(), 8),
+        ins_a in 0usize..9, ins_b in 0usize..9,
+    ) {
+        let base: Vec<char> = "abcdefgh".chars().collect();
+        let side = |keep: &[bool], at: usize, ins: char| -> String {
+            let mut s = String::new();
+            for (i, ch) in base.iter().enumerate() {
+                if i == at { s.push(ins); }
+                if keep[i] { s.push(*ch); }
+            }
+            if at == base.len() { s.push(ins); }
+            s
+        };
+        let a = side(&keep_a, ins_a, 'X');
+        let b = side(&keep_b, ins_b, 'Y');
+        let m = three_way("abcdefgh", &b, &a);
+        for (i, ch) in base.iter().enumerate() {
+            let expect = keep_a[i] && keep_b[i];
+            prop_assert_eq!(m.contains(*ch), expect, "char {} in {:?}", ch, m);
+        }
+        prop_assert_eq!(m.matches('X').count(), 1);
+        prop_assert_eq!(m.matches('Y').count(), 1);
+    }
+}

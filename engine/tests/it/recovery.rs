@@ -1,0 +1,229 @@
+//! One test per recovery path of `protocol.md`: each shows the state converges and no edit is
+//! lost (or duplicated).
+
+use dsync_engine::{
+    Checksum, ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, Delta, Edit, PeerId,
+    ServerOutput,
+};
+
+use crate::harness::{Net, DOC};
+
+fn cfg() -> Config {
+    Config::default()
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+fn first_edit_mut(net: &mut Net, i: usize) -> &mut Edit {
+    match net.up[i].front_mut() {
+        Some(ClientMsg::ClientSync { edits, .. }) => &mut edits[0],
+        other => panic!("expected a client_sync with edits, got {other:?}"),
+    }
+}
+
+#[test]
+fn lost_client_message_is_resent_from_pending() {
+    let mut net = Net::connected(2, cfg(), "hello");
+    net.type_at(0, 5, " world");
+    net.sync(0);
+    assert!(net.drop_up(0).is_some());
+    net.settle(10_000);
+    assert_eq!(net.master(), "hello world");
+    assert_eq!(net.clients[1].text(), "hello world");
+    assert!(net.clients[0].stats().retransmits >= 1);
+}
+
+#[test]
+fn lost_server_reply_restores_backup_shadow() {
+    let mut net = Net::connected(2, cfg(), "abc");
+    net.type_at(1, 0, "B");
+    net.sync(1);
+    net.deliver_up(1);
+    net.deliver_down(1);
+    // Client 0 polls and also sends its own edit; the reply (which carries B) is lost.
+    net.type_at(0, 3, "Z");
+    net.sync(0);
+    net.deliver_up(0);
+    assert!(net.drop_down(0).is_some());
+    net.settle(10_000);
+    assert_eq!(net.master(), "BabcZ");
+    assert_eq!(net.server.stats().rollbacks, 1);
+    assert_eq!(net.server.stats().resets, 0);
+    // Z was applied once: the resent copy was a duplicate.
+    assert_eq!(net.server.stats().duplicates_skipped, 1);
+}
+
+#[test]
+fn duplicated_client_message_is_skipped() {
+    let mut net = Net::connected(1, cfg(), "x");
+    net.type_at(0, 1, "Y");
+    net.sync(0);
+    net.duplicate_up(0);
+    net.settle(10_000);
+    assert_eq!(net.master(), "xY");
+    assert_eq!(net.server.stats().stale_skipped, 1);
+    assert_eq!(net.server.stats().resets, 0);
+}
+
+#[test]
+fn duplicated_server_reply_is_skipped() {
+    let mut net = Net::connected(2, cfg(), "x");
+    net.type_at(1, 0, "A");
+    net.sync(1);
+    net.deliver_up(1);
+    net.sync(0);
+    net.deliver_up(0);
+    net.duplicate_down(0);
+    net.settle(10_000);
+    assert_eq!(net.clients[0].text(), "Ax");
+    assert!(net.clients[0].stats().stale_skipped >= 1);
+    assert_eq!(count(net.clients[0].text(), "A"), 1);
+}
+
+#[test]
+fn reordered_stale_request_is_ignored() {
+    let mut net = Net::connected(1, cfg(), "");
+    net.type_at(0, 0, "X");
+    net.sync(0);
+    // No reply in time: the client types more and retransmits under a new seq.
+    net.type_at(0, 1, "Y");
+    net.advance(2_000);
+    assert_eq!(net.up[0].len(), 2);
+    net.reorder_up(0);
+    net.settle(10_000);
+    assert_eq!(net.master(), "XY");
+    assert_eq!(net.server.stats().stale_skipped, 1);
+}
+
+#[test]
+fn checksum_mismatch_resets_and_keeps_local_typing() {
+    let mut net = Net::connected(2, cfg(), "shared");
+    net.type_at(0, 0, "mine ");
+    net.sync(0);
+    if let Edit::Delta { checksum, .. } = first_edit_mut(&mut net, 0) {
+        *checksum = Checksum(checksum.0 ^ 1);
+    }
+    net.settle(10_000);
+    assert_eq!(net.master(), "mine shared");
+    assert_eq!(net.server.stats().resets, 1);
+    assert_eq!(net.clients[0].stats().resets, 1);
+}
+
+#[test]
+fn delta_that_does_not_fit_resets_and_keeps_local_typing() {
+    let mut net = Net::connected(1, cfg(), "shared");
+    net.type_at(0, 6, "!");
+    net.sync(0);
+    if let Edit::Delta { delta, .. } = first_edit_mut(&mut net, 0) {
+        *delta = Delta::parse("=1000\t+!", 100).unwrap();
+    }
+    net.settle(10_000);
+    assert_eq!(net.master(), "shared!");
+    assert_eq!(net.server.stats().resets, 1);
+}
+
+#[test]
+fn version_from_the_future_resets() {
+    let mut net = Net::connected(1, cfg(), "v");
+    net.type_at(0, 1, "2");
+    net.sync(0);
+    if let Edit::Delta { version, .. } = first_edit_mut(&mut net, 0) {
+        *version += 5;
+    }
+    net.settle(10_000);
+    assert_eq!(net.master(), "v2");
+    assert_eq!(net.server.stats().resets, 1);
+}
+
+#[test]
+fn server_restart_resumes_persisted_sessions() {
+    let mut net = Net::connected(2, cfg(), "base");
+    net.type_at(0, 4, "X");
+    net.sync(0);
+    net.flush();
+    assert_eq!(net.master(), "baseX");
+    net.type_at(0, 5, "Y");
+    net.sync(0);
+    net.crash_server(); // the request carrying Y is lost with the server
+    net.settle(20_000);
+    assert_eq!(net.master(), "baseXY");
+    assert_eq!(net.clients[1].text(), "baseXY");
+    assert!(net.server.stats().resumes >= 2);
+    assert_eq!(net.server.stats().resets, 0);
+}
+
+#[test]
+fn server_amnesia_resets_without_losing_or_duplicating_typing() {
+    let mut net = Net::connected(1, cfg(), "base");
+    // X reaches the master and is persisted, but its acknowledgement is lost.
+    net.type_at(0, 4, "X");
+    net.sync(0);
+    net.deliver_up(0);
+    net.drop_down(0);
+    // Y is typed and never sent before the crash.
+    net.type_at(0, 5, "Y");
+    net.crash_server();
+    net.store.docs.get_mut(DOC).unwrap().sessions.clear(); // the server forgot every session
+    net.settle(20_000);
+    assert_eq!(net.master(), "baseXY");
+    assert_eq!(net.clients[0].stats().resets, 1);
+}
+
+#[test]
+fn client_restart_starts_from_the_server_text() {
+    let mut net = Net::connected(2, cfg(), "abc");
+    net.type_at(0, 3, "d");
+    net.sync(0);
+    net.flush();
+    net.clients[1] = ClientEngine::new(cfg(), "c1-restarted", DOC);
+    net.reconnect(1);
+    net.settle(10_000);
+    assert_eq!(net.clients[1].text(), "abcd");
+}
+
+#[test]
+fn silent_peer_is_evicted_after_its_heartbeats() {
+    let mut net = Net::connected(1, cfg(), "t");
+    let ghost = PeerId(999);
+    net.server.handle_message(net.now, ghost, ClientMsg::Ping);
+    net.pump();
+    let peers = net.server.peer_count();
+    // Client 0 keeps syncing; the ghost says nothing more.
+    for _ in 0..100 {
+        net.advance(1_000);
+        net.flush();
+    }
+    assert_eq!(net.server.peer_count(), peers - 1);
+    let pinged = net.server_log.iter().any(|o| {
+        matches!(o, ServerOutput::Send { to, msg: dsync_engine::ServerMsg::Ping } if *to == ghost)
+    });
+    let evicted = net
+        .server_log
+        .iter()
+        .any(|o| matches!(o, ServerOutput::Disconnect { peer, .. } if *peer == ghost));
+    assert!(pinged && evicted);
+    net.converged().unwrap();
+}
+
+#[test]
+fn silent_server_is_reported_by_the_client() {
+    let mut c = ClientEngine::new(cfg(), "c", DOC);
+    let mut net = Net::connected(1, cfg(), "t");
+    std::mem::swap(&mut c, &mut net.clients[0]);
+    let start = net.now;
+    let mut silent_at = None;
+    for s in 1..=200 {
+        let t = start.plus_ms(s * 1_000);
+        c.handle_timeout(t);
+        while let Some(o) = c.poll_output() {
+            if o == ClientOutput::Event(ClientEvent::ServerSilent) {
+                silent_at.get_or_insert(t);
+            }
+        }
+    }
+    let at = silent_at.expect("client never noticed the silent server");
+    assert_eq!(at.ms_since(start), 90_000);
+    assert!(!c.is_connected());
+}
