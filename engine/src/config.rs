@@ -68,8 +68,6 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// A peer silent for this many heartbeats is dropped (3 by default).
     pub silent_heartbeats: u32,
-    /// A detached server session is forgotten after this many ms.
-    pub session_idle_ms: u64,
     /// Merge strategy (per document on the server: see `ServerEngine::set_merge`).
     pub merge: MergeStrategy,
     /// Fuzzy patch settings.
@@ -85,7 +83,6 @@ impl Default for Config {
             retransmit_ms: 2_000,
             heartbeat_ms: 30_000,
             silent_heartbeats: 3,
-            session_idle_ms: 10 * 60_000,
             merge: MergeStrategy::ThreeWay,
             fuzzy: FuzzySettings::default(),
             limits: Limits::default(),

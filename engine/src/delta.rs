@@ -198,53 +198,253 @@ pub fn common_suffix_len(a: &str, b: &str, max: usize) -> usize {
     i
 }
 
-/// The changed regions from `old` to `new`: common prefix and suffix are trimmed by a byte
-/// scan, and only the middle is diffed by `similar` (Myers, char granularity, no deadline).
+/// The changed regions from `old` to `new`, as a three-way merge needs them: whole changes,
+/// placed by one rule, so that two diffs of the same base describe nearby changes consistently.
+///
+/// 1. The common prefix and suffix are trimmed by a byte scan, then backed off to a *segment*
+///    boundary (whitespace, bracket edge, line break; see [`boundary_score`]).
+/// 2. The middles are cut into segments and diffed segment by segment with `similar` (Myers,
+///    no deadline). Why: a char-level diff of unrelated text finds chance equalities —
+///    replacing `⟨0:3⟩` by `⟨1:4⟩` "keeps" `⟨`, `:` and `⟩` — and a merge with the other side
+///    deleting `⟨0:3⟩` would then leave a mangled `1:4`.
+/// 3. Pure insertions and deletions slide to their best-scoring equivalent place
+///    ([`align_hunks`]).
+/// 4. A segment replaced by one segment is re-diffed char by char, and the precise result is
+///    kept when it is a single change (typing inside a word: `quick` → `quiick` is one
+///    inserted `i`).
 pub fn diff_hunks(old: &str, new: &str) -> Vec<Hunk> {
+    diff_hunk_pairs(old, new).into_iter().map(|p| p.fine).collect()
+}
+
+/// A change at two levels of detail: `coarse` covers whole segments, `fine` is the precise
+/// single change inside it when there is one (else the same as `coarse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HunkPair {
+    /// Whole segments.
+    pub coarse: Hunk,
+    /// The precise change.
+    pub fine: Hunk,
+}
+
+/// The changes from `old` to `new` at both levels of detail (see [`diff_hunks`]); a three-way
+/// merge uses `fine` where the two sides' changes do not touch and `coarse` where they do.
+pub fn diff_hunk_pairs(old: &str, new: &str) -> Vec<HunkPair> {
     if old == new {
         return Vec::new();
     }
-    let p = common_prefix_len(old, new);
-    let s = common_suffix_len(old, new, old.len().min(new.len()) - p);
+    let mut p = common_prefix_len(old, new);
+    while p > 0 && !(is_segment_edge(old, p) && is_segment_edge(new, p)) {
+        p -= char_before(old, p).map_or(1, char::len_utf8);
+    }
+    let mut s = common_suffix_len(old, new, old.len().min(new.len()) - p);
+    while s > 0 && !(is_segment_edge(old, old.len() - s) && is_segment_edge(new, new.len() - s)) {
+        s -= char_at(old, old.len() - s).map_or(1, char::len_utf8);
+    }
     let (om, nm) = (&old[p..old.len() - s], &new[p..new.len() - s]);
-    if om.is_empty() || nm.is_empty() {
-        return vec![Hunk {
-            old: p..p + om.len(),
-            new: p..p + nm.len(),
-        }];
-    }
-    // Byte offsets of each char, plus the end, so char indices map back to bytes.
-    let offsets = |s: &str| -> (Vec<char>, Vec<usize>) {
-        let mut chars = Vec::with_capacity(s.len());
-        let mut offs = Vec::with_capacity(s.len() + 1);
-        for (i, c) in s.char_indices() {
-            chars.push(c);
-            offs.push(i);
-        }
-        offs.push(s.len());
-        (chars, offs)
-    };
-    let (oc, oo) = offsets(om);
-    let (nc, no) = offsets(nm);
-    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &oc, &nc);
     let mut hunks: Vec<Hunk> = Vec::new();
-    for op in ops {
-        let (_, old_r, new_r) = op.as_tag_tuple();
-        if matches!(op, similar::DiffOp::Equal { .. }) {
-            continue;
-        }
-        let o = p + oo[old_r.start]..p + oo[old_r.end];
-        let n = p + no[new_r.start]..p + no[new_r.end];
-        match hunks.last_mut() {
-            Some(h) if h.old.end == o.start && h.new.end == n.start => {
-                h.old.end = o.end;
-                h.new.end = n.end;
+    if om.is_empty() || nm.is_empty() {
+        hunks.push(Hunk { old: p..p + om.len(), new: p..p + nm.len() });
+    } else {
+        let (os, ns) = (segments(om), segments(nm));
+        let ot: Vec<&str> = os.iter().map(|r| &om[r.clone()]).collect();
+        let nt: Vec<&str> = ns.iter().map(|r| &nm[r.clone()]).collect();
+        let bounds = |segs: &[Range<usize>], r: Range<usize>, len: usize| -> Range<usize> {
+            let start = segs.get(r.start).map_or(len, |x| x.start);
+            let end = if r.end == 0 { start } else { segs[r.end - 1].end };
+            p + start..p + end.max(start)
+        };
+        for op in similar::capture_diff_slices(similar::Algorithm::Myers, &ot, &nt) {
+            if matches!(op, similar::DiffOp::Equal { .. }) {
+                continue;
             }
-            _ => hunks.push(Hunk { old: o, new: n }),
+            let (_, old_r, new_r) = op.as_tag_tuple();
+            let o = bounds(&os, old_r, om.len());
+            let n = bounds(&ns, new_r, nm.len());
+            match hunks.last_mut() {
+                Some(h) if h.old.end == o.start && h.new.end == n.start => {
+                    h.old.end = o.end;
+                    h.new.end = n.end;
+                }
+                _ => hunks.push(Hunk { old: o, new: n }),
+            }
         }
     }
+    align_hunks(old, new, &mut hunks);
     hunks
+        .into_iter()
+        .map(|h| {
+            // Only a word-for-word replacement is refined: across segments, a precise change
+            // would cut the segments at its ends (`[a][b]` → `[c]` is not "a][b" → "c").
+            let one_segment = |s: &str| segments(s).len() <= 1;
+            let fine = if h.old.is_empty()
+                || h.new.is_empty()
+                || !one_segment(&old[h.old.clone()])
+                || !one_segment(&new[h.new.clone()])
+            {
+                h.clone()
+            } else {
+                match single_char_change(&old[h.old.clone()], &new[h.new.clone()]) {
+                    Some(f) => Hunk {
+                        old: h.old.start + f.old.start..h.old.start + f.old.end,
+                        new: h.new.start + f.new.start..h.new.start + f.new.end,
+                    },
+                    None => h.clone(),
+                }
+            };
+            HunkPair { coarse: h, fine }
+        })
+        .collect()
 }
+
+/// The char-level change from `a` to `b` if it is a single contiguous change.
+fn single_char_change(a: &str, b: &str) -> Option<Hunk> {
+    let p = common_prefix_len(a, b);
+    let s = common_suffix_len(a, b, a.len().min(b.len()) - p);
+    let (am, bm) = (&a[p..a.len() - s], &b[p..b.len() - s]);
+    if am.is_empty() || bm.is_empty() {
+        return Some(Hunk { old: p..p + am.len(), new: p..p + bm.len() });
+    }
+    let ac: Vec<char> = am.chars().collect();
+    let bc: Vec<char> = bm.chars().collect();
+    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &ac, &bc);
+    let equal = ops.iter().any(|op| matches!(op, similar::DiffOp::Equal { .. }));
+    // With the affixes trimmed, any inner equality means two separate changes.
+    (!equal).then(|| Hunk { old: p..p + am.len(), new: p..p + bm.len() })
+}
+
+/// True when an edit may start or end at byte `at` of `s` without cutting a segment.
+fn is_segment_edge(s: &str, at: usize) -> bool {
+    boundary_score(char_before(s, at), char_at(s, at)) >= 2
+}
+
+/// Byte ranges of the segments of `s`: maximal runs with no segment edge inside.
+fn segments(s: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut prev: Option<char> = None;
+    for (i, c) in s.char_indices() {
+        if i > start && boundary_score(prev, Some(c)) >= 2 {
+            out.push(start..i);
+            start = i;
+        }
+        prev = Some(c);
+    }
+    if start < s.len() {
+        out.push(start..s.len());
+    }
+    out
+}
+
+fn is_closing(c: char) -> bool {
+    matches!(c, ')' | ']' | '}' | '>' | '⟩' | '»' | '"' | '\'' | '’' | '”')
+}
+
+fn is_opening(c: char) -> bool {
+    matches!(c, '(' | '[' | '{' | '<' | '⟨' | '«' | '‘' | '“')
+}
+
+/// How good a place the boundary between `a` and `b` is for an edit to start or end (higher is
+/// better): text edges, line breaks, bracket edges, whitespace, punctuation, then mid-word.
+/// In the spirit of diff-match-patch's `diff_cleanupSemanticScore`, with brackets added.
+fn boundary_score(a: Option<char>, b: Option<char>) -> u8 {
+    let (Some(a), Some(b)) = (a, b) else { return 7 };
+    if a == '\n' || b == '\n' || a.is_control() || b.is_control() {
+        return 5;
+    }
+    if is_closing(a) && is_opening(b) {
+        return 4;
+    }
+    if is_closing(a) || is_opening(b) || (!a.is_alphanumeric() && !a.is_whitespace() && b.is_whitespace()) {
+        return 3;
+    }
+    if a.is_whitespace() || b.is_whitespace() {
+        return 2;
+    }
+    if !a.is_alphanumeric() || !b.is_alphanumeric() {
+        return 1;
+    }
+    0
+}
+
+fn char_before(s: &str, at: usize) -> Option<char> {
+    s[..at].chars().next_back()
+}
+
+fn char_at(s: &str, at: usize) -> Option<char> {
+    s[at..].chars().next()
+}
+
+/// Slide every pure insertion and pure deletion to its best-scoring equivalent position.
+///
+/// Why: an insertion or deletion next to repeated text can be placed several ways (inserting
+/// `⟨b⟩` before `⟨a⟩` is also `b⟩⟨` after the first `⟨`). Three-way merges compare positions
+/// from two diffs, so two clients' edits near each other must be placed by the same rule, and
+/// the rule should keep edits whole: a deletion of `⟨a⟩` next to a deletion of `⟨b⟩` must not
+/// become `a⟩⟨` plus `⟨b⟩`, which overlap and leave a stray `⟨` behind.
+fn align_hunks(old: &str, new: &str, hunks: &mut [Hunk]) {
+    for k in 0..hunks.len() {
+        let lo_old = if k == 0 { 0 } else { hunks[k - 1].old.end };
+        let hi_old = hunks.get(k + 1).map_or(old.len(), |h| h.old.start);
+        let h = hunks[k].clone();
+        if h.old.is_empty() == h.new.is_empty() {
+            continue; // replacements (and empty hunks) stay where the diff put them
+        }
+        // A pure edit is a window of `text` (old for deletions, new for insertions) that moves
+        // together with its position in the other text.
+        let deletion = h.new.is_empty();
+        let (text, mut win) = if deletion { (old, h.old.clone()) } else { (new, h.new.clone()) };
+        let mut other = if deletion { h.new.start } else { h.old.start };
+        let score = |w: &std::ops::Range<usize>, o: usize| -> u8 {
+            if deletion {
+                boundary_score(char_before(old, w.start), char_at(old, w.start))
+                    + boundary_score(char_before(old, w.end), char_at(old, w.end))
+            } else {
+                boundary_score(char_before(old, o), char_at(new, w.start))
+                    + boundary_score(char_before(new, w.end), char_at(old, o))
+            }
+        };
+        // Move to the leftmost equivalent position first.
+        loop {
+            let here = if deletion { win.start } else { other };
+            if here <= lo_old {
+                break;
+            }
+            let (Some(before), Some(last)) = (char_before(text, win.start), char_before(text, win.end)) else { break };
+            if before != last {
+                break;
+            }
+            let l = before.len_utf8();
+            win = win.start - l..win.end - l;
+            other -= l;
+        }
+        let mut best = (score(&win, other), win.clone(), other);
+        // Then walk right, keeping the first best score.
+        loop {
+            let end_old = if deletion { win.end } else { other };
+            if end_old >= hi_old {
+                break;
+            }
+            let (Some(first), Some(next)) = (char_at(text, win.start), char_at(text, win.end)) else { break };
+            if first != next {
+                break;
+            }
+            let l = first.len_utf8();
+            win = win.start + l..win.end + l;
+            other += l;
+            let sc = score(&win, other);
+            if sc > best.0 {
+                best = (sc, win.clone(), other);
+            }
+        }
+        let (_, w, o) = best;
+        hunks[k] = if deletion {
+            Hunk { old: w, new: o..o }
+        } else {
+            Hunk { old: o..o, new: w }
+        };
+    }
+}
+
 
 impl Delta {
     /// A delta from its operations.

@@ -14,7 +14,7 @@
 //! - **Overwrite**: `changed` wins outright. Unsafe (it loses concurrent edits); kept only as
 //!   the baseline the simulator must catch losing edits.
 
-use crate::delta::{diff_hunks, Hunk};
+use crate::delta::{diff_hunk_pairs, Hunk, HunkPair};
 use crate::dmp::{self, FuzzySettings};
 
 /// How a change is merged into text that moved on.
@@ -104,8 +104,7 @@ pub fn three_way(base: &str, changed: &str, current: &str) -> String {
 
 /// Three-way merge with an explicit same-gap rule.
 pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGap) -> String {
-    let ours = diff_hunks(base, current);
-    let theirs = diff_hunks(base, changed);
+    let (ours, theirs) = resolve_detail(diff_hunk_pairs(base, current), diff_hunk_pairs(base, changed));
 
     // Deleted base ranges of both sides, merged into a sorted union.
     let mut deleted: Vec<std::ops::Range<usize>> = ours
@@ -162,6 +161,72 @@ pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGa
     }
     copy_surviving(base, pos, base.len(), &union, &mut k, &mut out);
     out
+}
+
+/// Do two changes touch the same base text? Two insertions never do (they are ordered at their
+/// gap); an insertion does when it falls strictly inside the other's range.
+fn conflicting(a: &std::ops::Range<usize>, b: &std::ops::Range<usize>) -> bool {
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => false,
+        (true, false) => b.start < a.start && a.start < b.end,
+        (false, true) => a.start < b.start && b.start < a.end,
+        (false, false) => a.start < b.end && b.start < a.end,
+    }
+}
+
+/// Precise changes, except where the sides' changes collide inside a segment; there, whole
+/// segments.
+///
+/// Why: inside one segment a precise change can be a coincidence of the diff (replacing
+/// `⟨0:3⟩` by `⟨1:3⟩` looks like changing one digit). When the other side removed that whole
+/// segment, merging the precise piece would leave a fragment (`1`); merging the whole segment
+/// gives the replacement. The rules, applied until nothing changes, for two colliding changes:
+/// - one side's change covers the other's whole segment: the other goes whole;
+/// - both replace text (delete and insert) in the same place: both go whole (both versions
+///   are kept, in order, rather than interleaved char by char);
+/// - otherwise (deletions overlapping, an insertion inside a deletion) the precise merge is
+///   already right: deleted chars go once, inserted text stays.
+fn resolve_detail(ours: Vec<HunkPair>, theirs: Vec<HunkPair>) -> (Vec<Hunk>, Vec<Hunk>) {
+    let mut whole_o = vec![false; ours.len()];
+    let mut whole_t = vec![false; theirs.len()];
+    let level = |p: &HunkPair, whole: bool| if whole { p.coarse.clone() } else { p.fine.clone() };
+    let covers = |a: &Hunk, b: &Hunk| a.old.start <= b.old.start && b.old.end <= a.old.end && !a.old.is_empty();
+    let replaces = |h: &Hunk| !h.old.is_empty() && !h.new.is_empty();
+    loop {
+        let mut changed = false;
+        for (i, o) in ours.iter().enumerate() {
+            for (j, t) in theirs.iter().enumerate() {
+                // Hunks are sorted; pairs that cannot meet even whole are skipped.
+                if t.coarse.old.start > o.coarse.old.end || o.coarse.old.start > t.coarse.old.end {
+                    continue;
+                }
+                let (ho, ht) = (level(o, whole_o[i]), level(t, whole_t[j]));
+                if !conflicting(&ho.old, &ht.old) {
+                    continue;
+                }
+                if !whole_t[j] && covers(&ho, &t.coarse) && t.coarse != t.fine {
+                    whole_t[j] = true;
+                    changed = true;
+                }
+                if !whole_o[i] && covers(&ht, &o.coarse) && o.coarse != o.fine {
+                    whole_o[i] = true;
+                    changed = true;
+                }
+                if replaces(&ho) && replaces(&ht) && (!whole_o[i] || !whole_t[j]) {
+                    whole_o[i] = true;
+                    whole_t[j] = true;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let take = |v: Vec<HunkPair>, w: &[bool]| -> Vec<Hunk> {
+        v.into_iter().zip(w).map(|(p, &w)| if w { p.coarse } else { p.fine }).collect()
+    };
+    (take(ours, &whole_o), take(theirs, &whole_t))
 }
 
 /// Append `base[from..to]` minus the deleted ranges; `k` is a cursor into `deleted`.

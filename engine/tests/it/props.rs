@@ -164,32 +164,36 @@ proptest! {
         }
     }
 
-    /// Three-way merge keeps every base char that neither side deleted and both sides'
-    /// insertions (checked with unique letters).
+    /// Three-way merge works on whole units (here bracketed words, which delimit themselves): a
+    /// unit survives exactly when neither side deleted it, and both sides' inserted units appear
+    /// exactly once.
     #[test]
     fn three_way_keeps_what_nobody_deleted(
         keep_a in prop::collection::vec(any::<bool>(), 8),
         keep_b in prop::collection::vec(any::<bool>(), 8),
         ins_a in 0usize..9, ins_b in 0usize..9,
     ) {
-        let base: Vec<char> = "abcdefgh".chars().collect();
-        let side = |keep: &[bool], at: usize, ins: char| -> String {
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+        let base = words.map(|w| format!("[{w}]")).concat();
+        let side = |keep: &[bool], at: usize, ins: &str| -> String {
             let mut s = String::new();
-            for (i, ch) in base.iter().enumerate() {
-                if i == at { s.push(ins); }
-                if keep[i] { s.push(*ch); }
+            for (i, w) in words.iter().enumerate() {
+                if i == at { s.push_str(&format!("[{ins}]")); }
+                if keep[i] { s.push_str(&format!("[{w}]")); }
             }
-            if at == base.len() { s.push(ins); }
+            if at == words.len() { s.push_str(&format!("[{ins}]")); }
             s
         };
-        let a = side(&keep_a, ins_a, 'X');
-        let b = side(&keep_b, ins_b, 'Y');
-        let m = three_way("abcdefgh", &b, &a);
-        for (i, ch) in base.iter().enumerate() {
+        let a = side(&keep_a, ins_a, "XRAY");
+        let b = side(&keep_b, ins_b, "YANKEE");
+        let m = three_way(&base, &b, &a);
+        let got: Vec<&str> = m.split(['[', ']']).filter(|w| !w.is_empty()).collect();
+        prop_assert_eq!(m.matches('[').count(), got.len(), "malformed {:?}", m);
+        for (i, w) in words.iter().enumerate() {
             let expect = keep_a[i] && keep_b[i];
-            prop_assert_eq!(m.contains(*ch), expect, "char {} in {:?}", ch, m);
+            prop_assert_eq!(got.iter().filter(|g| *g == w).count(), expect as usize, "{} in {:?}", w, m);
         }
-        prop_assert_eq!(m.matches('X').count(), 1);
-        prop_assert_eq!(m.matches('Y').count(), 1);
+        prop_assert_eq!(got.iter().filter(|g| **g == "XRAY").count(), 1, "{:?}", m);
+        prop_assert_eq!(got.iter().filter(|g| **g == "YANKEE").count(), 1, "{:?}", m);
     }
 }

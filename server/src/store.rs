@@ -1,0 +1,307 @@
+//! The durable store: SQLite (bundled), WAL, `synchronous=FULL`. Shared by `dsync-server` and
+//! the simulator, so a simulated crash loses exactly what a real one would: whatever was not
+//! committed.
+//!
+//! Schema (version 1, in `PRAGMA user_version`):
+//! - `documents(name PRIMARY KEY, text, version, updated_at_ms)`
+//! - `sessions(doc, client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n,
+//!   backup_m, last_seq, updated_at_ms, PRIMARY KEY(doc, client_id))`
+//!
+//! Invariant: [`Store::commit`] writes a batch of [`PersistRecord`]s in one transaction; the
+//! driver sends the acknowledgements that follow only after it returns `Ok`.
+
+use std::path::Path;
+
+use dsync_engine::{PersistRecord, SessionRecord, Shadow, StoredDocument};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer dsync.
+    #[error("database schema version {found} is newer than this program's {SCHEMA_VERSION}")]
+    NewerSchema {
+        /// The version found.
+        found: i64,
+    },
+    /// A stored number does not fit.
+    #[error("corrupt row in {table}: {what}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// A SQLite-backed document store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn to_i64(v: u64) -> i64 {
+    // Versions and times stay far below 2^63 in practice; clamp rather than wrap.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64, table: &'static str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        table,
+        what: format!("negative number {v}"),
+    })
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path`: WAL mode, `synchronous=FULL`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Store::init(conn)
+    }
+
+    /// An in-memory database with the same schema and code paths (the simulator's default:
+    /// durability across a simulated crash comes from keeping the connection, not the file).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { found });
+        }
+        if found < 1 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS documents (
+                     name TEXT PRIMARY KEY NOT NULL,
+                     text TEXT NOT NULL,
+                     version INTEGER NOT NULL,
+                     updated_at_ms INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS sessions (
+                     doc TEXT NOT NULL,
+                     client_id TEXT NOT NULL,
+                     shadow_text TEXT NOT NULL,
+                     shadow_n INTEGER NOT NULL,
+                     shadow_m INTEGER NOT NULL,
+                     backup_text TEXT NOT NULL,
+                     backup_n INTEGER NOT NULL,
+                     backup_m INTEGER NOT NULL,
+                     last_seq INTEGER NOT NULL,
+                     updated_at_ms INTEGER NOT NULL,
+                     PRIMARY KEY (doc, client_id)
+                 );
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The stored document and its sessions, or `None` if it was never written.
+    pub fn load(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT text, version FROM documents WHERE name = ?1")?
+            .query_row(params![doc], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?;
+        let mut sessions = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n, backup_m, last_seq
+             FROM sessions WHERE doc = ?1 ORDER BY client_id",
+        )?;
+        let rows = stmt.query_map(params![doc], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })?;
+        for row in rows {
+            let (client_id, st, sn, sm, bt, bn, bm, seq) = row?;
+            let t = "sessions";
+            sessions.push(SessionRecord {
+                client_id,
+                shadow: Shadow {
+                    text: st,
+                    client_version: to_u64(sn, t)?,
+                    server_version: to_u64(sm, t)?,
+                },
+                backup: Shadow {
+                    text: bt,
+                    client_version: to_u64(bn, t)?,
+                    server_version: to_u64(bm, t)?,
+                },
+                last_seq: to_u64(seq, t)?,
+            });
+        }
+        match row {
+            None if sessions.is_empty() => Ok(None),
+            None => Ok(Some(StoredDocument {
+                sessions,
+                ..StoredDocument::default()
+            })),
+            Some((text, version)) => Ok(Some(StoredDocument {
+                text,
+                version: to_u64(version, "documents")?,
+                sessions,
+            })),
+        }
+    }
+
+    /// Write a batch of records in one transaction (durable when it returns, with
+    /// `synchronous=FULL`). `now_ms` is recorded as the update time.
+    pub fn commit(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut doc_stmt = tx.prepare_cached(
+                "INSERT INTO documents (name, text, version, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET text = excluded.text, version = excluded.version,
+                 updated_at_ms = excluded.updated_at_ms",
+            )?;
+            let mut ensure_doc = tx.prepare_cached(
+                "INSERT OR IGNORE INTO documents (name, text, version, updated_at_ms) VALUES (?1, '', 0, ?2)",
+            )?;
+            let mut sess_stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
+                 backup_text, backup_n, backup_m, last_seq, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let mut del_stmt = tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND client_id = ?2")?;
+            for r in records {
+                match &r.text {
+                    Some(text) => {
+                        doc_stmt.execute(params![r.doc, text, to_i64(r.version), to_i64(now_ms)])?;
+                    }
+                    None => {
+                        ensure_doc.execute(params![r.doc, to_i64(now_ms)])?;
+                    }
+                }
+                for s in &r.sessions {
+                    sess_stmt.execute(params![
+                        r.doc,
+                        s.client_id,
+                        s.shadow.text,
+                        to_i64(s.shadow.client_version),
+                        to_i64(s.shadow.server_version),
+                        s.backup.text,
+                        to_i64(s.backup.client_version),
+                        to_i64(s.backup.server_version),
+                        to_i64(s.last_seq),
+                        to_i64(now_ms),
+                    ])?;
+                }
+                for id in &r.removed_sessions {
+                    del_stmt.execute(params![r.doc, id])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Names of all stored documents, in order.
+    pub fn documents(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM documents ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(names)
+    }
+
+    /// Close cleanly (checkpointing the WAL).
+    pub fn close(self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .or_else(|e| match e {
+                // An in-memory database has no WAL to checkpoint.
+                rusqlite::Error::SqliteFailure(..) => Ok(()),
+                other => Err(other),
+            })?;
+        self.conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(text: Option<&str>, version: u64) -> PersistRecord {
+        let shadow = Shadow {
+            text: "s".into(),
+            client_version: 2,
+            server_version: 3,
+        };
+        PersistRecord {
+            doc: "d".into(),
+            text: text.map(Into::into),
+            version,
+            sessions: vec![SessionRecord {
+                client_id: "c".into(),
+                backup: shadow.clone(),
+                shadow,
+                last_seq: 9,
+            }],
+            removed_sessions: vec![],
+        }
+    }
+
+    #[test]
+    fn commit_then_reopen_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("documents.db");
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.load("d").unwrap(), None);
+        s.commit(&[record(Some("hello"), 1)], 5).unwrap();
+        s.commit(&[record(None, 1)], 6).unwrap();
+        s.close().unwrap();
+        let s = Store::open(&path).unwrap();
+        let d = s.load("d").unwrap().unwrap();
+        assert_eq!(d.text, "hello");
+        assert_eq!(d.version, 1);
+        assert_eq!(d.sessions.len(), 1);
+        assert_eq!(d.sessions[0].last_seq, 9);
+        let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = s.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        assert_eq!(s.documents().unwrap(), vec!["d".to_string()]);
+    }
+
+    #[test]
+    fn removed_sessions_are_deleted() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.commit(&[record(Some("x"), 1)], 0).unwrap();
+        let mut r = record(None, 1);
+        r.sessions.clear();
+        r.removed_sessions = vec!["c".into()];
+        s.commit(&[r], 1).unwrap();
+        assert!(s.load("d").unwrap().unwrap().sessions.is_empty());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 7).unwrap();
+        drop(c);
+        assert!(matches!(Store::open(&path), Err(StoreError::NewerSchema { found: 7 })));
+    }
+}

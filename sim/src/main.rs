@@ -1,0 +1,235 @@
+//! `dsync-sim`: run a scenario, sweep seeds (swarm) or shrink a failure. See `--help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use dsync_sim::world::{fmt_time, Verdict};
+use dsync_sim::{html, run, scenario::Expect, shrink, swarm, Options, Scenario, ScenarioError, TraceLevel};
+
+/// Deterministic simulator for dsync: replays a RON scenario from a seed over the real engine
+/// and store, with a lossy network, partitions and crashes, and checks convergence and intent.
+#[derive(Parser)]
+#[command(name = "dsync-sim", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Scenario file to run.
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Seed, overriding the file's.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How much trace to print.
+    #[arg(long, value_enum, default_value_t = TraceArg::Summary)]
+    trace: TraceArg,
+    /// Write a self-contained HTML report (message chart, divergence plot) here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TraceArg {
+    Summary,
+    Full,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run many seeds, each with its own random fault profile.
+    Swarm {
+        /// Seed range, `A..B` (B excluded).
+        #[arg(long, default_value = "0..200")]
+        seeds: String,
+        /// Base scenario whose topology and checks each seed varies (default: built in).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Where failing seeds are written as replayable RON files.
+        #[arg(long, default_value = "swarm-failures")]
+        out: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Shrink a failing scenario to a minimal, seed-free one.
+    Shrink {
+        /// The failing scenario.
+        file: PathBuf,
+        /// Output file (default: `scenarios/regressions/<name>-min.ron`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed, overriding the file's.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Swarm { seeds, scenario, jobs, out, quiet }) => cmd_swarm(&seeds, scenario, jobs, out, quiet),
+        Some(Command::Shrink { file, out, seed }) => cmd_shrink(&file, out, seed),
+        None => match cli.file {
+            Some(file) => cmd_run(&file, &cli.run),
+            None => {
+                eprintln!("error: give a scenario file (dsync-sim scenarios/partition.ron), or `swarm` / `shrink`; see --help");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(file: &std::path::Path) -> anyhow::Result<Result<Scenario, ScenarioError>> {
+    Ok(Scenario::load(file))
+}
+
+/// Simulated seconds per wall second, measured around the run (the only wall-clock read in
+/// the simulator, and it never reaches the trace).
+#[allow(clippy::disallowed_methods)]
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = std::time::Instant::now();
+    let out = f();
+    (out, start.elapsed().as_secs_f64())
+}
+
+fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let sc = match load(file)? {
+        Ok(sc) => sc,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let opts = Options {
+        seed: args.seed,
+        trace: match args.trace {
+            TraceArg::Summary => TraceLevel::Summary,
+            TraceArg::Full => TraceLevel::Full,
+        },
+        record: false,
+        chart: args.html.is_some(),
+    };
+    let (report, wall_s) = timed(|| run(&sc, opts));
+    for line in &report.settings {
+        println!("# {line}");
+    }
+    for line in &report.trace {
+        println!("{line}");
+    }
+    let sim_s = report.summary.sim_ms as f64 / 1000.0;
+    println!(
+        "speed    {:.1} simulated s in {:.3} wall s = {:.0} simulated s per wall s",
+        sim_s,
+        wall_s,
+        sim_s / wall_s.max(1e-9)
+    );
+    if let Some(path) = &args.html {
+        let page = html::render(&sc, &report);
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        println!("report   {}", path.display());
+    }
+    let expected = match (&report.verdict, sc.expect) {
+        (Verdict::Pass, Expect::Pass) => true,
+        (Verdict::Fail { check, .. }, e) => swarm::matches_expect(*check, e),
+        _ => false,
+    };
+    match &report.verdict {
+        Verdict::Pass => {
+            let took = report.summary.converge_ms.unwrap_or(0);
+            println!("verdict  PASS: converged {:.3}s after faults stopped", took as f64 / 1000.0);
+            if !expected {
+                println!("note     the scenario expected {:?}", sc.expect);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::Fail { check, at_ms, detail } => {
+            println!("verdict  FAIL: {} check at {}: {detail}", check.name(), fmt_time(*at_ms));
+            if expected {
+                println!("note     this failure is the scenario's expected verdict ({:?})", sc.expect);
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, quiet: bool) -> anyhow::Result<ExitCode> {
+    let range = swarm::parse_range(seeds).map_err(anyhow::Error::msg)?;
+    let base = match scenario {
+        Some(p) => match Scenario::load(&p) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
+    let (result, wall_s) = timed(|| swarm::sweep(range.clone(), base.as_ref(), jobs.max(1), !quiet));
+    let n = range.end - range.start;
+    println!("{}", result.describe());
+    println!(
+        "speed    {n} seeds in {wall_s:.1} s = {:.0} seeds per minute ({jobs} jobs)",
+        n as f64 / wall_s.max(1e-9) * 60.0
+    );
+    if result.failures.is_empty() {
+        return Ok(if result.all_counters_nonzero() { ExitCode::SUCCESS } else {
+            println!("FAIL: a coverage counter stayed at zero: the sweep is too gentle");
+            ExitCode::from(1)
+        });
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for f in &result.failures {
+        let path = out.join(format!("seed-{}.ron", f.seed));
+        std::fs::write(&path, f.scenario.to_ron()).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "FAIL seed {}: {} — replay: cargo run --release -p dsync-sim -- {}",
+            f.seed,
+            f.verdict,
+            path.display()
+        );
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn cmd_shrink(file: &std::path::Path, out: Option<PathBuf>, seed: Option<u64>) -> anyhow::Result<ExitCode> {
+    let sc = match Scenario::load(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let shrunk = match shrink::shrink(&sc, seed, &mut |msg| eprintln!("{msg}")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let path = out.unwrap_or_else(|| PathBuf::from(format!("scenarios/regressions/{}.ron", shrunk.scenario.name)));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&path, shrunk.scenario.to_ron()).with_context(|| format!("writing {}", path.display()))?;
+    println!("{} events → {} events ({} runs)", shrunk.before, shrunk.after, shrunk.runs);
+    println!("still fails: {}", shrunk.verdict);
+    println!("wrote {}; replay: cargo run --release -p dsync-sim -- {}", path.display(), path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,313 @@
+//! Swarm testing: every seed draws its own fault profile (link model, loss, duplication,
+//! reordering, corruption, partitions, crashes, clock drift, workload), prints nothing unless it
+//! fails, and a failure becomes a replayable RON file.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::scenario::{
+    Checks, Direction, EngineSettings, Event, Expect, LinkFaults, LinkModel, LinkOverride, Merge,
+    Node, Scenario, Timed, Tokens, Topology, Typing, Workload,
+};
+use crate::world::{run, CheckKind, Options, Summary, TraceLevel, Verdict};
+
+/// Parse `A..B`.
+pub fn parse_range(s: &str) -> Result<Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("seed range {s:?} must look like A..B"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("bad range start {a:?}"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("bad range end {b:?}"))?;
+    if a >= b {
+        return Err(format!("seed range {s:?} is empty"));
+    }
+    Ok(a..b)
+}
+
+/// Does a failed check match an expected verdict?
+pub fn matches_expect(check: CheckKind, e: Expect) -> bool {
+    matches!(
+        (check, e),
+        (CheckKind::Intent, Expect::FailIntent)
+            | (CheckKind::Liveness, Expect::FailLiveness)
+            | (CheckKind::Safety, Expect::FailSafety)
+    )
+}
+
+/// True when a report's verdict is what its scenario expects.
+pub fn as_expected(v: &Verdict, e: Expect) -> bool {
+    match v {
+        Verdict::Pass => e == Expect::Pass,
+        Verdict::Fail { check, .. } => matches_expect(*check, e),
+    }
+}
+
+/// The scenario a seed stands for: a random fault profile over `base` (or a built-in base).
+pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
+    let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x7377_6172_6d00_0000);
+    let stream = r.random_bool(0.5);
+    let clients = base.map_or_else(|| r.random_range(2..=6), |b| b.topology.clients);
+    let lo = r.random_range(1..=40u64);
+    let hi = lo + r.random_range(0..=200u64);
+    let mut network = LinkFaults {
+        latency_ms: (lo, hi),
+        ..LinkFaults::default()
+    };
+    if stream {
+        if r.random_bool(0.5) {
+            network.drop = r.random_range(0.0..0.02);
+        }
+    } else {
+        let p = |r: &mut ChaCha8Rng, max: f64| if r.random_bool(0.6) { r.random_range(0.0..max) } else { 0.0 };
+        network.drop = p(&mut r, 0.3);
+        network.duplicate = p(&mut r, 0.2);
+        network.reorder = p(&mut r, 0.3);
+        network.reorder_delay_ms = r.random_range(50..=1500);
+        network.corrupt = p(&mut r, 0.05);
+    }
+    let mut links = Vec::new();
+    if r.random_bool(0.3) {
+        let mut f = network.clone();
+        f.drop = if stream { r.random_range(0.0..0.05) } else { r.random_range(0.2..0.6) };
+        links.push(LinkOverride {
+            client: r.random_range(0..clients),
+            direction: [Direction::Up, Direction::Down, Direction::Both][r.random_range(0..3)],
+            faults: f,
+        });
+    }
+    let stop = r.random_range(8_000..=40_000u64);
+    let mut timeline = Vec::new();
+    for _ in 0..r.random_range(0..=3) {
+        let at = r.random_range(0..stop);
+        let dur = r.random_range(300..=20_000u64);
+        let mut a = vec![Node::Server];
+        let mut b: Vec<Node> = (0..clients).filter(|_| r.random_bool(0.5)).map(Node::Client).collect();
+        if b.is_empty() {
+            b.push(Node::Client(r.random_range(0..clients)));
+        }
+        if r.random_bool(0.5) {
+            std::mem::swap(&mut a, &mut b);
+        }
+        let one_way = r.random_bool(0.3);
+        timeline.push(Timed { at_ms: at, event: Event::Partition { a, b, one_way } });
+        timeline.push(Timed { at_ms: (at + dur).min(stop), event: Event::Heal });
+    }
+    if r.random_bool(0.35) {
+        let at = r.random_range(0..stop);
+        timeline.push(Timed { at_ms: at, event: Event::Crash(Node::Server) });
+        let back = at + r.random_range(100..=8_000u64);
+        timeline.push(Timed { at_ms: back.min(stop), event: Event::Restart(Node::Server) });
+    }
+    if r.random_bool(0.3) {
+        let c = Node::Client(r.random_range(0..clients));
+        let at = r.random_range(0..stop);
+        timeline.push(Timed { at_ms: at, event: Event::Crash(c) });
+        let back = at + r.random_range(100..=8_000u64);
+        timeline.push(Timed { at_ms: back.min(stop), event: Event::Restart(c) });
+    }
+    timeline.sort_by_key(|t| t.at_ms);
+    let drift: Vec<i32> = if r.random_bool(0.3) {
+        (0..clients).map(|_| r.random_range(-20..=20)).collect()
+    } else {
+        Vec::new()
+    };
+    // Tokens (intent checked) under three-way merge, or typing (convergence checked), which is
+    // also where the fuzzy strategy runs: its dropped patches are expected, not failures.
+    let tokens = r.random_bool(0.7);
+    let merge = if tokens || r.random_bool(0.5) { Merge::ThreeWay } else { Merge::FuzzyPatch };
+    let workload = if tokens {
+        Workload {
+            typing: None,
+            tokens: Some(Tokens {
+                clients: Vec::new(),
+                every_ms: r.random_range(100..=1_500),
+                delete_chance: r.random_range(0.0..0.4),
+                from_ms: 0,
+                until_ms: stop,
+            }),
+        }
+    } else {
+        Workload {
+            typing: Some(Typing {
+                clients: Vec::new(),
+                rate_per_s: r.random_range(0.5..8.0),
+                from_ms: 0,
+                until_ms: stop,
+                alphabet: None,
+                delete_chance: r.random_range(0.0..0.4),
+            }),
+            tokens: None,
+        }
+    };
+    let engine = EngineSettings {
+        sync_interval_ms: [100, 250, 500, 500, 1000][r.random_range(0..5)],
+        retransmit_ms: r.random_range(600..=3_000),
+        heartbeat_ms: r.random_range(2_000..=30_000),
+        merge,
+    };
+    let generated = Scenario {
+        name: format!("swarm-{seed}"),
+        description: format!("swarm seed {seed}: a random fault profile"),
+        seed: Some(seed),
+        topology: Topology {
+            clients,
+            initial_text: if tokens { String::new() } else { "the quick brown fox".into() },
+            link: if stream { LinkModel::Stream } else { LinkModel::Datagram },
+            clock_drift_pct: drift,
+        },
+        engine,
+        network,
+        links,
+        workload,
+        timeline,
+        checks: Checks {
+            stop_faults_at_ms: stop,
+            converge_within_ms: 60_000,
+            intent: tokens,
+        },
+        expect: Expect::Pass,
+    };
+    match base {
+        None => generated,
+        Some(b) => Scenario {
+            name: format!("{}-swarm-{seed}", b.name),
+            description: format!("{} (swarm seed {seed})", b.description),
+            seed: Some(seed),
+            topology: Topology { link: generated.topology.link, clock_drift_pct: generated.topology.clock_drift_pct, ..b.topology.clone() },
+            engine: b.engine.clone(),
+            workload: b.workload.clone(),
+            checks: Checks { stop_faults_at_ms: generated.checks.stop_faults_at_ms.max(b.checks.stop_faults_at_ms), ..b.checks.clone() },
+            expect: b.expect,
+            ..generated
+        },
+    }
+}
+
+/// A failing seed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// Its scenario (written as a RON file).
+    pub scenario: Scenario,
+    /// What failed.
+    pub verdict: String,
+}
+
+/// The outcome of a sweep.
+#[derive(Debug, Clone, Default)]
+pub struct SweepResult {
+    /// Seeds run.
+    pub runs: u64,
+    /// Seeds whose verdict was not the expected one, by seed.
+    pub failures: Vec<Failure>,
+    /// Counters summed over all seeds.
+    pub totals: Summary,
+    /// Slowest convergence after faults stopped.
+    pub converge_ms_max: u64,
+    /// Simulated time over all seeds.
+    pub sim_ms: u64,
+}
+
+impl SweepResult {
+    /// True when every coverage counter of `simulator.md` moved.
+    pub fn all_counters_nonzero(&self) -> bool {
+        let t = &self.totals;
+        t.rollbacks > 0 && t.retransmits > 0 && t.duplicates_skipped > 0 && t.resets > 0 && t.patches_dropped > 0
+    }
+
+    /// A multi-line description of the sweep.
+    pub fn describe(&self) -> String {
+        let t = &self.totals;
+        format!(
+            "swarm    {} seeds, {} failures, {:.0} simulated s, slowest convergence {:.3}s\ncoverage rollbacks={} retransmits={} duplicates_skipped={} resets={} patches_dropped={} stale_skipped={} resumes={} conn_resets={}\nnetwork  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} edits={}",
+            self.runs,
+            self.failures.len(),
+            self.sim_ms as f64 / 1000.0,
+            self.converge_ms_max as f64 / 1000.0,
+            t.rollbacks, t.retransmits, t.duplicates_skipped, t.resets, t.patches_dropped, t.stale_skipped, t.resumes, t.conn_resets,
+            t.sent, t.delivered, t.dropped, t.duplicated, t.reordered, t.corrupted, t.edits
+        )
+    }
+}
+
+fn add(t: &mut Summary, s: &Summary) {
+    t.sent += s.sent;
+    t.delivered += s.delivered;
+    t.dropped += s.dropped;
+    t.duplicated += s.duplicated;
+    t.reordered += s.reordered;
+    t.corrupted += s.corrupted;
+    t.conn_resets += s.conn_resets;
+    t.resets += s.resets;
+    t.rollbacks += s.rollbacks;
+    t.retransmits += s.retransmits;
+    t.duplicates_skipped += s.duplicates_skipped;
+    t.stale_skipped += s.stale_skipped;
+    t.patches_dropped += s.patches_dropped;
+    t.resumes += s.resumes;
+    t.edits += s.edits;
+}
+
+/// Run every seed of `range` on `jobs` threads. Results are combined in seed order, so the
+/// outcome does not depend on scheduling.
+pub fn sweep(range: Range<u64>, base: Option<&Scenario>, jobs: usize, progress: bool) -> SweepResult {
+    let n = range.end - range.start;
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(n);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let next = AtomicU64::new(range.start);
+    let results: Mutex<Vec<(u64, Scenario, Summary, Verdict)>> = Mutex::new(Vec::new());
+    let failed = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= range.end {
+                    break;
+                }
+                let sc = profile(seed, base);
+                let report = run(&sc, Options { seed: None, trace: TraceLevel::None, record: false, chart: false });
+                if !as_expected(&report.verdict, sc.expect) {
+                    let f = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar.set_message(format!("{f} failed"));
+                }
+                bar.inc(1);
+                // A poisoned lock means another worker panicked; its panic is reported by scope.
+                if let Ok(mut r) = results.lock() {
+                    r.push((seed, sc, report.summary, report.verdict));
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut all = results.into_inner().unwrap_or_default();
+    all.sort_by_key(|r| r.0);
+    let mut out = SweepResult { runs: all.len() as u64, ..SweepResult::default() };
+    for (seed, sc, summary, verdict) in all {
+        add(&mut out.totals, &summary);
+        out.sim_ms += summary.sim_ms;
+        out.converge_ms_max = out.converge_ms_max.max(summary.converge_ms.unwrap_or(0));
+        if !as_expected(&verdict, sc.expect) {
+            let v = match &verdict {
+                Verdict::Pass => format!("passed but {:?} was expected", sc.expect),
+                Verdict::Fail { check, at_ms, detail } => {
+                    format!("{} failed at {}: {detail}", check.name(), crate::world::fmt_time(*at_ms))
+                }
+            };
+            out.failures.push(Failure { seed, scenario: sc, verdict: v });
+        }
+    }
+    out
+}
