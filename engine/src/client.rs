@@ -16,7 +16,8 @@ use std::collections::VecDeque;
 
 use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta};
-use crate::merge::{merge, three_way_with, MergeStrategy, SameGap};
+use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, SameGap};
+use crate::op::Operation;
 use crate::msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::EngineError;
 
@@ -88,10 +89,20 @@ pub struct ClientEngine {
     pending: Vec<Edit>,
     /// How many of `pending` have been sent at least once (the rest are new this cycle).
     pending_sent: usize,
-    /// The shadow text before the oldest pending edit: the base for re-merging local typing
-    /// after a reset.
-    pending_base: Option<String>,
+    /// The exact change from `shadow.text` to `text`: the user's edits since the last cycle,
+    /// kept as an operation so the delta sent is what the user did, not a diff's guess.
+    local: Operation,
+    /// The shadow before each pending edit (parallel to `pending`): what each edit changed.
+    befores: Vec<String>,
+    /// The text as the server is known to hold it: the shadow minus the unacknowledged edits.
+    /// `None` while nothing is pending (then it is the shadow). The base for re-merging local
+    /// typing after a reset.
+    confirmed: Option<String>,
     has_session: bool,
+    /// Consecutive server replies whose edit failed its strict apply or checksum: the first
+    /// is taken for damage in transit (ignored; the next cycle asks again), a second one for
+    /// real divergence (resync).
+    bad_streak: u32,
     conn: Conn,
     in_flight: Option<InFlight>,
     last_seq: u64,
@@ -113,8 +124,11 @@ impl ClientEngine {
             shadow: Shadow::default(),
             pending: Vec::new(),
             pending_sent: 0,
-            pending_base: None,
+            local: Operation::new(),
+            befores: Vec::new(),
+            confirmed: None,
             has_session: false,
+            bad_streak: 0,
             conn: Conn::Disconnected,
             in_flight: None,
             last_seq: 0,
@@ -222,8 +236,22 @@ impl ClientEngine {
                 max: self.config.limits.max_document_bytes,
             });
         }
+        // A whole new text: the change is only known as a diff.
+        self.local = Operation::from_diff(&self.shadow.text, &text);
         self.text = text.into_owned();
         Ok(())
+    }
+
+    /// Record a local edit, already checked, as an operation on `text`.
+    fn edit(&mut self, op: Operation) {
+        // Both cannot fail: `op` was built for `text`, and `local` ends where `text` is.
+        match (self.local.compose(&op), op.apply(&self.text)) {
+            (Ok(local), Ok(text)) => {
+                self.local = local;
+                self.text = text;
+            }
+            (a, b) => debug_assert!(false, "local edit did not fit: {a:?} {b:?}"),
+        }
     }
 
     /// Insert `s` before char index `at`.
@@ -236,7 +264,7 @@ impl ClientEngine {
                 max: self.config.limits.max_document_bytes,
             });
         }
-        self.text.insert_str(byte, &s);
+        self.edit(Operation::insertion(self.text.len(), byte, &s));
         Ok(())
     }
 
@@ -247,7 +275,7 @@ impl ClientEngine {
         }
         let a = char_to_byte(&self.text, start)?;
         let b = char_to_byte(&self.text, end)?;
-        self.text.replace_range(a..b, "");
+        self.edit(Operation::deletion(self.text.len(), a..b));
         Ok(())
     }
 
@@ -263,13 +291,16 @@ impl ClientEngine {
     fn cycle(&mut self, now: Time) {
         let resent = self.pending_sent.min(self.pending.len());
         self.stats.retransmits += resent as u64;
-        if self.text != self.shadow.text
-            && self.pending.len() < self.config.limits.max_pending_edits
-        {
+        let held: usize = self.befores.iter().map(String::len).sum();
+        let room = self.pending.len() < self.config.limits.max_pending_edits
+            && held + self.shadow.text.len() <= self.config.limits.max_pending_bytes;
+        if self.text != self.shadow.text && room {
             if self.pending.is_empty() {
-                self.pending_base = Some(self.shadow.text.clone());
+                self.confirmed = Some(self.shadow.text.clone());
             }
-            let delta = Delta::diff(&self.shadow.text, &self.text);
+            self.befores.push(self.shadow.text.clone());
+            let delta = Delta::from_operation(&self.local, &self.shadow.text);
+            self.local = Operation::identity(self.text.len());
             self.pending.push(Edit::Delta {
                 version: self.shadow.client_version,
                 delta,
@@ -364,17 +395,16 @@ impl ClientEngine {
             .cloned()
         {
             if Checksum::of(&text) != checksum {
-                return self.resync(now);
+                return self.damaged(now);
             }
+            self.bad_streak = 0;
             self.reset_to(text, client_version, version, Some(client_version));
             return;
         }
-        self.pending.retain(|e| e.version() >= client_version);
-        self.pending_sent = self.pending_sent.min(self.pending.len());
-        if self.pending.is_empty() {
-            self.pending_base = None;
-        }
-        let mut base: Option<String> = None;
+        self.acknowledge(client_version);
+        let base = self.shadow.text.clone();
+        let mut theirs = Operation::identity(base.len());
+        let mut diverged = false;
         for edit in edits {
             let Edit::Delta {
                 version,
@@ -389,30 +419,73 @@ impl ClientEngine {
                 continue;
             }
             if version > self.shadow.server_version {
-                return self.resync(now);
+                diverged = true;
+                break;
             }
-            match delta.apply(&self.shadow.text) {
-                Ok(new) if Checksum::of(&new) == checksum => {
-                    let old = std::mem::replace(&mut self.shadow.text, new);
-                    base.get_or_insert(old);
+            let applied = delta
+                .to_operation(&self.shadow.text)
+                .ok()
+                .and_then(|op| op.apply(&self.shadow.text).ok().map(|new| (op, new)));
+            match applied {
+                Some((op, new)) if Checksum::of(&new) == checksum => {
+                    theirs = theirs.compose(&op).unwrap_or_else(|_| Operation::from_diff(&base, &new));
+                    self.shadow.text = new;
                     self.shadow.server_version += 1;
                     self.stats.edits_applied += 1;
                 }
-                _ => return self.resync(now),
+                _ => {
+                    diverged = true;
+                    break;
+                }
             }
         }
-        if let Some(base) = base {
-            let out = merge(
+        if !theirs.is_noop() {
+            if let Some(conf) = self.confirmed.take() {
+                self.confirmed = Some(three_way(&base, &self.shadow.text, &conf));
+            }
+            // The server's change goes into the text past the user's edits since the shadow.
+            let merged = merge_ops(
                 self.config.merge,
                 &self.config.fuzzy,
                 &base,
+                &theirs,
                 &self.shadow.text,
+                &self.local,
                 &self.text,
             );
-            self.stats.patches_dropped += out.patches_dropped as u64;
-            self.text = out.text;
+            match merged {
+                Ok(m) => {
+                    self.stats.patches_dropped += m.patches_dropped as u64;
+                    self.text = m.text;
+                    self.local = m.ours_after;
+                }
+                Err(e) => {
+                    // Bookkeeping broke (a bug): fall back to texts, which are always right.
+                    tracing::error!(error = %e, "client merge of exact changes failed");
+                    let out = merge(self.config.merge, &self.config.fuzzy, &base, &self.shadow.text, &self.text);
+                    self.text = out.text;
+                    self.local = Operation::from_diff(&self.shadow.text, &self.text);
+                }
+            }
             self.outputs
                 .push_back(ClientOutput::Event(ClientEvent::RemoteChange));
+        }
+        if diverged {
+            self.damaged(now);
+        } else {
+            self.bad_streak = 0;
+        }
+    }
+
+    /// A server edit failed: the first time, ignore it (the next cycle sends our versions and
+    /// the server resends from its backup); the second time in a row, resync.
+    fn damaged(&mut self, now: Time) {
+        if self.bad_streak == 0 {
+            self.bad_streak = 1;
+            self.stats.corrupt_ignored += 1;
+        } else {
+            self.bad_streak = 0;
+            self.resync(now);
         }
     }
 
@@ -422,42 +495,48 @@ impl ClientEngine {
         self.send_connect(now, None);
     }
 
+    /// Drop pending edits below `client_version` (the server holds them), folding each into
+    /// `confirmed`.
+    fn acknowledge(&mut self, client_version: u64) {
+        let acked = self.pending.iter().take_while(|e| e.version() < client_version).count();
+        if acked == 0 {
+            return;
+        }
+        if acked == self.pending.len() {
+            // Everything arrived: the server holds exactly the shadow's edits.
+            self.confirmed = None;
+        } else if let Some(mut conf) = self.confirmed.take() {
+            for (edit, before) in self.pending.iter().zip(&self.befores).take(acked) {
+                if let Edit::Delta { delta, .. } = edit {
+                    if let Ok(after) = delta.apply(before) {
+                        conf = three_way(before, &after, &conf);
+                    }
+                }
+            }
+            self.confirmed = Some(conf);
+        }
+        self.pending.drain(..acked);
+        self.befores.drain(..acked);
+        self.pending_sent = self.pending_sent.saturating_sub(acked);
+    }
+
     /// Adopt the server's `text` at (n, m), re-merging unacknowledged local typing onto it.
     ///
     /// `applied_below` is the server's word on which of our pending edits it holds (those with
     /// a lower version), when it knows (a reset of a live session); `None` after the server
-    /// forgot the session.
-    fn reset_to(
-        &mut self,
-        text: String,
-        client_version: u64,
-        server_version: u64,
-        applied_below: Option<u64>,
-    ) {
-        let first_pending = self.pending.first().map(Edit::version);
-        let all_applied = match (applied_below, self.pending.last()) {
-            (_, None) => true,
-            (Some(n), Some(last)) => n > last.version(),
-            (None, Some(_)) => false,
+    /// forgot the session, when some pending edits may be in `text` already.
+    fn reset_to(&mut self, text: String, client_version: u64, server_version: u64, applied_below: Option<u64>) {
+        let unsure = match applied_below {
+            Some(n) => {
+                self.acknowledge(n);
+                false
+            }
+            None => !self.pending.is_empty(),
         };
-        let none_applied = matches!((applied_below, first_pending), (Some(n), Some(f)) if n <= f);
-        // The base is the last text whose changes are all on the server: exact when the server
-        // says which edits it holds; otherwise the text before the oldest pending edit, with
-        // same-gap collapsing so typing the server already holds is not inserted twice.
-        let (base, same_gap) = if all_applied {
-            (self.shadow.text.clone(), SameGap::KeepUnlessIdentical)
-        } else {
-            let b = self
-                .pending_base
-                .clone()
-                .unwrap_or_else(|| self.shadow.text.clone());
-            let rule = if none_applied {
-                SameGap::KeepUnlessIdentical
-            } else {
-                SameGap::CollapseContained
-            };
-            (b, rule)
-        };
+        let base = self.confirmed.take().unwrap_or_else(|| self.shadow.text.clone());
+        // Unsure which pending edits the server holds: collapse an insertion that starts with
+        // what the server already has at the same place, rather than repeating it.
+        let same_gap = if unsure { SameGap::CollapseContained } else { SameGap::KeepUnlessIdentical };
         let local = std::mem::take(&mut self.text);
         self.text = if local == base {
             text.clone()
@@ -468,16 +547,17 @@ impl ClientEngine {
         };
         if self.has_session {
             self.stats.resets += 1;
-            self.outputs
-                .push_back(ClientOutput::Event(ClientEvent::Reset));
+            self.outputs.push_back(ClientOutput::Event(ClientEvent::Reset));
         }
+        self.local = Operation::from_diff(&text, &self.text);
         self.shadow = Shadow {
             text,
             client_version,
             server_version,
         };
         self.pending.clear();
-        self.pending_base = None;
+        self.befores.clear();
+        self.confirmed = None;
         self.pending_sent = 0;
         self.in_flight = None;
     }

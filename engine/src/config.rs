@@ -28,6 +28,9 @@ pub struct Limits {
     /// Longest pending edit stack (either side). A client at the limit stops stacking new
     /// edits (the typing stays in its text, nothing is lost) until acknowledgements arrive.
     pub max_pending_edits: usize,
+    /// Most bytes a client holds for its pending edits (a copy of the shadow before each): at
+    /// the limit it stops stacking, as at `max_pending_edits`.
+    pub max_pending_bytes: usize,
     /// Largest delta text, in bytes.
     pub max_delta_bytes: usize,
     /// Most edits in one `client_sync`.
@@ -47,6 +50,7 @@ impl Default for Limits {
         Limits {
             max_document_bytes: 4 << 20,
             max_pending_edits: 256,
+            max_pending_bytes: 64 << 20,
             max_delta_bytes: 4 << 20,
             max_edits_per_message: 256,
             max_documents: 10_000,
@@ -118,6 +122,8 @@ pub struct Stats {
     pub patches_dropped: u64,
     /// Sessions resumed after a reconnect.
     pub resumes: u64,
+    /// Messages whose edit failed its checksum or strict apply once, ignored as damaged.
+    pub corrupt_ignored: u64,
 }
 
 impl Stats {
@@ -131,5 +137,6 @@ impl Stats {
         self.resets += o.resets;
         self.patches_dropped += o.patches_dropped;
         self.resumes += o.resumes;
+        self.corrupt_ignored += o.corrupt_ignored;
     }
 }

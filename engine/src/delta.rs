@@ -198,68 +198,47 @@ pub fn common_suffix_len(a: &str, b: &str, max: usize) -> usize {
     i
 }
 
-/// The changed regions from `old` to `new`, as a three-way merge needs them: whole changes,
-/// placed by one rule, so that two diffs of the same base describe nearby changes consistently.
+/// The changed regions from `old` to `new`.
 ///
-/// 1. The common prefix and suffix are trimmed by a byte scan, then backed off to a *segment*
-///    boundary (whitespace, bracket edge, line break; see [`boundary_score`]).
-/// 2. The middles are cut into segments and diffed segment by segment with `similar` (Myers,
-///    no deadline). Why: a char-level diff of unrelated text finds chance equalities —
-///    replacing `⟨0:3⟩` by `⟨1:4⟩` "keeps" `⟨`, `:` and `⟩` — and a merge with the other side
-///    deleting `⟨0:3⟩` would then leave a mangled `1:4`.
+/// 1. The common prefix and suffix are trimmed by a byte scan; the middle is diffed char by
+///    char with `similar` (Myers, no deadline).
+/// 2. Chance equalities are folded: an unchanged stretch between two changes, no longer than
+///    either and holding no line break or control char, joins them (diff-match-patch's
+///    semantic cleanup). Why: replacing `⟨0:3⟩` by `⟨1:4⟩` "keeps" the `:`, and a merge
+///    would treat that `:` as shared text.
 /// 3. Pure insertions and deletions slide to their best-scoring equivalent place
-///    ([`align_hunks`]).
-/// 4. A segment replaced by one segment is re-diffed char by char, and the precise result is
-///    kept when it is a single change (typing inside a word: `quick` → `quiick` is one
-///    inserted `i`).
+///    ([`align_hunks`]), so two diffs of one base place nearby changes by one rule.
 pub fn diff_hunks(old: &str, new: &str) -> Vec<Hunk> {
-    diff_hunk_pairs(old, new).into_iter().map(|p| p.fine).collect()
-}
-
-/// A change at two levels of detail: `coarse` covers whole segments, `fine` is the precise
-/// single change inside it when there is one (else the same as `coarse`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HunkPair {
-    /// Whole segments.
-    pub coarse: Hunk,
-    /// The precise change.
-    pub fine: Hunk,
-}
-
-/// The changes from `old` to `new` at both levels of detail (see [`diff_hunks`]); a three-way
-/// merge uses `fine` where the two sides' changes do not touch and `coarse` where they do.
-pub fn diff_hunk_pairs(old: &str, new: &str) -> Vec<HunkPair> {
     if old == new {
         return Vec::new();
     }
-    let mut p = common_prefix_len(old, new);
-    while p > 0 && !(is_segment_edge(old, p) && is_segment_edge(new, p)) {
-        p -= char_before(old, p).map_or(1, char::len_utf8);
-    }
-    let mut s = common_suffix_len(old, new, old.len().min(new.len()) - p);
-    while s > 0 && !(is_segment_edge(old, old.len() - s) && is_segment_edge(new, new.len() - s)) {
-        s -= char_at(old, old.len() - s).map_or(1, char::len_utf8);
-    }
+    let p = common_prefix_len(old, new);
+    let s = common_suffix_len(old, new, old.len().min(new.len()) - p);
     let (om, nm) = (&old[p..old.len() - s], &new[p..new.len() - s]);
     let mut hunks: Vec<Hunk> = Vec::new();
     if om.is_empty() || nm.is_empty() {
         hunks.push(Hunk { old: p..p + om.len(), new: p..p + nm.len() });
     } else {
-        let (os, ns) = (segments(om), segments(nm));
-        let ot: Vec<&str> = os.iter().map(|r| &om[r.clone()]).collect();
-        let nt: Vec<&str> = ns.iter().map(|r| &nm[r.clone()]).collect();
-        let bounds = |segs: &[Range<usize>], r: Range<usize>, len: usize| -> Range<usize> {
-            let start = segs.get(r.start).map_or(len, |x| x.start);
-            let end = if r.end == 0 { start } else { segs[r.end - 1].end };
-            p + start..p + end.max(start)
+        // Byte offsets of each char, plus the end, so char indices map back to bytes.
+        let offsets = |s: &str| -> (Vec<char>, Vec<usize>) {
+            let mut chars = Vec::with_capacity(s.len());
+            let mut offs = Vec::with_capacity(s.len() + 1);
+            for (i, c) in s.char_indices() {
+                chars.push(c);
+                offs.push(i);
+            }
+            offs.push(s.len());
+            (chars, offs)
         };
-        for op in similar::capture_diff_slices(similar::Algorithm::Myers, &ot, &nt) {
+        let (oc, oo) = offsets(om);
+        let (nc, no) = offsets(nm);
+        for op in similar::capture_diff_slices(similar::Algorithm::Myers, &oc, &nc) {
             if matches!(op, similar::DiffOp::Equal { .. }) {
                 continue;
             }
             let (_, old_r, new_r) = op.as_tag_tuple();
-            let o = bounds(&os, old_r, om.len());
-            let n = bounds(&ns, new_r, nm.len());
+            let o = p + oo[old_r.start]..p + oo[old_r.end];
+            let n = p + no[new_r.start]..p + no[new_r.end];
             match hunks.last_mut() {
                 Some(h) if h.old.end == o.start && h.new.end == n.start => {
                     h.old.end = o.end;
@@ -268,72 +247,38 @@ pub fn diff_hunk_pairs(old: &str, new: &str) -> Vec<HunkPair> {
                 _ => hunks.push(Hunk { old: o, new: n }),
             }
         }
+        fold_chance_equalities(old, new, &mut hunks);
     }
     align_hunks(old, new, &mut hunks);
     hunks
-        .into_iter()
-        .map(|h| {
-            // Only a word-for-word replacement is refined: across segments, a precise change
-            // would cut the segments at its ends (`[a][b]` → `[c]` is not "a][b" → "c").
-            let one_segment = |s: &str| segments(s).len() <= 1;
-            let fine = if h.old.is_empty()
-                || h.new.is_empty()
-                || !one_segment(&old[h.old.clone()])
-                || !one_segment(&new[h.new.clone()])
-            {
-                h.clone()
+}
+
+fn fold_chance_equalities(old: &str, new: &str, hunks: &mut Vec<Hunk>) {
+    let chars = |s: &str, r: Range<usize>| s[r].chars().count();
+    let size = |h: &Hunk| chars(old, h.old.clone()).max(chars(new, h.new.clone()));
+    loop {
+        let mut changed = false;
+        let mut k = 0;
+        while k + 1 < hunks.len() {
+            let gap = &old[hunks[k].old.end..hunks[k + 1].old.start];
+            let n = gap.chars().count();
+            let hard = gap.chars().any(|c| c == '\n' || c.is_control());
+            if !hard && n <= size(&hunks[k]) && n <= size(&hunks[k + 1]) {
+                let next = hunks.remove(k + 1);
+                hunks[k].old.end = next.old.end;
+                hunks[k].new.end = next.new.end;
+                changed = true;
             } else {
-                match single_char_change(&old[h.old.clone()], &new[h.new.clone()]) {
-                    Some(f) => Hunk {
-                        old: h.old.start + f.old.start..h.old.start + f.old.end,
-                        new: h.new.start + f.new.start..h.new.start + f.new.end,
-                    },
-                    None => h.clone(),
-                }
-            };
-            HunkPair { coarse: h, fine }
-        })
-        .collect()
-}
-
-/// The char-level change from `a` to `b` if it is a single contiguous change.
-fn single_char_change(a: &str, b: &str) -> Option<Hunk> {
-    let p = common_prefix_len(a, b);
-    let s = common_suffix_len(a, b, a.len().min(b.len()) - p);
-    let (am, bm) = (&a[p..a.len() - s], &b[p..b.len() - s]);
-    if am.is_empty() || bm.is_empty() {
-        return Some(Hunk { old: p..p + am.len(), new: p..p + bm.len() });
-    }
-    let ac: Vec<char> = am.chars().collect();
-    let bc: Vec<char> = bm.chars().collect();
-    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &ac, &bc);
-    let equal = ops.iter().any(|op| matches!(op, similar::DiffOp::Equal { .. }));
-    // With the affixes trimmed, any inner equality means two separate changes.
-    (!equal).then(|| Hunk { old: p..p + am.len(), new: p..p + bm.len() })
-}
-
-/// True when an edit may start or end at byte `at` of `s` without cutting a segment.
-fn is_segment_edge(s: &str, at: usize) -> bool {
-    boundary_score(char_before(s, at), char_at(s, at)) >= 2
-}
-
-/// Byte ranges of the segments of `s`: maximal runs with no segment edge inside.
-fn segments(s: &str) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut prev: Option<char> = None;
-    for (i, c) in s.char_indices() {
-        if i > start && boundary_score(prev, Some(c)) >= 2 {
-            out.push(start..i);
-            start = i;
+                k += 1;
+            }
         }
-        prev = Some(c);
+        if !changed {
+            break;
+        }
     }
-    if start < s.len() {
-        out.push(start..s.len());
-    }
-    out
 }
+
+
 
 fn is_closing(c: char) -> bool {
     matches!(c, ')' | ']' | '}' | '>' | '⟩' | '»' | '"' | '\'' | '’' | '”')
@@ -537,6 +482,58 @@ impl Delta {
             });
         }
         Ok(out)
+    }
+
+    /// The exact operation this delta stands for on `base` (strict: the counts must cover
+    /// `base` exactly and not split a surrogate pair).
+    pub fn to_operation(&self, base: &str) -> Result<crate::op::Operation, DeltaError> {
+        let mut op = crate::op::Operation::new();
+        let mut pos = 0;
+        for d in &self.ops {
+            match d {
+                DeltaOp::Keep(n) => {
+                    let end = advance_utf16(base, pos, *n)?;
+                    op.retain(end - pos);
+                    pos = end;
+                }
+                DeltaOp::Delete(n) => {
+                    let end = advance_utf16(base, pos, *n)?;
+                    op.delete(end - pos);
+                    pos = end;
+                }
+                DeltaOp::Insert(s) => {
+                    op.insert(s);
+                }
+            }
+        }
+        if pos != base.len() {
+            return Err(DeltaError::DoesNotFit {
+                covered: utf16_len(&base[..pos]),
+                len: utf16_len(base),
+            });
+        }
+        Ok(op)
+    }
+
+    /// The delta of an operation on `base` (which must be the text it applies to).
+    pub fn from_operation(op: &crate::op::Operation, base: &str) -> Delta {
+        use crate::op::Step;
+        let mut ops = Vec::with_capacity(op.steps().len());
+        let mut pos = 0;
+        for s in op.steps() {
+            match s {
+                Step::Retain(n) => {
+                    ops.push(DeltaOp::Keep(utf16_len(&base[pos..pos + n])));
+                    pos += n;
+                }
+                Step::Delete(n) => {
+                    ops.push(DeltaOp::Delete(utf16_len(&base[pos..pos + n])));
+                    pos += n;
+                }
+                Step::Insert(t) => ops.push(DeltaOp::Insert(t.clone())),
+            }
+        }
+        Delta { ops }
     }
 
     /// True when the delta changes nothing.

@@ -11,6 +11,7 @@
 //! - [`msg`]: the protocol messages as Rust data (the wire form lives in `dsync-net`);
 //! - [`delta`]: diff (via `similar`), the diff-match-patch delta codec (UTF-16 counts), CRC-32;
 //! - [`merge`]: three-way, fuzzy patch and overwrite merges;
+//! - [`op`]: exact changes (operations) with compose and transform;
 //! - [`dmp`]: the fuzzy matcher and patcher, ported from the reference diff-match-patch.
 //!
 //! Invariants: no `HashMap` iteration, no wall clock, no panics on peer input.
@@ -21,12 +22,14 @@ pub mod delta;
 pub mod dmp;
 pub mod merge;
 pub mod msg;
+pub mod op;
 pub mod server;
 
 pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow};
 pub use config::{Config, Limits, Stats, Time};
 pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
+pub use op::{OpError, Operation};
 pub use msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
 pub use server::{
     PeerId, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,

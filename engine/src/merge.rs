@@ -14,7 +14,8 @@
 //! - **Overwrite**: `changed` wins outright. Unsafe (it loses concurrent edits); kept only as
 //!   the baseline the simulator must catch losing edits.
 
-use crate::delta::{diff_hunk_pairs, Hunk, HunkPair};
+use crate::delta::{diff_hunks, Hunk};
+use crate::op::{OpError, Operation};
 use crate::dmp::{self, FuzzySettings};
 
 /// How a change is merged into text that moved on.
@@ -104,7 +105,7 @@ pub fn three_way(base: &str, changed: &str, current: &str) -> String {
 
 /// Three-way merge with an explicit same-gap rule.
 pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGap) -> String {
-    let (ours, theirs) = resolve_detail(diff_hunk_pairs(base, current), diff_hunk_pairs(base, changed));
+    let (ours, theirs) = (diff_hunks(base, current), diff_hunks(base, changed));
 
     // Deleted base ranges of both sides, merged into a sorted union.
     let mut deleted: Vec<std::ops::Range<usize>> = ours
@@ -163,70 +164,61 @@ pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGa
     out
 }
 
-/// Do two changes touch the same base text? Two insertions never do (they are ordered at their
-/// gap); an insertion does when it falls strictly inside the other's range.
-fn conflicting(a: &std::ops::Range<usize>, b: &std::ops::Range<usize>) -> bool {
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => false,
-        (true, false) => b.start < a.start && a.start < b.end,
-        (false, true) => a.start < b.start && b.start < a.end,
-        (false, false) => a.start < b.end && b.start < a.end,
-    }
+/// The result of merging exact changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpMerge {
+    /// The merged text.
+    pub text: String,
+    /// The change from `current` to `text` (what the moved-on side must still apply).
+    pub theirs_after: Operation,
+    /// The change from `changed` to `text` (what the incoming side must still apply).
+    pub ours_after: Operation,
+    /// Patches the fuzzy merge could not place.
+    pub patches_dropped: u32,
 }
 
-/// Precise changes, except where the sides' changes collide inside a segment; there, whole
-/// segments.
-///
-/// Why: inside one segment a precise change can be a coincidence of the diff (replacing
-/// `⟨0:3⟩` by `⟨1:3⟩` looks like changing one digit). When the other side removed that whole
-/// segment, merging the precise piece would leave a fragment (`1`); merging the whole segment
-/// gives the replacement. The rules, applied until nothing changes, for two colliding changes:
-/// - one side's change covers the other's whole segment: the other goes whole;
-/// - both replace text (delete and insert) in the same place: both go whole (both versions
-///   are kept, in order, rather than interleaved char by char);
-/// - otherwise (deletions overlapping, an insertion inside a deletion) the precise merge is
-///   already right: deleted chars go once, inserted text stays.
-fn resolve_detail(ours: Vec<HunkPair>, theirs: Vec<HunkPair>) -> (Vec<Hunk>, Vec<Hunk>) {
-    let mut whole_o = vec![false; ours.len()];
-    let mut whole_t = vec![false; theirs.len()];
-    let level = |p: &HunkPair, whole: bool| if whole { p.coarse.clone() } else { p.fine.clone() };
-    let covers = |a: &Hunk, b: &Hunk| a.old.start <= b.old.start && b.old.end <= a.old.end && !a.old.is_empty();
-    let replaces = |h: &Hunk| !h.old.is_empty() && !h.new.is_empty();
-    loop {
-        let mut changed = false;
-        for (i, o) in ours.iter().enumerate() {
-            for (j, t) in theirs.iter().enumerate() {
-                // Hunks are sorted; pairs that cannot meet even whole are skipped.
-                if t.coarse.old.start > o.coarse.old.end || o.coarse.old.start > t.coarse.old.end {
-                    continue;
-                }
-                let (ho, ht) = (level(o, whole_o[i]), level(t, whole_t[j]));
-                if !conflicting(&ho.old, &ht.old) {
-                    continue;
-                }
-                if !whole_t[j] && covers(&ho, &t.coarse) && t.coarse != t.fine {
-                    whole_t[j] = true;
-                    changed = true;
-                }
-                if !whole_o[i] && covers(&ht, &o.coarse) && o.coarse != o.fine {
-                    whole_o[i] = true;
-                    changed = true;
-                }
-                if replaces(&ho) && replaces(&ht) && (!whole_o[i] || !whole_t[j]) {
-                    whole_o[i] = true;
-                    whole_t[j] = true;
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
+/// Merge the exact change `theirs` (`base` → `changed`) into `current`, which is `base` after
+/// the exact change `ours`. Three-way merging transforms the operations (no diff, so nothing
+/// is split or repeated: `current`'s inserts first at a tie, deletions once). The other
+/// strategies work on the texts and state their results as diffs.
+#[allow(clippy::too_many_arguments)]
+pub fn merge_ops(
+    strategy: MergeStrategy,
+    fuzzy: &FuzzySettings,
+    base: &str,
+    theirs: &Operation,
+    changed: &str,
+    ours: &Operation,
+    current: &str,
+) -> Result<OpMerge, OpError> {
+    if ours.is_noop() {
+        return Ok(OpMerge {
+            text: changed.to_string(),
+            theirs_after: theirs.clone(),
+            ours_after: Operation::identity(changed.len()),
+            patches_dropped: 0,
+        });
     }
-    let take = |v: Vec<HunkPair>, w: &[bool]| -> Vec<Hunk> {
-        v.into_iter().zip(w).map(|(p, &w)| if w { p.coarse } else { p.fine }).collect()
-    };
-    (take(ours, &whole_o), take(theirs, &whole_t))
+    if theirs.is_noop() {
+        return Ok(OpMerge {
+            text: current.to_string(),
+            theirs_after: Operation::identity(current.len()),
+            ours_after: ours.clone(),
+            patches_dropped: 0,
+        });
+    }
+    if strategy == MergeStrategy::ThreeWay {
+        let (ours_after, theirs_after) = Operation::transform(ours, theirs)?;
+        let text = theirs_after.apply(current)?;
+        return Ok(OpMerge { text, theirs_after, ours_after, patches_dropped: 0 });
+    }
+    let out = merge(strategy, fuzzy, base, changed, current);
+    Ok(OpMerge {
+        theirs_after: Operation::from_diff(current, &out.text),
+        ours_after: Operation::from_diff(changed, &out.text),
+        text: out.text,
+        patches_dropped: out.patches_dropped,
+    })
 }
 
 /// Append `base[from..to]` minus the deleted ranges; `k` is a cursor into `deleted`.

@@ -24,7 +24,8 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::client::Shadow;
 use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta};
-use crate::merge::{merge, MergeStrategy};
+use crate::merge::{merge, merge_ops, MergeStrategy, OpMerge};
+use crate::op::Operation;
 use crate::msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::EngineError;
 
@@ -92,14 +93,29 @@ pub enum ServerOutput {
     },
 }
 
+/// The exact change from a shadow's text to the master as it was at log index `idx`.
+#[derive(Debug, Clone)]
+struct Link {
+    op: Operation,
+    idx: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Session {
     peer: Option<PeerId>,
     shadow: Shadow,
     backup: Shadow,
+    /// How `shadow` becomes the master (None: unknown, e.g. after a restart; then a diff).
+    link: Option<Link>,
+    /// How `backup` becomes the master.
+    backup_link: Option<Link>,
     pending: Vec<Edit>,
     last_seq: u64,
     awaiting_reset: Option<u64>,
+    /// Consecutive requests whose edit failed its strict apply or checksum. The first is taken
+    /// for damage in transit and ignored (the client resends); a second one means the shadows
+    /// really diverged, and the session is reset.
+    bad_streak: u32,
     last_active: Time,
 }
 
@@ -113,10 +129,13 @@ impl Session {
         Session {
             peer: Some(peer),
             backup: shadow.clone(),
+            link: None,
+            backup_link: None,
             shadow,
             pending: Vec::new(),
             last_seq: seq,
             awaiting_reset: None,
+            bad_streak: 0,
             last_active: now,
         }
     }
@@ -137,6 +156,61 @@ struct Document {
     version: u64,
     merge: MergeStrategy,
     sessions: BTreeMap<String, Session>,
+    /// Exact changes of the master, oldest first; entry i took the master from log index
+    /// `log_base + i` to the next. Trimmed to what some session still needs.
+    log: VecDeque<Operation>,
+    log_base: u64,
+}
+
+/// Most master changes a document keeps for exact merging; older links fall back to diffs.
+const MAX_LOG: usize = 4_096;
+
+impl Document {
+    fn log_end(&self) -> u64 {
+        self.log_base + self.log.len() as u64
+    }
+
+    fn link_now(&self) -> Option<Link> {
+        Some(Link {
+            op: Operation::identity(self.master.len()),
+            idx: self.log_end(),
+        })
+    }
+
+    /// Forget log entries no session needs (and the oldest past `MAX_LOG`).
+    fn trim_log(&mut self) {
+        if self.log.len() < 32 {
+            return;
+        }
+        let needed = self
+            .sessions
+            .values()
+            .flat_map(|s| [&s.link, &s.backup_link])
+            .filter_map(|l| l.as_ref().map(|l| l.idx))
+            .min()
+            .unwrap_or(self.log_end());
+        while self.log_base < needed.min(self.log_end()) || self.log.len() > MAX_LOG {
+            self.log.pop_front();
+            self.log_base += 1;
+        }
+    }
+}
+
+/// The exact change from `text` (a shadow) to `master`, from its link and the log when they
+/// reach, else from a diff.
+fn to_master(master: &str, log: &VecDeque<Operation>, log_base: u64, text: &str, link: &Option<Link>) -> Operation {
+    if let Some(l) = link {
+        if l.idx >= log_base && l.idx <= log_base + log.len() as u64 {
+            let mut op = Some(l.op.clone());
+            for e in log.range((l.idx - log_base) as usize..) {
+                op = op.and_then(|o| o.compose(e).ok());
+            }
+            if let Some(op) = op.filter(|o| o.base_len() == text.len() && o.target_len() == master.len()) {
+                return op;
+            }
+        }
+    }
+    Operation::from_diff(text, master)
 }
 
 #[derive(Debug, Clone)]
@@ -242,9 +316,12 @@ impl ServerEngine {
                         peer: None,
                         shadow: r.shadow,
                         backup: r.backup,
+                        link: None,
+                        backup_link: None,
                         pending: Vec::new(),
                         last_seq: r.last_seq,
                         awaiting_reset: None,
+                        bad_streak: 0,
                         last_active: Time(0),
                     },
                 )
@@ -262,6 +339,8 @@ impl ServerEngine {
                 version: stored.version,
                 merge,
                 sessions,
+                log: VecDeque::new(),
+                log_base: 0,
             },
         );
         Ok(())
@@ -450,7 +529,9 @@ impl ServerEngine {
                 }
             }
         }
-        let session = Session::fresh(&d.master, seq, peer, now);
+        let mut session = Session::fresh(&d.master, seq, peer, now);
+        session.link = d.link_now();
+        session.backup_link = d.link_now();
         let record = session.record(&client_id);
         let msg = ServerMsg::ConnectOk {
             doc: doc.clone(),
@@ -562,6 +643,9 @@ impl ServerEngine {
             server_version: m,
         };
         s.backup = s.shadow.clone();
+        let now_link = Some(Link { op: Operation::identity(d.master.len()), idx: d.log_base + d.log.len() as u64 });
+        s.link = now_link.clone();
+        s.backup_link = now_link;
         s.pending.clear();
         s.awaiting_reset = Some(m);
         self.stats.resets += 1;
@@ -697,7 +781,25 @@ fn sync_session(
     edits: Vec<Edit>,
     stats: &mut Stats,
 ) -> SyncOutcome {
-    let Some(s) = d.sessions.get_mut(client_id) else {
+    let out = sync_inner(config, d, doc, client_id, now, seq, m_ack, edits, stats);
+    d.trim_log();
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sync_inner(
+    config: &Config,
+    d: &mut Document,
+    doc: &str,
+    client_id: &str,
+    now: Time,
+    seq: u64,
+    m_ack: u64,
+    edits: Vec<Edit>,
+    stats: &mut Stats,
+) -> SyncOutcome {
+    let Document { master, version, merge: strategy, sessions, log, log_base } = d;
+    let Some(s) = sessions.get_mut(client_id) else {
         return SyncOutcome::Ignore;
     };
     if seq <= s.last_seq {
@@ -718,6 +820,7 @@ fn sync_session(
     if m_ack == s.shadow.server_version {
     } else if m_ack == s.backup.server_version {
         s.shadow = s.backup.clone();
+        s.link = s.backup_link.clone();
         s.pending.clear();
         stats.rollbacks += 1;
         dirty = true;
@@ -728,6 +831,8 @@ fn sync_session(
     s.pending.retain(|e| e.version() >= m_ack);
     let mut master_changed = false;
     let limits = config.limits;
+    // The exact change from this client's shadow to the master, kept up to date below.
+    let mut ours = to_master(master, log, *log_base, &s.shadow.text, &s.link);
     for edit in edits {
         let v = edit.version();
         if v < s.shadow.client_version {
@@ -737,88 +842,115 @@ fn sync_session(
         if v > s.shadow.client_version {
             return SyncOutcome::Reset { error: None };
         }
-        let (new, checksum) = match edit {
-            Edit::Delta {
-                delta, checksum, ..
-            } => match delta.apply(&s.shadow.text) {
-                Ok(t) => (t, checksum),
+        let (theirs, checksum) = match edit {
+            Edit::Delta { delta, checksum, .. } => match delta.to_operation(&s.shadow.text) {
+                Ok(op) => (op, checksum),
                 Err(e) => {
                     tracing::warn!(doc, client = client_id, error = %e, "delta does not fit shadow");
+                    if s.bad_streak == 0 {
+                        s.bad_streak = 1;
+                        stats.corrupt_ignored += 1;
+                        return SyncOutcome::Ignore;
+                    }
                     return SyncOutcome::Reset {
                         error: Some((ErrorCode::BadDelta, e.to_string())),
                     };
                 }
             },
-            Edit::Full { text, checksum, .. } => (text, checksum),
+            Edit::Full { text, checksum, .. } => (Operation::from_diff(&s.shadow.text, &text), checksum),
+        };
+        let new = match theirs.apply(&s.shadow.text) {
+            Ok(t) => t,
+            Err(e) => {
+                return SyncOutcome::Reset {
+                    error: Some((ErrorCode::BadDelta, e.to_string())),
+                }
+            }
         };
         if Checksum::of(&new) != checksum {
-            tracing::warn!(
-                doc,
-                client = client_id,
-                "checksum mismatch after strict apply"
-            );
+            tracing::warn!(doc, client = client_id, "checksum mismatch after strict apply");
+            if s.bad_streak == 0 {
+                // Most likely damaged in transit: ignore it, the client resends.
+                s.bad_streak = 1;
+                stats.corrupt_ignored += 1;
+                return SyncOutcome::Ignore;
+            }
             return SyncOutcome::Reset { error: None };
         }
         let too_large = |len: usize| {
             Some((
                 ErrorCode::DocumentTooLarge,
-                format!(
-                    "document would be {len} bytes; the maximum is {}",
-                    limits.max_document_bytes
-                ),
+                format!("document would be {len} bytes; the maximum is {}", limits.max_document_bytes),
             ))
         };
         if new.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset {
-                error: too_large(new.len()),
-            };
+            return SyncOutcome::Reset { error: too_large(new.len()) };
         }
-        let out = merge(d.merge, &config.fuzzy, &s.shadow.text, &new, &d.master);
-        let merged = match normalize_newlines(&out.text) {
-            std::borrow::Cow::Borrowed(_) => out.text,
-            std::borrow::Cow::Owned(o) => o,
+        // Merge the client's change into the master past what the master gained meanwhile.
+        let m = merge_ops(*strategy, &config.fuzzy, &s.shadow.text, &theirs, &new, &ours, master)
+            .unwrap_or_else(|e| {
+                tracing::error!(doc, error = %e, "exact merge failed; merging texts");
+                let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
+                OpMerge {
+                    theirs_after: Operation::from_diff(master, &out.text),
+                    ours_after: Operation::from_diff(&new, &out.text),
+                    text: out.text,
+                    patches_dropped: out.patches_dropped,
+                }
+            });
+        let (merged, change, after) = match normalize_newlines(&m.text) {
+            std::borrow::Cow::Borrowed(_) => (m.text, m.theirs_after, m.ours_after),
+            std::borrow::Cow::Owned(o) => {
+                let change = Operation::from_diff(master, &o);
+                let after = Operation::from_diff(&new, &o);
+                (o, change, after)
+            }
         };
         if merged.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset {
-                error: too_large(merged.len()),
-            };
+            return SyncOutcome::Reset { error: too_large(merged.len()) };
         }
-        stats.patches_dropped += out.patches_dropped as u64;
-        if merged != d.master {
-            d.master = merged;
-            d.version += 1;
+        stats.patches_dropped += m.patches_dropped as u64;
+        if merged != *master {
+            *master = merged;
+            *version += 1;
+            log.push_back(change);
             master_changed = true;
         }
+        ours = after;
         s.shadow.text = new;
         s.shadow.client_version += 1;
         stats.edits_applied += 1;
         dirty = true;
     }
+    s.bad_streak = 0;
+    let log_end = *log_base + log.len() as u64;
     // Step 4: refresh the backup on every accepted message (pitfall 2).
     if s.backup != s.shadow {
         s.backup = s.shadow.clone();
         dirty = true;
     }
+    s.backup_link = Some(Link { op: ours.clone(), idx: log_end });
     // Step 5: send what the master has that this client's shadow lacks.
-    if d.master != s.shadow.text {
+    if *master != s.shadow.text {
         if s.pending.len() >= limits.max_pending_edits {
             return SyncOutcome::Reset { error: None };
         }
-        let delta = Delta::diff(&s.shadow.text, &d.master);
+        let delta = Delta::from_operation(&ours, &s.shadow.text);
         s.pending.push(Edit::Delta {
             version: s.shadow.server_version,
             delta,
-            checksum: Checksum::of(&d.master),
+            checksum: Checksum::of(master),
         });
-        s.shadow.text.clone_from(&d.master);
+        s.shadow.text.clone_from(master);
         s.shadow.server_version += 1;
         dirty = true;
     }
+    s.link = Some(Link { op: Operation::identity(master.len()), idx: log_end });
     // Step 6: persist, then acknowledge.
     let persist = dirty.then(|| PersistRecord {
         doc: doc.to_string(),
-        text: master_changed.then(|| d.master.clone()),
-        version: d.version,
+        text: master_changed.then(|| master.clone()),
+        version: *version,
         sessions: vec![s.record(client_id)],
         removed_sessions: Vec::new(),
     });

@@ -60,6 +60,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Write every seed's scenario to `--out` (not only failures), to replay any of them.
+        #[arg(long)]
+        emit: bool,
     },
     /// Shrink a failing scenario to a minimal, seed-free one.
     Shrink {
@@ -77,7 +80,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Swarm { seeds, scenario, jobs, out, quiet }) => cmd_swarm(&seeds, scenario, jobs, out, quiet),
+        Some(Command::Swarm { seeds, scenario, jobs, out, quiet, emit }) => cmd_swarm(&seeds, scenario, jobs, out, quiet, emit),
         Some(Command::Shrink { file, out, seed }) => cmd_shrink(&file, out, seed),
         None => match cli.file {
             Some(file) => cmd_run(&file, &cli.run),
@@ -169,7 +172,7 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, quiet: bool) -> anyhow::Result<ExitCode> {
+fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, quiet: bool, emit: bool) -> anyhow::Result<ExitCode> {
     let range = swarm::parse_range(seeds).map_err(anyhow::Error::msg)?;
     let base = match scenario {
         Some(p) => match Scenario::load(&p) {
@@ -181,6 +184,15 @@ fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, 
         },
         None => None,
     };
+    if emit {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        for seed in range.clone() {
+            let path = out.join(format!("seed-{seed}.ron"));
+            std::fs::write(&path, swarm::profile(seed, base.as_ref()).to_ron())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        println!("wrote {} scenarios to {}", range.end - range.start, out.display());
+    }
     let (result, wall_s) = timed(|| swarm::sweep(range.clone(), base.as_ref(), jobs.max(1), !quiet));
     let n = range.end - range.start;
     println!("{}", result.describe());

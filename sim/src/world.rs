@@ -443,6 +443,8 @@ const RECONNECT_MIN_MS: u64 = 250;
 const RECONNECT_MAX_MS: u64 = 4_000;
 /// A run never goes past this much virtual time, whatever the file says.
 pub const MAX_SIM_MS: u64 = 24 * 3_600_000;
+/// A run handles at most this many events (a livelock shows as a failure, not a hang).
+pub const MAX_EVENTS: u64 = 2_000_000;
 
 fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream)
@@ -590,6 +592,7 @@ impl<'a> Sim<'a> {
     fn log(&mut self, kind: &str, text: String) {
         if self.opts.trace != TraceLevel::None {
             self.trace.push(format!("{} {:<8} {}", fmt_time(self.now), kind, text));
+            if std::env::var_os("DSYNC_SIM_DEBUG").is_some() { eprintln!("{}", self.trace.last().unwrap()); }
         }
     }
 
@@ -659,6 +662,10 @@ impl<'a> Sim<'a> {
                 break;
             };
             self.now = item.at;
+            if self.seq > MAX_EVENTS {
+                self.fail(CheckKind::Liveness, format!("more than {MAX_EVENTS} events: a livelock"));
+                break;
+            }
             if self.now > MAX_SIM_MS {
                 self.fail(CheckKind::Liveness, format!("virtual time passed {MAX_SIM_MS} ms"));
                 break;

@@ -121,10 +121,17 @@ fn p7_reset_versions_are_explicit() {
     let mut net = Net::connected(1, cfg(), "r");
     net.type_at(0, 1, "1");
     net.sync(0);
-    if let Some(ClientMsg::ClientSync { edits, .. }) = net.up[0].front_mut() {
-        if let Edit::Delta { checksum, .. } = &mut edits[0] {
-            checksum.0 ^= 0xff;
+    // Damaged twice in a row: the server takes it for divergence and resets.
+    for _ in 0..2 {
+        while net.up[0].is_empty() {
+            net.advance(100);
         }
+        if let Some(ClientMsg::ClientSync { edits, .. }) = net.up[0].front_mut() {
+            if let Edit::Delta { checksum, .. } = &mut edits[0] {
+                checksum.0 ^= 0xff;
+            }
+        }
+        net.deliver_up(0);
     }
     net.settle(10_000);
     net.type_at(0, 2, "2");

@@ -4,8 +4,7 @@
 use proptest::prelude::*;
 
 use dsync_engine::dmp::{self, FuzzySettings};
-use dsync_engine::merge::three_way;
-use dsync_engine::{Config, Delta};
+use dsync_engine::{Config, Delta, Operation};
 
 use crate::harness::Net;
 
@@ -164,29 +163,32 @@ proptest! {
         }
     }
 
-    /// Three-way merge works on whole units (here bracketed words, which delimit themselves): a
-    /// unit survives exactly when neither side deleted it, and both sides' inserted units appear
-    /// exactly once.
+    /// Transforming exact changes: a unit survives exactly when neither side deleted it, both
+    /// sides' inserted units appear exactly once, and both orders give the same text.
     #[test]
-    fn three_way_keeps_what_nobody_deleted(
+    fn transform_keeps_what_nobody_deleted(
         keep_a in prop::collection::vec(any::<bool>(), 8),
         keep_b in prop::collection::vec(any::<bool>(), 8),
         ins_a in 0usize..9, ins_b in 0usize..9,
     ) {
         let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
-        let base = words.map(|w| format!("[{w}]")).concat();
-        let side = |keep: &[bool], at: usize, ins: &str| -> String {
-            let mut s = String::new();
+        let unit = |w: &str| format!("[{w}]");
+        let base: String = words.iter().map(|w| unit(w)).collect();
+        // Build each side's exact operation: delete units not kept, insert one unit.
+        let side = |keep: &[bool], at: usize, ins: &str| -> Operation {
+            let mut op = Operation::new();
             for (i, w) in words.iter().enumerate() {
-                if i == at { s.push_str(&format!("[{ins}]")); }
-                if keep[i] { s.push_str(&format!("[{w}]")); }
+                if i == at { op.insert(&unit(ins)); }
+                if keep[i] { op.retain(unit(w).len()); } else { op.delete(unit(w).len()); }
             }
-            if at == words.len() { s.push_str(&format!("[{ins}]")); }
-            s
+            if at == words.len() { op.insert(&unit(ins)); }
+            op
         };
         let a = side(&keep_a, ins_a, "XRAY");
         let b = side(&keep_b, ins_b, "YANKEE");
-        let m = three_way(&base, &b, &a);
+        let (a2, b2) = Operation::transform(&a, &b).unwrap();
+        let m = b2.apply(&a.apply(&base).unwrap()).unwrap();
+        prop_assert_eq!(&m, &a2.apply(&b.apply(&base).unwrap()).unwrap());
         let got: Vec<&str> = m.split(['[', ']']).filter(|w| !w.is_empty()).collect();
         prop_assert_eq!(m.matches('[').count(), got.len(), "malformed {:?}", m);
         for (i, w) in words.iter().enumerate() {
@@ -195,5 +197,34 @@ proptest! {
         }
         prop_assert_eq!(got.iter().filter(|g| **g == "XRAY").count(), 1, "{:?}", m);
         prop_assert_eq!(got.iter().filter(|g| **g == "YANKEE").count(), 1, "{:?}", m);
+    }
+
+    /// Random edits on both sides: transform converges, and compose equals applying in turn.
+    #[test]
+    fn transform_and_compose_are_consistent(
+        base in "[a-c😀é ]{0,12}",
+        ea in prop::collection::vec((0.0..=1.0f64, 0usize..3, "[x😀]{0,2}"), 0..4),
+        eb in prop::collection::vec((0.0..=1.0f64, 0usize..3, "[y]{0,2}"), 0..4),
+    ) {
+        let build = |edits: &[(f64, usize, String)]| -> (Operation, String) {
+            let mut text = base.clone();
+            let mut op = Operation::identity(text.len());
+            for (at, del, ins) in edits {
+                let chars: Vec<(usize, char)> = text.char_indices().collect();
+                let pos = ((chars.len() as f64) * at) as usize;
+                let start = chars.get(pos).map_or(text.len(), |c| c.0);
+                let end = chars.get(pos + del).map_or(text.len(), |c| c.0);
+                let mut e = Operation::new();
+                e.retain(start).insert(ins).delete(end - start).retain(text.len() - end);
+                text = e.apply(&text).unwrap();
+                op = op.compose(&e).unwrap();
+            }
+            (op, text)
+        };
+        let (a, ta) = build(&ea);
+        let (b, tb) = build(&eb);
+        prop_assert_eq!(a.apply(&base).unwrap(), ta.clone());
+        let (a2, b2) = Operation::transform(&a, &b).unwrap();
+        prop_assert_eq!(b2.apply(&ta).unwrap(), a2.apply(&tb).unwrap());
     }
 }

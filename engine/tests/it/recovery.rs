@@ -3,7 +3,7 @@
 
 use dsync_engine::{
     Checksum, ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, Delta, Edit, PeerId,
-    ServerOutput,
+    ServerMsg, ServerOutput,
 };
 
 use crate::harness::{Net, DOC};
@@ -97,14 +97,50 @@ fn reordered_stale_request_is_ignored() {
     assert_eq!(net.server.stats().stale_skipped, 1);
 }
 
+/// Wait for the client's next request (a retransmit) and damage its first edit again.
+fn damage_again(net: &mut Net, i: usize, damage: fn(&mut Edit)) {
+    for _ in 0..50 {
+        if !net.up[i].is_empty() {
+            damage(first_edit_mut(net, i));
+            return;
+        }
+        net.advance(100);
+    }
+    panic!("client {i} never resent");
+}
+
+fn flip_checksum(e: &mut Edit) {
+    if let Edit::Delta { checksum, .. } = e {
+        *checksum = Checksum(checksum.0 ^ 1);
+    }
+}
+
+fn misfit(e: &mut Edit) {
+    if let Edit::Delta { delta, .. } = e {
+        *delta = Delta::parse("=1000\t+!", 100).unwrap();
+    }
+}
+
 #[test]
-fn checksum_mismatch_resets_and_keeps_local_typing() {
+fn damaged_edit_is_ignored_once_and_resent() {
     let mut net = Net::connected(2, cfg(), "shared");
     net.type_at(0, 0, "mine ");
     net.sync(0);
-    if let Edit::Delta { checksum, .. } = first_edit_mut(&mut net, 0) {
-        *checksum = Checksum(checksum.0 ^ 1);
-    }
+    flip_checksum(first_edit_mut(&mut net, 0));
+    net.settle(10_000);
+    assert_eq!(net.master(), "mine shared");
+    assert_eq!(net.server.stats().corrupt_ignored, 1);
+    assert_eq!(net.server.stats().resets, 0);
+}
+
+#[test]
+fn checksum_mismatch_twice_resets_and_keeps_local_typing() {
+    let mut net = Net::connected(2, cfg(), "shared");
+    net.type_at(0, 0, "mine ");
+    net.sync(0);
+    flip_checksum(first_edit_mut(&mut net, 0));
+    net.deliver_up(0);
+    damage_again(&mut net, 0, flip_checksum);
     net.settle(10_000);
     assert_eq!(net.master(), "mine shared");
     assert_eq!(net.server.stats().resets, 1);
@@ -112,16 +148,35 @@ fn checksum_mismatch_resets_and_keeps_local_typing() {
 }
 
 #[test]
-fn delta_that_does_not_fit_resets_and_keeps_local_typing() {
+fn delta_that_does_not_fit_twice_resets_and_keeps_local_typing() {
     let mut net = Net::connected(1, cfg(), "shared");
     net.type_at(0, 6, "!");
     net.sync(0);
-    if let Edit::Delta { delta, .. } = first_edit_mut(&mut net, 0) {
-        *delta = Delta::parse("=1000\t+!", 100).unwrap();
-    }
+    misfit(first_edit_mut(&mut net, 0));
+    net.deliver_up(0);
+    damage_again(&mut net, 0, misfit);
     net.settle(10_000);
     assert_eq!(net.master(), "shared!");
     assert_eq!(net.server.stats().resets, 1);
+}
+
+#[test]
+fn damaged_server_edit_is_ignored_once_then_resent() {
+    let mut net = Net::connected(2, cfg(), "abc");
+    net.type_at(1, 0, "B");
+    net.sync(1);
+    net.flush();
+    net.sync(0);
+    net.deliver_up(0);
+    match net.down[0].front_mut() {
+        Some(ServerMsg::ServerSync { edits, .. }) => flip_checksum(&mut edits[0]),
+        other => panic!("unexpected {other:?}"),
+    }
+    net.settle(10_000);
+    assert_eq!(net.clients[0].text(), "Babc");
+    assert_eq!(net.clients[0].stats().corrupt_ignored, 1);
+    assert_eq!(net.clients[0].stats().resets, 0);
+    assert_eq!(net.server.stats().rollbacks, 1);
 }
 
 #[test]

@@ -1,0 +1,383 @@
+//! Exact changes: an [`Operation`] turns one text into another as a sequence of retain,
+//! insert and delete steps (byte counts at char boundaries), in the manner of ot.js's
+//! `TextOperation`, with `compose` and `transform`.
+//!
+//! Why exact changes and not diffs: a diff is ambiguous next to repeated text (inserting `⟨b⟩`
+//! before `⟨a⟩` is also `b⟩⟨` after the first `⟨`) and finds chance equalities between
+//! unrelated texts, so merging two diffs can split a word or a token, or repeat it. The engine
+//! knows what the user did (`insert`, `delete`) and what each merge did, so it carries those
+//! operations and transforms them; diffs remain only where nothing better is known (a whole-text
+//! `set_text`, a reset, a restart).
+//!
+//! Invariants: every operation has a known `base_len` and `target_len`; `apply` fails (never
+//! panics) on a text of the wrong length or a count that splits a char; `transform(a, b)` of
+//! two operations on one base gives `(a', b')` with `b'∘a == a'∘b`, inserts of `a` first at a
+//! tie, deletions of both applied once, inserts never dropped.
+
+use std::fmt;
+
+/// One step of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Keep this many bytes.
+    Retain(usize),
+    /// Insert this text.
+    Insert(String),
+    /// Delete this many bytes.
+    Delete(usize),
+}
+
+/// An operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The text is not the length the operation was made for.
+    #[error("operation expects a text of {expected} bytes, got {got}")]
+    WrongLength {
+        /// Base length of the operation.
+        expected: usize,
+        /// Length of the text.
+        got: usize,
+    },
+    /// A count ends inside a UTF-8 sequence.
+    #[error("operation splits a character at byte {0}")]
+    SplitsChar(usize),
+    /// Two operations do not fit together (compose or transform).
+    #[error("operations do not fit: {0}")]
+    Mismatch(&'static str),
+}
+
+/// An exact change from a text of `base_len` bytes to one of `target_len` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Operation {
+    steps: Vec<Step>,
+    base_len: usize,
+    target_len: usize,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            match s {
+                Step::Retain(n) => write!(f, "={n}")?,
+                Step::Insert(t) => write!(f, "+{t:?}")?,
+                Step::Delete(n) => write!(f, "-{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operation {
+    /// The empty operation on the empty text.
+    pub fn new() -> Operation {
+        Operation::default()
+    }
+
+    /// The operation that keeps a text of `len` bytes as it is.
+    pub fn identity(len: usize) -> Operation {
+        let mut op = Operation::new();
+        op.retain(len);
+        op
+    }
+
+    /// The steps.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Length of the text it applies to.
+    pub fn base_len(&self) -> usize {
+        self.base_len
+    }
+
+    /// Length of the text it produces.
+    pub fn target_len(&self) -> usize {
+        self.target_len
+    }
+
+    /// True when it changes nothing.
+    pub fn is_noop(&self) -> bool {
+        self.steps.iter().all(|s| matches!(s, Step::Retain(_)))
+    }
+
+    /// Append a retain (merged with a previous one).
+    pub fn retain(&mut self, n: usize) -> &mut Self {
+        if n == 0 {
+            return self;
+        }
+        self.base_len += n;
+        self.target_len += n;
+        if let Some(Step::Retain(m)) = self.steps.last_mut() {
+            *m += n;
+        } else {
+            self.steps.push(Step::Retain(n));
+        }
+        self
+    }
+
+    /// Append an insert. Inserts are kept before a directly preceding delete, so that equal
+    /// operations have equal steps.
+    pub fn insert(&mut self, s: &str) -> &mut Self {
+        if s.is_empty() {
+            return self;
+        }
+        self.target_len += s.len();
+        let n = self.steps.len();
+        match self.steps.last_mut() {
+            Some(Step::Insert(t)) => t.push_str(s),
+            Some(Step::Delete(_)) => {
+                if n >= 2 {
+                    if let Step::Insert(t) = &mut self.steps[n - 2] {
+                        t.push_str(s);
+                        return self;
+                    }
+                }
+                self.steps.insert(n - 1, Step::Insert(s.to_string()));
+            }
+            _ => self.steps.push(Step::Insert(s.to_string())),
+        }
+        self
+    }
+
+    /// Append a delete (merged with a previous one).
+    pub fn delete(&mut self, n: usize) -> &mut Self {
+        if n == 0 {
+            return self;
+        }
+        self.base_len += n;
+        if let Some(Step::Delete(m)) = self.steps.last_mut() {
+            *m += n;
+        } else {
+            self.steps.push(Step::Delete(n));
+        }
+        self
+    }
+
+    /// Apply to `text`.
+    pub fn apply(&self, text: &str) -> Result<String, OpError> {
+        if text.len() != self.base_len {
+            return Err(OpError::WrongLength {
+                expected: self.base_len,
+                got: text.len(),
+            });
+        }
+        let mut out = String::with_capacity(self.target_len);
+        let mut pos = 0;
+        for s in &self.steps {
+            match s {
+                Step::Retain(n) => {
+                    let end = pos + n;
+                    if !text.is_char_boundary(end) {
+                        return Err(OpError::SplitsChar(end));
+                    }
+                    out.push_str(&text[pos..end]);
+                    pos = end;
+                }
+                Step::Insert(t) => out.push_str(t),
+                Step::Delete(n) => {
+                    pos += n;
+                    if !text.is_char_boundary(pos) {
+                        return Err(OpError::SplitsChar(pos));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The operation for `self` then `other`.
+    pub fn compose(&self, other: &Operation) -> Result<Operation, OpError> {
+        if self.target_len != other.base_len {
+            return Err(OpError::Mismatch("compose: first target length != second base length"));
+        }
+        let mut out = Operation::new();
+        let mut a = self.steps.iter().cloned();
+        let mut b = other.steps.iter().cloned();
+        let (mut x, mut y) = (a.next(), b.next());
+        loop {
+            match (x.take(), y.take()) {
+                (None, None) => break,
+                (Some(Step::Delete(n)), yy) => {
+                    out.delete(n);
+                    x = a.next();
+                    y = yy;
+                }
+                (xx, Some(Step::Insert(t))) => {
+                    out.insert(&t);
+                    x = xx;
+                    y = b.next();
+                }
+                (None, _) | (_, None) => return Err(OpError::Mismatch("compose: lengths disagree")),
+                (Some(Step::Retain(n)), Some(Step::Retain(m))) => {
+                    let k = n.min(m);
+                    out.retain(k);
+                    x = if n > k { Some(Step::Retain(n - k)) } else { a.next() };
+                    y = if m > k { Some(Step::Retain(m - k)) } else { b.next() };
+                }
+                (Some(Step::Insert(t)), Some(Step::Delete(m))) => {
+                    let k = t.len().min(m);
+                    // The second deletes (part of) what the first inserted.
+                    x = if t.len() > k { Some(Step::Insert(t[k..].to_string())) } else { a.next() };
+                    y = if m > k { Some(Step::Delete(m - k)) } else { b.next() };
+                    if !t.is_char_boundary(k) {
+                        return Err(OpError::SplitsChar(k));
+                    }
+                }
+                (Some(Step::Insert(t)), Some(Step::Retain(m))) => {
+                    let k = t.len().min(m);
+                    if !t.is_char_boundary(k) {
+                        return Err(OpError::SplitsChar(k));
+                    }
+                    out.insert(&t[..k]);
+                    x = if t.len() > k { Some(Step::Insert(t[k..].to_string())) } else { a.next() };
+                    y = if m > k { Some(Step::Retain(m - k)) } else { b.next() };
+                }
+                (Some(Step::Retain(n)), Some(Step::Delete(m))) => {
+                    let k = n.min(m);
+                    out.delete(k);
+                    x = if n > k { Some(Step::Retain(n - k)) } else { a.next() };
+                    y = if m > k { Some(Step::Delete(m - k)) } else { b.next() };
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// For two operations on one base, `(a', b')` such that `b'` applies after `a` and `a'`
+    /// after `b`, with the same result. Deletions of both apply once; at one position `a`'s
+    /// insert comes first.
+    pub fn transform(a: &Operation, b: &Operation) -> Result<(Operation, Operation), OpError> {
+        if a.base_len != b.base_len {
+            return Err(OpError::Mismatch("transform: base lengths differ"));
+        }
+        let (mut ap, mut bp) = (Operation::new(), Operation::new());
+        let mut ia = a.steps.iter().cloned();
+        let mut ib = b.steps.iter().cloned();
+        let (mut x, mut y) = (ia.next(), ib.next());
+        loop {
+            match (x.take(), y.take()) {
+                (None, None) => break,
+                (Some(Step::Insert(t)), yy) => {
+                    ap.insert(&t);
+                    bp.retain(t.len());
+                    x = ia.next();
+                    y = yy;
+                }
+                (xx, Some(Step::Insert(t))) => {
+                    ap.retain(t.len());
+                    bp.insert(&t);
+                    x = xx;
+                    y = ib.next();
+                }
+                (None, _) | (_, None) => return Err(OpError::Mismatch("transform: lengths disagree")),
+                (Some(Step::Retain(n)), Some(Step::Retain(m))) => {
+                    let k = n.min(m);
+                    ap.retain(k);
+                    bp.retain(k);
+                    x = if n > k { Some(Step::Retain(n - k)) } else { ia.next() };
+                    y = if m > k { Some(Step::Retain(m - k)) } else { ib.next() };
+                }
+                (Some(Step::Delete(n)), Some(Step::Delete(m))) => {
+                    let k = n.min(m);
+                    x = if n > k { Some(Step::Delete(n - k)) } else { ia.next() };
+                    y = if m > k { Some(Step::Delete(m - k)) } else { ib.next() };
+                }
+                (Some(Step::Delete(n)), Some(Step::Retain(m))) => {
+                    let k = n.min(m);
+                    ap.delete(k);
+                    x = if n > k { Some(Step::Delete(n - k)) } else { ia.next() };
+                    y = if m > k { Some(Step::Retain(m - k)) } else { ib.next() };
+                }
+                (Some(Step::Retain(n)), Some(Step::Delete(m))) => {
+                    let k = n.min(m);
+                    bp.delete(k);
+                    x = if n > k { Some(Step::Retain(n - k)) } else { ia.next() };
+                    y = if m > k { Some(Step::Delete(m - k)) } else { ib.next() };
+                }
+            }
+        }
+        Ok((ap, bp))
+    }
+
+    /// The operation turning `old` into `new`, from a diff (used where the exact change is
+    /// not known).
+    pub fn from_diff(old: &str, new: &str) -> Operation {
+        let mut op = Operation::new();
+        let mut pos = 0;
+        for h in crate::delta::diff_hunks(old, new) {
+            op.retain(h.old.start - pos);
+            op.insert(&new[h.new.clone()]);
+            op.delete(h.old.len());
+            pos = h.old.end;
+        }
+        op.retain(old.len() - pos);
+        op
+    }
+
+    /// Insert `s` at byte `at` of a text of `len` bytes.
+    pub fn insertion(len: usize, at: usize, s: &str) -> Operation {
+        let mut op = Operation::new();
+        op.retain(at).insert(s).retain(len - at);
+        op
+    }
+
+    /// Delete bytes `range` of a text of `len` bytes.
+    pub fn deletion(len: usize, range: std::ops::Range<usize>) -> Operation {
+        let mut op = Operation::new();
+        op.retain(range.start).delete(range.len()).retain(len - range.end);
+        op
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_and_transform_agree() {
+        let base = "hello world";
+        let a = Operation::insertion(base.len(), 5, ",");
+        let b = Operation::deletion(base.len(), 6..11);
+        let (ap, bp) = Operation::transform(&a, &b).unwrap();
+        let via_a = bp.apply(&a.apply(base).unwrap()).unwrap();
+        let via_b = ap.apply(&b.apply(base).unwrap()).unwrap();
+        assert_eq!(via_a, "hello, ");
+        assert_eq!(via_a, via_b);
+        let ab = a.compose(&bp).unwrap();
+        assert_eq!(ab.apply(base).unwrap(), "hello, ");
+    }
+
+    #[test]
+    fn tie_puts_first_operand_first_and_deletes_once() {
+        let base = "ab";
+        let a = Operation::insertion(2, 1, "X");
+        let b = Operation::insertion(2, 1, "Y");
+        let (ap, bp) = Operation::transform(&a, &b).unwrap();
+        assert_eq!(bp.apply(&a.apply(base).unwrap()).unwrap(), "aXYb");
+        assert_eq!(ap.apply(&b.apply(base).unwrap()).unwrap(), "aXYb");
+        let d1 = Operation::deletion(2, 0..2);
+        let d2 = Operation::deletion(2, 1..2);
+        let (p, q) = Operation::transform(&d1, &d2).unwrap();
+        assert_eq!(q.apply(&d1.apply(base).unwrap()).unwrap(), "");
+        assert_eq!(p.apply(&d2.apply(base).unwrap()).unwrap(), "");
+    }
+
+    #[test]
+    fn apply_refuses_bad_lengths_and_splits() {
+        let op = Operation::identity(3);
+        assert!(op.apply("ab").is_err());
+        let mut op = Operation::new();
+        op.retain(1).delete(1);
+        assert!(matches!(op.apply("é"), Err(OpError::SplitsChar(1))));
+    }
+
+    #[test]
+    fn from_diff_roundtrips() {
+        for (a, b) in [("", "x"), ("abc", "abXc"), ("⟨1:2⟩⟨3:4⟩", "⟨3:4⟩⟨5:6⟩"), ("日本", "日本語")] {
+            assert_eq!(Operation::from_diff(a, b).apply(a).unwrap(), b);
+        }
+    }
+}
