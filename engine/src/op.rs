@@ -317,6 +317,55 @@ impl Operation {
         op
     }
 
+    /// A compact text form for storage: tab-separated `=N` (retain N bytes), `-N` (delete N
+    /// bytes), `+text` (percent-encoded like a delta's inserts).
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            if i > 0 {
+                out.push('\t');
+            }
+            match s {
+                Step::Retain(n) => out.push_str(&format!("={n}")),
+                Step::Delete(n) => out.push_str(&format!("-{n}")),
+                Step::Insert(t) => {
+                    out.push('+');
+                    out.push_str(&crate::delta::encode_uri(t));
+                }
+            }
+        }
+        out
+    }
+
+    /// Parse [`Operation::to_text`]'s form.
+    pub fn parse(text: &str) -> Result<Operation, crate::delta::DeltaError> {
+        use crate::delta::DeltaError;
+        let mut op = Operation::new();
+        for token in text.split('\t').filter(|t| !t.is_empty()) {
+            let Some(first) = token.chars().next() else { continue };
+            let (kind, rest) = token.split_at(first.len_utf8());
+            let count = || -> Result<usize, DeltaError> {
+                if rest.is_empty() || rest.len() > 15 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(DeltaError::BadCount(rest.chars().take(20).collect()));
+                }
+                rest.parse().map_err(|_| DeltaError::BadCount(rest.to_string()))
+            };
+            match kind {
+                "=" => {
+                    op.retain(count()?);
+                }
+                "-" => {
+                    op.delete(count()?);
+                }
+                "+" => {
+                    op.insert(&crate::delta::decode_uri(rest)?);
+                }
+                _ => return Err(DeltaError::BadOperation(token.chars().take(40).collect())),
+            }
+        }
+        Ok(op)
+    }
+
     /// Insert `s` at byte `at` of a text of `len` bytes.
     pub fn insertion(len: usize, at: usize, s: &str) -> Operation {
         let mut op = Operation::new();
@@ -372,6 +421,16 @@ mod tests {
         let mut op = Operation::new();
         op.retain(1).delete(1);
         assert!(matches!(op.apply("é"), Err(OpError::SplitsChar(1))));
+    }
+
+    #[test]
+    fn text_form_roundtrips() {
+        let mut op = Operation::new();
+        op.retain(3).insert("a\tb%é").delete(2).retain(1);
+        assert_eq!(Operation::parse(&op.to_text()).unwrap(), op);
+        assert!(Operation::parse("=x").is_err());
+        assert!(Operation::parse("*1").is_err());
+        assert!(Operation::parse("é1").is_err());
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct SessionRecord {
     pub backup: Shadow,
     /// Highest request `seq` seen.
     pub last_seq: u64,
+    /// How the shadow becomes the master: (exact change, document version it reaches).
+    pub link: Option<(Operation, u64)>,
+    /// How the backup becomes the master.
+    pub backup_link: Option<(Operation, u64)>,
 }
 
 /// One atomic write the driver must commit before acting on later outputs.
@@ -59,6 +63,10 @@ pub struct PersistRecord {
     pub sessions: Vec<SessionRecord>,
     /// Sessions to delete.
     pub removed_sessions: Vec<String>,
+    /// New master changes: (the document version each produces, the exact change).
+    pub changes: Vec<(u64, Operation)>,
+    /// Changes producing this version or an earlier one are no longer needed.
+    pub changes_needed_after: u64,
 }
 
 /// A document as the store hands it back.
@@ -70,6 +78,8 @@ pub struct StoredDocument {
     pub version: u64,
     /// Sessions that may be resumed.
     pub sessions: Vec<SessionRecord>,
+    /// Recent master changes, by the version each produces, oldest first.
+    pub changes: Vec<(u64, Operation)>,
 }
 
 /// What the server engine asks its driver to do.
@@ -141,11 +151,14 @@ impl Session {
     }
 
     fn record(&self, client_id: &str) -> SessionRecord {
+        let link = |l: &Option<Link>| l.as_ref().map(|l| (l.op.clone(), l.idx));
         SessionRecord {
             client_id: client_id.to_string(),
             shadow: self.shadow.clone(),
             backup: self.backup.clone(),
             last_seq: self.last_seq,
+            link: link(&self.link),
+            backup_link: link(&self.backup_link),
         }
     }
 }
@@ -316,8 +329,8 @@ impl ServerEngine {
                         peer: None,
                         shadow: r.shadow,
                         backup: r.backup,
-                        link: None,
-                        backup_link: None,
+                        link: r.link.map(|(op, idx)| Link { op, idx }),
+                        backup_link: r.backup_link.map(|(op, idx)| Link { op, idx }),
                         pending: Vec::new(),
                         last_seq: r.last_seq,
                         awaiting_reset: None,
@@ -327,6 +340,20 @@ impl ServerEngine {
                 )
             })
             .collect();
+        // The log indexes master states by document version; keep the stored changes only if
+        // they run without a gap up to the stored version.
+        let contiguous = stored
+            .changes
+            .windows(2)
+            .all(|w| w[1].0 == w[0].0 + 1)
+            && stored.changes.last().is_none_or(|c| c.0 == stored.version);
+        let (log, log_base) = match stored.changes.first() {
+            Some(first) if contiguous && first.0 >= 1 => (
+                stored.changes.iter().map(|c| c.1.clone()).collect(),
+                first.0 - 1,
+            ),
+            _ => (VecDeque::new(), stored.version),
+        };
         let merge = self
             .merge_overrides
             .get(doc)
@@ -339,8 +366,8 @@ impl ServerEngine {
                 version: stored.version,
                 merge,
                 sessions,
-                log: VecDeque::new(),
-                log_base: 0,
+                log,
+                log_base,
             },
         );
         Ok(())
@@ -521,6 +548,8 @@ impl ServerEngine {
                         version: d.version,
                         sessions: Vec::new(),
                         removed_sessions: vec![id],
+                        changes: Vec::new(),
+                        changes_needed_after: d.log_base,
                     }));
                 }
                 None => {
@@ -548,6 +577,8 @@ impl ServerEngine {
             version: d.version,
             sessions: vec![record],
             removed_sessions: Vec::new(),
+            changes: Vec::new(),
+            changes_needed_after: d.log_base,
         }));
         self.bind(peer, &doc, &client_id);
         self.send(peer, msg);
@@ -667,6 +698,8 @@ impl ServerEngine {
             version: d.version,
             sessions: vec![record],
             removed_sessions: Vec::new(),
+            changes: Vec::new(),
+            changes_needed_after: d.log_base,
         }));
         self.send(peer, msg);
     }
@@ -781,8 +814,11 @@ fn sync_session(
     edits: Vec<Edit>,
     stats: &mut Stats,
 ) -> SyncOutcome {
-    let out = sync_inner(config, d, doc, client_id, now, seq, m_ack, edits, stats);
+    let mut out = sync_inner(config, d, doc, client_id, now, seq, m_ack, edits, stats);
     d.trim_log();
+    if let SyncOutcome::Reply { persist: Some(p), .. } = &mut out {
+        p.changes_needed_after = d.log_base;
+    }
     out
 }
 
@@ -830,6 +866,7 @@ fn sync_inner(
     // Step 2: server edits tagged v < m_ack are acknowledged.
     s.pending.retain(|e| e.version() >= m_ack);
     let mut master_changed = false;
+    let mut new_changes: Vec<(u64, Operation)> = Vec::new();
     let limits = config.limits;
     // The exact change from this client's shadow to the master, kept up to date below.
     let mut ours = to_master(master, log, *log_base, &s.shadow.text, &s.link);
@@ -913,6 +950,7 @@ fn sync_inner(
         if merged != *master {
             *master = merged;
             *version += 1;
+            new_changes.push((*version, change.clone()));
             log.push_back(change);
             master_changed = true;
         }
@@ -953,6 +991,8 @@ fn sync_inner(
         version: *version,
         sessions: vec![s.record(client_id)],
         removed_sessions: Vec::new(),
+        changes: new_changes,
+        changes_needed_after: *log_base,
     });
     let msg = ServerMsg::ServerSync {
         doc: doc.to_string(),

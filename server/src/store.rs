@@ -5,14 +5,18 @@
 //! Schema (version 1, in `PRAGMA user_version`):
 //! - `documents(name PRIMARY KEY, text, version, updated_at_ms)`
 //! - `sessions(doc, client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n,
-//!   backup_m, last_seq, updated_at_ms, PRIMARY KEY(doc, client_id))`
+//!   backup_m, last_seq, link_op, link_version, backup_link_op, backup_link_version,
+//!   updated_at_ms, PRIMARY KEY(doc, client_id))`: the link columns hold the exact change
+//!   from the shadow to the master at a document version (NULL: unknown);
+//! - `changes(doc, version, op, PRIMARY KEY(doc, version))`: recent exact master changes,
+//!   kept while some session's link still needs them, so merges stay exact across restarts.
 //!
 //! Invariant: [`Store::commit`] writes a batch of [`PersistRecord`]s in one transaction; the
 //! driver sends the acknowledgements that follow only after it returns `Ok`.
 
 use std::path::Path;
 
-use dsync_engine::{PersistRecord, SessionRecord, Shadow, StoredDocument};
+use dsync_engine::{Operation, PersistRecord, SessionRecord, Shadow, StoredDocument};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The schema version this code writes and reads.
@@ -49,6 +53,19 @@ pub struct Store {
 fn to_i64(v: u64) -> i64 {
     // Versions and times stay far below 2^63 in practice; clamp rather than wrap.
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn parse_link(l: (Option<String>, Option<i64>)) -> Result<Option<(Operation, u64)>, StoreError> {
+    match l {
+        (Some(op), Some(v)) => {
+            let op = Operation::parse(&op).map_err(|e| StoreError::Corrupt {
+                table: "sessions",
+                what: e.to_string(),
+            })?;
+            Ok(Some((op, to_u64(v, "sessions")?)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn to_u64(v: i64, table: &'static str) -> Result<u64, StoreError> {
@@ -98,8 +115,18 @@ impl Store {
                      backup_n INTEGER NOT NULL,
                      backup_m INTEGER NOT NULL,
                      last_seq INTEGER NOT NULL,
+                     link_op TEXT,
+                     link_version INTEGER,
+                     backup_link_op TEXT,
+                     backup_link_version INTEGER,
                      updated_at_ms INTEGER NOT NULL,
                      PRIMARY KEY (doc, client_id)
+                 );
+                 CREATE TABLE IF NOT EXISTS changes (
+                     doc TEXT NOT NULL,
+                     version INTEGER NOT NULL,
+                     op TEXT NOT NULL,
+                     PRIMARY KEY (doc, version)
                  );
                  PRAGMA user_version = 1;
                  COMMIT;",
@@ -117,7 +144,8 @@ impl Store {
             .optional()?;
         let mut sessions = Vec::new();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n, backup_m, last_seq
+            "SELECT client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n, backup_m, last_seq,
+                    link_op, link_version, backup_link_op, backup_link_version
              FROM sessions WHERE doc = ?1 ORDER BY client_id",
         )?;
         let rows = stmt.query_map(params![doc], |r| {
@@ -130,10 +158,12 @@ impl Store {
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
+                (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?),
+                (r.get::<_, Option<String>>(10)?, r.get::<_, Option<i64>>(11)?),
             ))
         })?;
         for row in rows {
-            let (client_id, st, sn, sm, bt, bn, bm, seq) = row?;
+            let (client_id, st, sn, sm, bt, bn, bm, seq, link, backup_link) = row?;
             let t = "sessions";
             sessions.push(SessionRecord {
                 client_id,
@@ -148,7 +178,22 @@ impl Store {
                     server_version: to_u64(bm, t)?,
                 },
                 last_seq: to_u64(seq, t)?,
+                link: parse_link(link)?,
+                backup_link: parse_link(backup_link)?,
             });
+        }
+        let mut changes = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT version, op FROM changes WHERE doc = ?1 ORDER BY version")?;
+        let rows = stmt.query_map(params![doc], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (v, op) = row?;
+            let op = Operation::parse(&op).map_err(|e| StoreError::Corrupt {
+                table: "changes",
+                what: e.to_string(),
+            })?;
+            changes.push((to_u64(v, "changes")?, op));
         }
         match row {
             None if sessions.is_empty() => Ok(None),
@@ -160,6 +205,7 @@ impl Store {
                 text,
                 version: to_u64(version, "documents")?,
                 sessions,
+                changes,
             })),
         }
     }
@@ -182,9 +228,13 @@ impl Store {
             )?;
             let mut sess_stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
-                 backup_text, backup_n, backup_m, last_seq, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 backup_text, backup_n, backup_m, last_seq, link_op, link_version, backup_link_op,
+                 backup_link_version, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
+            let mut change_stmt =
+                tx.prepare_cached("INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)")?;
+            let mut trim_stmt = tx.prepare_cached("DELETE FROM changes WHERE doc = ?1 AND version <= ?2")?;
             let mut del_stmt = tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND client_id = ?2")?;
             for r in records {
                 match &r.text {
@@ -206,9 +256,17 @@ impl Store {
                         to_i64(s.backup.client_version),
                         to_i64(s.backup.server_version),
                         to_i64(s.last_seq),
+                        s.link.as_ref().map(|l| l.0.to_text()),
+                        s.link.as_ref().map(|l| to_i64(l.1)),
+                        s.backup_link.as_ref().map(|l| l.0.to_text()),
+                        s.backup_link.as_ref().map(|l| to_i64(l.1)),
                         to_i64(now_ms),
                     ])?;
                 }
+                for (v, op) in &r.changes {
+                    change_stmt.execute(params![r.doc, to_i64(*v), op.to_text()])?;
+                }
+                trim_stmt.execute(params![r.doc, to_i64(r.changes_needed_after)])?;
                 for id in &r.removed_sessions {
                     del_stmt.execute(params![r.doc, id])?;
                 }
@@ -257,8 +315,12 @@ mod tests {
                 backup: shadow.clone(),
                 shadow,
                 last_seq: 9,
+                link: Some((Operation::identity(1), version)),
+                backup_link: None,
             }],
             removed_sessions: vec![],
+            changes: vec![(version, Operation::identity(5))],
+            changes_needed_after: 0,
         }
     }
 
@@ -277,6 +339,8 @@ mod tests {
         assert_eq!(d.version, 1);
         assert_eq!(d.sessions.len(), 1);
         assert_eq!(d.sessions[0].last_seq, 9);
+        assert_eq!(d.sessions[0].link, Some((Operation::identity(1), 1)));
+        assert_eq!(d.changes, vec![(1, Operation::identity(5))]);
         let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = s.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();

@@ -636,6 +636,8 @@ impl<'a> Sim<'a> {
                     version: 0,
                     sessions: vec![],
                     removed_sessions: vec![],
+                    changes: vec![],
+                    changes_needed_after: 0,
                 }],
                 0,
             )
