@@ -15,10 +15,10 @@
 use std::collections::VecDeque;
 
 use crate::config::{Config, Stats, Time};
-use crate::delta::{normalize_newlines, Checksum, Delta};
+use crate::delta::{normalize_newlines, Checksum, Delta, DeltaError};
 use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, SameGap};
 use crate::op::Operation;
-use crate::msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::EngineError;
 
 /// A shadow: the last text both sides agree on, with its versions.
@@ -389,6 +389,7 @@ impl ClientEngine {
             version,
             text,
             checksum,
+            base,
         }) = edits
             .iter()
             .find(|e| matches!(e, Edit::Full { .. }))
@@ -398,7 +399,10 @@ impl ClientEngine {
                 return self.damaged(now);
             }
             self.bad_streak = 0;
-            self.reset_to(text, client_version, version, Some(client_version));
+            self.acknowledge(client_version);
+            if !self.reset_exact(&text, client_version, version, base.as_ref()) {
+                self.reset_to(text, client_version, version, Some(client_version));
+            }
             return;
         }
         self.acknowledge(client_version);
@@ -477,11 +481,12 @@ impl ClientEngine {
         }
     }
 
-    /// A server edit failed: the first time, ignore it (the next cycle sends our versions and
-    /// the server resends from its backup); the second time in a row, resync.
+    /// A server edit failed: ignore it (the next cycle sends our versions and the server
+    /// resends from its backup); after [`DAMAGED_MAX`] in a row, take it for divergence and
+    /// resync.
     fn damaged(&mut self, now: Time) {
-        if self.bad_streak == 0 {
-            self.bad_streak = 1;
+        if self.bad_streak < DAMAGED_MAX {
+            self.bad_streak += 1;
             self.stats.corrupt_ignored += 1;
         } else {
             self.bad_streak = 0;
@@ -493,6 +498,55 @@ impl ClientEngine {
     fn resync(&mut self, now: Time) {
         tracing::warn!(doc = %self.doc, client = %self.client_id, "shadow diverged; resetting");
         self.send_connect(now, None);
+    }
+
+    /// A reset whose base we hold: the server's shadow before the reset is the text before our
+    /// oldest unacknowledged edit (server edits only arrive with the acknowledgement of all
+    /// we sent). Then our edits since are exact operations and merge exactly. False (and
+    /// nothing changed) when the base does not match.
+    fn reset_exact(&mut self, text: &str, client_version: u64, server_version: u64, base: Option<&ResetBase>) -> bool {
+        let Some(base) = base else { return false };
+        let candidate = self.befores.first().unwrap_or(&self.shadow.text).clone();
+        if Checksum::of(&candidate) != base.checksum {
+            return false;
+        }
+        let Ok(theirs) = base.delta.to_operation(&candidate) else { return false };
+        if theirs.apply(&candidate).ok().as_deref() != Some(text) {
+            return false;
+        }
+        // Ours: every unacknowledged edit, then the typing since the last cycle.
+        let mut ours = Operation::identity(candidate.len());
+        for (edit, before) in self.pending.iter().zip(&self.befores) {
+            let Edit::Delta { delta, .. } = edit else { return false };
+            match delta.to_operation(before).and_then(|op| ours.compose(&op).map_err(|_| DeltaError::BadUtf8)) {
+                Ok(o) => ours = o,
+                Err(_) => return false,
+            }
+        }
+        let Ok(o) = ours.compose(&self.local) else { return false };
+        ours = o;
+        if ours.target_len() != self.text.len() {
+            return false;
+        }
+        let Ok(m) = merge_ops(self.config.merge, &self.config.fuzzy, &candidate, &theirs, text, &ours, &self.text) else {
+            return false;
+        };
+        self.stats.resets += 1;
+        self.stats.patches_dropped += m.patches_dropped as u64;
+        self.outputs.push_back(ClientOutput::Event(ClientEvent::Reset));
+        self.text = m.text;
+        self.local = m.ours_after;
+        self.shadow = Shadow {
+            text: text.to_string(),
+            client_version,
+            server_version,
+        };
+        self.pending.clear();
+        self.befores.clear();
+        self.confirmed = None;
+        self.pending_sent = 0;
+        self.in_flight = None;
+        true
     }
 
     /// Drop pending edits below `client_version` (the server holds them), folding each into
@@ -611,6 +665,9 @@ impl ClientEngine {
         }
     }
 }
+
+/// Damaged server replies in a row that are ignored before the client resyncs.
+pub const DAMAGED_MAX: u32 = 4;
 
 /// Byte offset of char index `at` in `s`.
 fn char_to_byte(s: &str, at: usize) -> Result<usize, EngineError> {

@@ -28,7 +28,19 @@ pub enum Edit {
         text: String,
         /// CRC-32 of `text`.
         checksum: Checksum,
+        /// Where the server's shadow stood before the reset, when it knows: a client holding
+        /// that same text merges its unacknowledged typing exactly instead of by diff.
+        base: Option<ResetBase>,
     },
+}
+
+/// The server's shadow before a reset, and the exact change from it to the reset's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetBase {
+    /// CRC-32 of the server's shadow before the reset.
+    pub checksum: Checksum,
+    /// The change from that shadow to the reset's text.
+    pub delta: Delta,
 }
 
 impl Edit {

@@ -26,7 +26,7 @@ use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta};
 use crate::merge::{merge, merge_ops, MergeStrategy, OpMerge};
 use crate::op::Operation;
-use crate::msg::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::EngineError;
 
 /// A connection, as numbered by the driver.
@@ -122,6 +122,9 @@ struct Session {
     pending: Vec<Edit>,
     last_seq: u64,
     awaiting_reset: Option<u64>,
+    /// The shadow (and its link) from before an outstanding reset, so a resent reset can
+    /// still tell the client where it started.
+    reset_from: Option<(String, Option<Link>)>,
     /// Consecutive requests whose edit failed its strict apply or checksum. The first is taken
     /// for damage in transit and ignored (the client resends); a second one means the shadows
     /// really diverged, and the session is reset.
@@ -145,6 +148,7 @@ impl Session {
             pending: Vec::new(),
             last_seq: seq,
             awaiting_reset: None,
+            reset_from: None,
             bad_streak: 0,
             last_active: now,
         }
@@ -334,6 +338,7 @@ impl ServerEngine {
                         pending: Vec::new(),
                         last_seq: r.last_seq,
                         awaiting_reset: None,
+                        reset_from: None,
                         bad_streak: 0,
                         last_active: Time(0),
                     },
@@ -668,6 +673,16 @@ impl ServerEngine {
             return;
         };
         let m = s.shadow.server_version.max(s.backup.server_version) + 1;
+        if s.awaiting_reset.is_none() || s.reset_from.is_none() {
+            s.reset_from = Some((s.shadow.text.clone(), s.link.clone()));
+        }
+        let base = s.reset_from.as_ref().map(|(text, link)| {
+            let op = to_master(&d.master, &d.log, d.log_base, text, link);
+            ResetBase {
+                checksum: Checksum::of(text),
+                delta: Delta::from_operation(&op, text),
+            }
+        });
         s.shadow = Shadow {
             text: d.master.clone(),
             client_version: s.shadow.client_version,
@@ -690,6 +705,7 @@ impl ServerEngine {
                 version: m,
                 text: d.master.clone(),
                 checksum: Checksum::of(&d.master),
+                base,
             }],
         };
         self.outputs.push_back(ServerOutput::Persist(PersistRecord {
@@ -850,6 +866,7 @@ fn sync_inner(
             return SyncOutcome::Reset { error: None };
         }
         s.awaiting_reset = None;
+        s.reset_from = None;
     }
     let mut dirty = false;
     // Step 1: a lost reply shows as m_ack == backup's m. Restore before anything else.

@@ -11,7 +11,7 @@
 //! a driver can always answer a bad frame with a clear `error` message.
 
 use dsync_engine::delta::{Checksum, Delta, DeltaError};
-use dsync_engine::{ClientMsg, Edit, ErrorCode, Resume, ServerMsg};
+use dsync_engine::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg};
 use serde::{Deserialize, Serialize};
 
 /// Default maximum frame size: 8 MiB.
@@ -75,6 +75,10 @@ struct WireEdit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     text: Option<String>,
     checksum: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_checksum: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_delta: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,16 +151,21 @@ fn edit_to_wire(e: &Edit) -> WireEdit {
             delta: Some(delta.to_string()),
             text: None,
             checksum: checksum.0,
+            base_checksum: None,
+            base_delta: None,
         },
         Edit::Full {
             version,
             text,
             checksum,
+            base,
         } => WireEdit {
             version: *version,
             delta: None,
             text: Some(text.clone()),
             checksum: checksum.0,
+            base_checksum: base.as_ref().map(|b| b.checksum.0),
+            base_delta: base.as_ref().map(|b| b.delta.to_string()),
         },
     }
 }
@@ -174,6 +183,14 @@ fn edits_from_wire(edits: Vec<WireEdit>, max_delta: usize) -> Result<Vec<Edit>, 
                 version: w.version,
                 text,
                 checksum: Checksum(w.checksum),
+                base: match (w.base_checksum, w.base_delta) {
+                    (Some(c), Some(d)) => Some(ResetBase {
+                        checksum: Checksum(c),
+                        delta: Delta::parse(&d, max_delta)?,
+                    }),
+                    (None, None) => None,
+                    _ => return Err(DecodeError::BadEdit),
+                },
             }),
             _ => Err(DecodeError::BadEdit),
         })

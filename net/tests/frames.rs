@@ -36,6 +36,16 @@ fn every_message_roundtrips() {
                     version: 1,
                     text: "x".into(),
                     checksum: Checksum::of("x"),
+                    base: None,
+                },
+                Edit::Full {
+                    version: 2,
+                    text: "xy".into(),
+                    checksum: Checksum::of("xy"),
+                    base: Some(dsync_engine::ResetBase {
+                        checksum: Checksum::of("x"),
+                        delta: Delta::diff("x", "xy"),
+                    }),
                 },
             ],
         },
