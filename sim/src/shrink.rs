@@ -67,9 +67,26 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
         timeline.push(t);
     }
     timeline.sort_by_key(|t| t.at_ms);
+    // Without a seed the random faults are inert; zero them so the file says what happens.
+    let quiet = |f: &crate::scenario::LinkFaults| crate::scenario::LinkFaults {
+        latency_ms: (f.latency_ms.0, f.latency_ms.0),
+        ..crate::scenario::LinkFaults {
+            drop: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            corrupt: 0.0,
+            ..f.clone()
+        }
+    };
     let explicit = Scenario {
         seed: None,
         workload: Workload::default(),
+        network: quiet(&sc.network),
+        links: sc
+            .links
+            .iter()
+            .map(|l| crate::scenario::LinkOverride { faults: quiet(&l.faults), ..l.clone() })
+            .collect(),
         timeline,
         ..sc.clone()
     };

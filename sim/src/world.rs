@@ -606,7 +606,6 @@ impl<'a> Sim<'a> {
     fn log(&mut self, kind: &str, text: String) {
         if self.opts.trace != TraceLevel::None {
             self.trace.push(format!("{} {:<8} {}", fmt_time(self.now), kind, text));
-            if std::env::var_os("DSYNC_SIM_DEBUG").is_some() { eprintln!("{}", self.trace.last().unwrap()); }
         }
     }
 
