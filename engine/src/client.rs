@@ -17,8 +17,8 @@ use std::collections::VecDeque;
 use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta, DeltaError};
 use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, SameGap};
-use crate::op::Operation;
 use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::op::Operation;
 use crate::EngineError;
 
 /// A shadow: the last text both sides agree on, with its versions.
@@ -432,7 +432,9 @@ impl ClientEngine {
                 .and_then(|op| op.apply(&self.shadow.text).ok().map(|new| (op, new)));
             match applied {
                 Some((op, new)) if Checksum::of(&new) == checksum => {
-                    theirs = theirs.compose(&op).unwrap_or_else(|_| Operation::from_diff(&base, &new));
+                    theirs = theirs
+                        .compose(&op)
+                        .unwrap_or_else(|_| Operation::from_diff(&base, &new));
                     self.shadow.text = new;
                     self.shadow.server_version += 1;
                     self.stats.edits_applied += 1;
@@ -466,7 +468,13 @@ impl ClientEngine {
                 Err(e) => {
                     // Bookkeeping broke (a bug): fall back to texts, which are always right.
                     tracing::error!(error = %e, "client merge of exact changes failed");
-                    let out = merge(self.config.merge, &self.config.fuzzy, &base, &self.shadow.text, &self.text);
+                    let out = merge(
+                        self.config.merge,
+                        &self.config.fuzzy,
+                        &base,
+                        &self.shadow.text,
+                        &self.text,
+                    );
                     self.text = out.text;
                     self.local = Operation::from_diff(&self.shadow.text, &self.text);
                 }
@@ -504,36 +512,60 @@ impl ClientEngine {
     /// oldest unacknowledged edit (server edits only arrive with the acknowledgement of all
     /// we sent). Then our edits since are exact operations and merge exactly. False (and
     /// nothing changed) when the base does not match.
-    fn reset_exact(&mut self, text: &str, client_version: u64, server_version: u64, base: Option<&ResetBase>) -> bool {
+    fn reset_exact(
+        &mut self,
+        text: &str,
+        client_version: u64,
+        server_version: u64,
+        base: Option<&ResetBase>,
+    ) -> bool {
         let Some(base) = base else { return false };
         let candidate = self.befores.first().unwrap_or(&self.shadow.text).clone();
         if Checksum::of(&candidate) != base.checksum {
             return false;
         }
-        let Ok(theirs) = base.delta.to_operation(&candidate) else { return false };
+        let Ok(theirs) = base.delta.to_operation(&candidate) else {
+            return false;
+        };
         if theirs.apply(&candidate).ok().as_deref() != Some(text) {
             return false;
         }
         // Ours: every unacknowledged edit, then the typing since the last cycle.
         let mut ours = Operation::identity(candidate.len());
         for (edit, before) in self.pending.iter().zip(&self.befores) {
-            let Edit::Delta { delta, .. } = edit else { return false };
-            match delta.to_operation(before).and_then(|op| ours.compose(&op).map_err(|_| DeltaError::BadUtf8)) {
+            let Edit::Delta { delta, .. } = edit else {
+                return false;
+            };
+            match delta
+                .to_operation(before)
+                .and_then(|op| ours.compose(&op).map_err(|_| DeltaError::BadUtf8))
+            {
                 Ok(o) => ours = o,
                 Err(_) => return false,
             }
         }
-        let Ok(o) = ours.compose(&self.local) else { return false };
+        let Ok(o) = ours.compose(&self.local) else {
+            return false;
+        };
         ours = o;
         if ours.target_len() != self.text.len() {
             return false;
         }
-        let Ok(m) = merge_ops(self.config.merge, &self.config.fuzzy, &candidate, &theirs, text, &ours, &self.text) else {
+        let Ok(m) = merge_ops(
+            self.config.merge,
+            &self.config.fuzzy,
+            &candidate,
+            &theirs,
+            text,
+            &ours,
+            &self.text,
+        ) else {
             return false;
         };
         self.stats.resets += 1;
         self.stats.patches_dropped += m.patches_dropped as u64;
-        self.outputs.push_back(ClientOutput::Event(ClientEvent::Reset));
+        self.outputs
+            .push_back(ClientOutput::Event(ClientEvent::Reset));
         self.text = m.text;
         self.local = m.ours_after;
         self.shadow = Shadow {
@@ -552,7 +584,11 @@ impl ClientEngine {
     /// Drop pending edits below `client_version` (the server holds them), folding each into
     /// `confirmed`.
     fn acknowledge(&mut self, client_version: u64) {
-        let acked = self.pending.iter().take_while(|e| e.version() < client_version).count();
+        let acked = self
+            .pending
+            .iter()
+            .take_while(|e| e.version() < client_version)
+            .count();
         if acked == 0 {
             return;
         }
@@ -579,7 +615,13 @@ impl ClientEngine {
     /// `applied_below` is the server's word on which of our pending edits it holds (those with
     /// a lower version), when it knows (a reset of a live session); `None` after the server
     /// forgot the session, when some pending edits may be in `text` already.
-    fn reset_to(&mut self, text: String, client_version: u64, server_version: u64, applied_below: Option<u64>) {
+    fn reset_to(
+        &mut self,
+        text: String,
+        client_version: u64,
+        server_version: u64,
+        applied_below: Option<u64>,
+    ) {
         let unsure = match applied_below {
             Some(n) => {
                 self.acknowledge(n);
@@ -587,10 +629,17 @@ impl ClientEngine {
             }
             None => !self.pending.is_empty(),
         };
-        let base = self.confirmed.take().unwrap_or_else(|| self.shadow.text.clone());
+        let base = self
+            .confirmed
+            .take()
+            .unwrap_or_else(|| self.shadow.text.clone());
         // Unsure which pending edits the server holds: collapse an insertion that starts with
         // what the server already has at the same place, rather than repeating it.
-        let same_gap = if unsure { SameGap::CollapseContained } else { SameGap::KeepUnlessIdentical };
+        let same_gap = if unsure {
+            SameGap::CollapseContained
+        } else {
+            SameGap::KeepUnlessIdentical
+        };
         let local = std::mem::take(&mut self.text);
         self.text = if local == base {
             text.clone()
@@ -601,7 +650,8 @@ impl ClientEngine {
         };
         if self.has_session {
             self.stats.resets += 1;
-            self.outputs.push_back(ClientOutput::Event(ClientEvent::Reset));
+            self.outputs
+                .push_back(ClientOutput::Event(ClientEvent::Reset));
         }
         self.local = Operation::from_diff(&text, &self.text);
         self.shadow = Shadow {

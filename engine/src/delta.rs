@@ -217,7 +217,10 @@ pub fn diff_hunks(old: &str, new: &str) -> Vec<Hunk> {
     let (om, nm) = (&old[p..old.len() - s], &new[p..new.len() - s]);
     let mut hunks: Vec<Hunk> = Vec::new();
     if om.is_empty() || nm.is_empty() {
-        hunks.push(Hunk { old: p..p + om.len(), new: p..p + nm.len() });
+        hunks.push(Hunk {
+            old: p..p + om.len(),
+            new: p..p + nm.len(),
+        });
     } else {
         // Byte offsets of each char, plus the end, so char indices map back to bytes.
         let offsets = |s: &str| -> (Vec<char>, Vec<usize>) {
@@ -278,10 +281,11 @@ fn fold_chance_equalities(old: &str, new: &str, hunks: &mut Vec<Hunk>) {
     }
 }
 
-
-
 fn is_closing(c: char) -> bool {
-    matches!(c, ')' | ']' | '}' | '>' | '⟩' | '»' | '"' | '\'' | '’' | '”')
+    matches!(
+        c,
+        ')' | ']' | '}' | '>' | '⟩' | '»' | '"' | '\'' | '’' | '”'
+    )
 }
 
 fn is_opening(c: char) -> bool {
@@ -299,7 +303,10 @@ fn boundary_score(a: Option<char>, b: Option<char>) -> u8 {
     if is_closing(a) && is_opening(b) {
         return 4;
     }
-    if is_closing(a) || is_opening(b) || (!a.is_alphanumeric() && !a.is_whitespace() && b.is_whitespace()) {
+    if is_closing(a)
+        || is_opening(b)
+        || (!a.is_alphanumeric() && !a.is_whitespace() && b.is_whitespace())
+    {
         return 3;
     }
     if a.is_whitespace() || b.is_whitespace() {
@@ -337,7 +344,11 @@ fn align_hunks(old: &str, new: &str, hunks: &mut [Hunk]) {
         // A pure edit is a window of `text` (old for deletions, new for insertions) that moves
         // together with its position in the other text.
         let deletion = h.new.is_empty();
-        let (text, mut win) = if deletion { (old, h.old.clone()) } else { (new, h.new.clone()) };
+        let (text, mut win) = if deletion {
+            (old, h.old.clone())
+        } else {
+            (new, h.new.clone())
+        };
         let mut other = if deletion { h.new.start } else { h.old.start };
         let score = |w: &std::ops::Range<usize>, o: usize| -> u8 {
             if deletion {
@@ -354,7 +365,11 @@ fn align_hunks(old: &str, new: &str, hunks: &mut [Hunk]) {
             if here <= lo_old {
                 break;
             }
-            let (Some(before), Some(last)) = (char_before(text, win.start), char_before(text, win.end)) else { break };
+            let (Some(before), Some(last)) =
+                (char_before(text, win.start), char_before(text, win.end))
+            else {
+                break;
+            };
             if before != last {
                 break;
             }
@@ -369,7 +384,10 @@ fn align_hunks(old: &str, new: &str, hunks: &mut [Hunk]) {
             if end_old >= hi_old {
                 break;
             }
-            let (Some(first), Some(next)) = (char_at(text, win.start), char_at(text, win.end)) else { break };
+            let (Some(first), Some(next)) = (char_at(text, win.start), char_at(text, win.end))
+            else {
+                break;
+            };
             if first != next {
                 break;
             }
@@ -389,7 +407,6 @@ fn align_hunks(old: &str, new: &str, hunks: &mut [Hunk]) {
         };
     }
 }
-
 
 impl Delta {
     /// A delta from its operations.

@@ -29,8 +29,8 @@ pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow};
 pub use config::{Config, Limits, Stats, Time};
 pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
-pub use op::{OpError, Operation};
 pub use msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
+pub use op::{OpError, Operation};
 pub use server::{
     PeerId, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,
 };

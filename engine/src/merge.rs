@@ -15,8 +15,8 @@
 //!   the baseline the simulator must catch losing edits.
 
 use crate::delta::{diff_hunks, Hunk};
-use crate::op::{OpError, Operation};
 use crate::dmp::{self, FuzzySettings};
+use crate::op::{OpError, Operation};
 
 /// How a change is merged into text that moved on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -210,7 +210,12 @@ pub fn merge_ops(
     if strategy == MergeStrategy::ThreeWay {
         let (ours_after, theirs_after) = Operation::transform(ours, theirs)?;
         let text = theirs_after.apply(current)?;
-        return Ok(OpMerge { text, theirs_after, ours_after, patches_dropped: 0 });
+        return Ok(OpMerge {
+            text,
+            theirs_after,
+            ours_after,
+            patches_dropped: 0,
+        });
     }
     let out = merge(strategy, fuzzy, base, changed, current);
     Ok(OpMerge {

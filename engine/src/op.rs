@@ -191,7 +191,9 @@ impl Operation {
     /// The operation for `self` then `other`.
     pub fn compose(&self, other: &Operation) -> Result<Operation, OpError> {
         if self.target_len != other.base_len {
-            return Err(OpError::Mismatch("compose: first target length != second base length"));
+            return Err(OpError::Mismatch(
+                "compose: first target length != second base length",
+            ));
         }
         let mut out = Operation::new();
         let mut a = self.steps.iter().cloned();
@@ -210,18 +212,36 @@ impl Operation {
                     x = xx;
                     y = b.next();
                 }
-                (None, _) | (_, None) => return Err(OpError::Mismatch("compose: lengths disagree")),
+                (None, _) | (_, None) => {
+                    return Err(OpError::Mismatch("compose: lengths disagree"))
+                }
                 (Some(Step::Retain(n)), Some(Step::Retain(m))) => {
                     let k = n.min(m);
                     out.retain(k);
-                    x = if n > k { Some(Step::Retain(n - k)) } else { a.next() };
-                    y = if m > k { Some(Step::Retain(m - k)) } else { b.next() };
+                    x = if n > k {
+                        Some(Step::Retain(n - k))
+                    } else {
+                        a.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Retain(m - k))
+                    } else {
+                        b.next()
+                    };
                 }
                 (Some(Step::Insert(t)), Some(Step::Delete(m))) => {
                     let k = t.len().min(m);
                     // The second deletes (part of) what the first inserted.
-                    x = if t.len() > k { Some(Step::Insert(t[k..].to_string())) } else { a.next() };
-                    y = if m > k { Some(Step::Delete(m - k)) } else { b.next() };
+                    x = if t.len() > k {
+                        Some(Step::Insert(t[k..].to_string()))
+                    } else {
+                        a.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Delete(m - k))
+                    } else {
+                        b.next()
+                    };
                     if !t.is_char_boundary(k) {
                         return Err(OpError::SplitsChar(k));
                     }
@@ -232,14 +252,30 @@ impl Operation {
                         return Err(OpError::SplitsChar(k));
                     }
                     out.insert(&t[..k]);
-                    x = if t.len() > k { Some(Step::Insert(t[k..].to_string())) } else { a.next() };
-                    y = if m > k { Some(Step::Retain(m - k)) } else { b.next() };
+                    x = if t.len() > k {
+                        Some(Step::Insert(t[k..].to_string()))
+                    } else {
+                        a.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Retain(m - k))
+                    } else {
+                        b.next()
+                    };
                 }
                 (Some(Step::Retain(n)), Some(Step::Delete(m))) => {
                     let k = n.min(m);
                     out.delete(k);
-                    x = if n > k { Some(Step::Retain(n - k)) } else { a.next() };
-                    y = if m > k { Some(Step::Delete(m - k)) } else { b.next() };
+                    x = if n > k {
+                        Some(Step::Retain(n - k))
+                    } else {
+                        a.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Delete(m - k))
+                    } else {
+                        b.next()
+                    };
                 }
             }
         }
@@ -272,30 +308,64 @@ impl Operation {
                     x = xx;
                     y = ib.next();
                 }
-                (None, _) | (_, None) => return Err(OpError::Mismatch("transform: lengths disagree")),
+                (None, _) | (_, None) => {
+                    return Err(OpError::Mismatch("transform: lengths disagree"))
+                }
                 (Some(Step::Retain(n)), Some(Step::Retain(m))) => {
                     let k = n.min(m);
                     ap.retain(k);
                     bp.retain(k);
-                    x = if n > k { Some(Step::Retain(n - k)) } else { ia.next() };
-                    y = if m > k { Some(Step::Retain(m - k)) } else { ib.next() };
+                    x = if n > k {
+                        Some(Step::Retain(n - k))
+                    } else {
+                        ia.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Retain(m - k))
+                    } else {
+                        ib.next()
+                    };
                 }
                 (Some(Step::Delete(n)), Some(Step::Delete(m))) => {
                     let k = n.min(m);
-                    x = if n > k { Some(Step::Delete(n - k)) } else { ia.next() };
-                    y = if m > k { Some(Step::Delete(m - k)) } else { ib.next() };
+                    x = if n > k {
+                        Some(Step::Delete(n - k))
+                    } else {
+                        ia.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Delete(m - k))
+                    } else {
+                        ib.next()
+                    };
                 }
                 (Some(Step::Delete(n)), Some(Step::Retain(m))) => {
                     let k = n.min(m);
                     ap.delete(k);
-                    x = if n > k { Some(Step::Delete(n - k)) } else { ia.next() };
-                    y = if m > k { Some(Step::Retain(m - k)) } else { ib.next() };
+                    x = if n > k {
+                        Some(Step::Delete(n - k))
+                    } else {
+                        ia.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Retain(m - k))
+                    } else {
+                        ib.next()
+                    };
                 }
                 (Some(Step::Retain(n)), Some(Step::Delete(m))) => {
                     let k = n.min(m);
                     bp.delete(k);
-                    x = if n > k { Some(Step::Retain(n - k)) } else { ia.next() };
-                    y = if m > k { Some(Step::Delete(m - k)) } else { ib.next() };
+                    x = if n > k {
+                        Some(Step::Retain(n - k))
+                    } else {
+                        ia.next()
+                    };
+                    y = if m > k {
+                        Some(Step::Delete(m - k))
+                    } else {
+                        ib.next()
+                    };
                 }
             }
         }
@@ -342,13 +412,16 @@ impl Operation {
         use crate::delta::DeltaError;
         let mut op = Operation::new();
         for token in text.split('\t').filter(|t| !t.is_empty()) {
-            let Some(first) = token.chars().next() else { continue };
+            let Some(first) = token.chars().next() else {
+                continue;
+            };
             let (kind, rest) = token.split_at(first.len_utf8());
             let count = || -> Result<usize, DeltaError> {
                 if rest.is_empty() || rest.len() > 15 || !rest.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(DeltaError::BadCount(rest.chars().take(20).collect()));
                 }
-                rest.parse().map_err(|_| DeltaError::BadCount(rest.to_string()))
+                rest.parse()
+                    .map_err(|_| DeltaError::BadCount(rest.to_string()))
             };
             match kind {
                 "=" => {
@@ -376,7 +449,9 @@ impl Operation {
     /// Delete bytes `range` of a text of `len` bytes.
     pub fn deletion(len: usize, range: std::ops::Range<usize>) -> Operation {
         let mut op = Operation::new();
-        op.retain(range.start).delete(range.len()).retain(len - range.end);
+        op.retain(range.start)
+            .delete(range.len())
+            .retain(len - range.end);
         op
     }
 }
@@ -435,7 +510,12 @@ mod tests {
 
     #[test]
     fn from_diff_roundtrips() {
-        for (a, b) in [("", "x"), ("abc", "abXc"), ("⟨1:2⟩⟨3:4⟩", "⟨3:4⟩⟨5:6⟩"), ("日本", "日本語")] {
+        for (a, b) in [
+            ("", "x"),
+            ("abc", "abXc"),
+            ("⟨1:2⟩⟨3:4⟩", "⟨3:4⟩⟨5:6⟩"),
+            ("日本", "日本語"),
+        ] {
             assert_eq!(Operation::from_diff(a, b).apply(a).unwrap(), b);
         }
     }

@@ -25,8 +25,8 @@ use crate::client::Shadow;
 use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta};
 use crate::merge::{merge, merge_ops, MergeStrategy, OpMerge};
-use crate::op::Operation;
 use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::op::Operation;
 use crate::EngineError;
 
 /// A connection, as numbered by the driver.
@@ -215,14 +215,22 @@ impl Document {
 
 /// The exact change from `text` (a shadow) to `master`, from its link and the log when they
 /// reach, else from a diff.
-fn to_master(master: &str, log: &VecDeque<Operation>, log_base: u64, text: &str, link: &Option<Link>) -> Operation {
+fn to_master(
+    master: &str,
+    log: &VecDeque<Operation>,
+    log_base: u64,
+    text: &str,
+    link: &Option<Link>,
+) -> Operation {
     if let Some(l) = link {
         if l.idx >= log_base && l.idx <= log_base + log.len() as u64 {
             let mut op = Some(l.op.clone());
             for e in log.range((l.idx - log_base) as usize..) {
                 op = op.and_then(|o| o.compose(e).ok());
             }
-            if let Some(op) = op.filter(|o| o.base_len() == text.len() && o.target_len() == master.len()) {
+            if let Some(op) =
+                op.filter(|o| o.base_len() == text.len() && o.target_len() == master.len())
+            {
                 return op;
             }
         }
@@ -347,10 +355,7 @@ impl ServerEngine {
             .collect();
         // The log indexes master states by document version; keep the stored changes only if
         // they run without a gap up to the stored version.
-        let contiguous = stored
-            .changes
-            .windows(2)
-            .all(|w| w[1].0 == w[0].0 + 1)
+        let contiguous = stored.changes.windows(2).all(|w| w[1].0 == w[0].0 + 1)
             && stored.changes.last().is_none_or(|c| c.0 == stored.version);
         let (log, log_base) = match stored.changes.first() {
             Some(first) if contiguous && first.0 >= 1 => (
@@ -689,7 +694,10 @@ impl ServerEngine {
             server_version: m,
         };
         s.backup = s.shadow.clone();
-        let now_link = Some(Link { op: Operation::identity(d.master.len()), idx: d.log_base + d.log.len() as u64 });
+        let now_link = Some(Link {
+            op: Operation::identity(d.master.len()),
+            idx: d.log_base + d.log.len() as u64,
+        });
         s.link = now_link.clone();
         s.backup_link = now_link;
         s.pending.clear();
@@ -832,7 +840,10 @@ fn sync_session(
 ) -> SyncOutcome {
     let mut out = sync_inner(config, d, doc, client_id, now, seq, m_ack, edits, stats);
     d.trim_log();
-    if let SyncOutcome::Reply { persist: Some(p), .. } = &mut out {
+    if let SyncOutcome::Reply {
+        persist: Some(p), ..
+    } = &mut out
+    {
         p.changes_needed_after = d.log_base;
     }
     out
@@ -850,7 +861,14 @@ fn sync_inner(
     edits: Vec<Edit>,
     stats: &mut Stats,
 ) -> SyncOutcome {
-    let Document { master, version, merge: strategy, sessions, log, log_base } = d;
+    let Document {
+        master,
+        version,
+        merge: strategy,
+        sessions,
+        log,
+        log_base,
+    } = d;
     let Some(s) = sessions.get_mut(client_id) else {
         return SyncOutcome::Ignore;
     };
@@ -897,7 +915,9 @@ fn sync_inner(
             return SyncOutcome::Reset { error: None };
         }
         let (theirs, checksum) = match edit {
-            Edit::Delta { delta, checksum, .. } => match delta.to_operation(&s.shadow.text) {
+            Edit::Delta {
+                delta, checksum, ..
+            } => match delta.to_operation(&s.shadow.text) {
                 Ok(op) => (op, checksum),
                 Err(e) => {
                     tracing::warn!(doc, client = client_id, error = %e, "delta does not fit shadow");
@@ -911,7 +931,9 @@ fn sync_inner(
                     };
                 }
             },
-            Edit::Full { text, checksum, .. } => (Operation::from_diff(&s.shadow.text, &text), checksum),
+            Edit::Full { text, checksum, .. } => {
+                (Operation::from_diff(&s.shadow.text, &text), checksum)
+            }
         };
         let new = match theirs.apply(&s.shadow.text) {
             Ok(t) => t,
@@ -922,7 +944,11 @@ fn sync_inner(
             }
         };
         if Checksum::of(&new) != checksum {
-            tracing::warn!(doc, client = client_id, "checksum mismatch after strict apply");
+            tracing::warn!(
+                doc,
+                client = client_id,
+                "checksum mismatch after strict apply"
+            );
             if s.bad_streak == 0 {
                 // Most likely damaged in transit: ignore it, the client resends.
                 s.bad_streak = 1;
@@ -934,24 +960,37 @@ fn sync_inner(
         let too_large = |len: usize| {
             Some((
                 ErrorCode::DocumentTooLarge,
-                format!("document would be {len} bytes; the maximum is {}", limits.max_document_bytes),
+                format!(
+                    "document would be {len} bytes; the maximum is {}",
+                    limits.max_document_bytes
+                ),
             ))
         };
         if new.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset { error: too_large(new.len()) };
+            return SyncOutcome::Reset {
+                error: too_large(new.len()),
+            };
         }
         // Merge the client's change into the master past what the master gained meanwhile.
-        let m = merge_ops(*strategy, &config.fuzzy, &s.shadow.text, &theirs, &new, &ours, master)
-            .unwrap_or_else(|e| {
-                tracing::error!(doc, error = %e, "exact merge failed; merging texts");
-                let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
-                OpMerge {
-                    theirs_after: Operation::from_diff(master, &out.text),
-                    ours_after: Operation::from_diff(&new, &out.text),
-                    text: out.text,
-                    patches_dropped: out.patches_dropped,
-                }
-            });
+        let m = merge_ops(
+            *strategy,
+            &config.fuzzy,
+            &s.shadow.text,
+            &theirs,
+            &new,
+            &ours,
+            master,
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(doc, error = %e, "exact merge failed; merging texts");
+            let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
+            OpMerge {
+                theirs_after: Operation::from_diff(master, &out.text),
+                ours_after: Operation::from_diff(&new, &out.text),
+                text: out.text,
+                patches_dropped: out.patches_dropped,
+            }
+        });
         let (merged, change, after) = match normalize_newlines(&m.text) {
             std::borrow::Cow::Borrowed(_) => (m.text, m.theirs_after, m.ours_after),
             std::borrow::Cow::Owned(o) => {
@@ -961,7 +1000,9 @@ fn sync_inner(
             }
         };
         if merged.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset { error: too_large(merged.len()) };
+            return SyncOutcome::Reset {
+                error: too_large(merged.len()),
+            };
         }
         stats.patches_dropped += m.patches_dropped as u64;
         if merged != *master {
@@ -984,7 +1025,10 @@ fn sync_inner(
         s.backup = s.shadow.clone();
         dirty = true;
     }
-    s.backup_link = Some(Link { op: ours.clone(), idx: log_end });
+    s.backup_link = Some(Link {
+        op: ours.clone(),
+        idx: log_end,
+    });
     // Step 5: send what the master has that this client's shadow lacks.
     if *master != s.shadow.text {
         if s.pending.len() >= limits.max_pending_edits {
@@ -1000,7 +1044,10 @@ fn sync_inner(
         s.shadow.server_version += 1;
         dirty = true;
     }
-    s.link = Some(Link { op: Operation::identity(master.len()), idx: log_end });
+    s.link = Some(Link {
+        op: Operation::identity(master.len()),
+        idx: log_end,
+    });
     // Step 6: persist, then acknowledge.
     let persist = dirty.then(|| PersistRecord {
         doc: doc.to_string(),

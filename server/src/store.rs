@@ -140,7 +140,9 @@ impl Store {
         let row = self
             .conn
             .prepare_cached("SELECT text, version FROM documents WHERE name = ?1")?
-            .query_row(params![doc], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .query_row(params![doc], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
             .optional()?;
         let mut sessions = Vec::new();
         let mut stmt = self.conn.prepare_cached(
@@ -159,7 +161,10 @@ impl Store {
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
                 (r.get::<_, Option<String>>(8)?, r.get::<_, Option<i64>>(9)?),
-                (r.get::<_, Option<String>>(10)?, r.get::<_, Option<i64>>(11)?),
+                (
+                    r.get::<_, Option<String>>(10)?,
+                    r.get::<_, Option<i64>>(11)?,
+                ),
             ))
         })?;
         for row in rows {
@@ -186,7 +191,9 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT version, op FROM changes WHERE doc = ?1 ORDER BY version")?;
-        let rows = stmt.query_map(params![doc], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map(params![doc], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
         for row in rows {
             let (v, op) = row?;
             let op = Operation::parse(&op).map_err(|e| StoreError::Corrupt {
@@ -232,14 +239,22 @@ impl Store {
                  backup_link_version, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
-            let mut change_stmt =
-                tx.prepare_cached("INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)")?;
-            let mut trim_stmt = tx.prepare_cached("DELETE FROM changes WHERE doc = ?1 AND version <= ?2")?;
-            let mut del_stmt = tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND client_id = ?2")?;
+            let mut change_stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut trim_stmt =
+                tx.prepare_cached("DELETE FROM changes WHERE doc = ?1 AND version <= ?2")?;
+            let mut del_stmt =
+                tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND client_id = ?2")?;
             for r in records {
                 match &r.text {
                     Some(text) => {
-                        doc_stmt.execute(params![r.doc, text, to_i64(r.version), to_i64(now_ms)])?;
+                        doc_stmt.execute(params![
+                            r.doc,
+                            text,
+                            to_i64(r.version),
+                            to_i64(now_ms)
+                        ])?;
                     }
                     None => {
                         ensure_doc.execute(params![r.doc, to_i64(now_ms)])?;
@@ -278,8 +293,12 @@ impl Store {
 
     /// Names of all stored documents, in order.
     pub fn documents(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT name FROM documents ORDER BY name")?;
-        let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM documents ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(names)
     }
 
@@ -341,9 +360,15 @@ mod tests {
         assert_eq!(d.sessions[0].last_seq, 9);
         assert_eq!(d.sessions[0].link, Some((Operation::identity(1), 1)));
         assert_eq!(d.changes, vec![(1, Operation::identity(5))]);
-        let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = s
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = s.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        let sync: i64 = s
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(s.documents().unwrap(), vec!["d".to_string()]);
     }
@@ -366,6 +391,9 @@ mod tests {
         let c = Connection::open(&path).unwrap();
         c.pragma_update(None, "user_version", 7).unwrap();
         drop(c);
-        assert!(matches!(Store::open(&path), Err(StoreError::NewerSchema { found: 7 })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::NewerSchema { found: 7 })
+        ));
     }
 }

@@ -8,7 +8,10 @@ use crate::scenario::{Node, Scenario};
 use crate::world::{fmt_time, ChartMsg, Report, Verdict};
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn lane(node: Node) -> usize {
@@ -34,7 +37,11 @@ pub fn render(sc: &Scenario, report: &Report) -> String {
     let mut out = String::new();
     let verdict = match &report.verdict {
         Verdict::Pass => "PASS".to_string(),
-        Verdict::Fail { check, at_ms, detail } => format!("FAIL {} at {}: {}", check.name(), fmt_time(*at_ms), detail),
+        Verdict::Fail {
+            check,
+            at_ms,
+            detail,
+        } => format!("FAIL {} at {}: {}", check.name(), fmt_time(*at_ms), detail),
     };
     let _ = write!(
         out,
@@ -88,7 +95,9 @@ fn divergence_plot(out: &mut String, sc: &Scenario, chart: &crate::world::Chart)
             esc(label)
         );
     }
-    let palette = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#d81b60", "#546e7a"];
+    let palette = [
+        "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#d81b60", "#546e7a",
+    ];
     for c in 0..n {
         let mut pts = String::new();
         for (t, row) in &chart.divergence {
@@ -105,7 +114,11 @@ fn divergence_plot(out: &mut String, sc: &Scenario, chart: &crate::world::Chart)
     }
     out.push_str("</svg>\n<p class=\"legend\">");
     for c in 0..n {
-        let _ = write!(out, "<span style=\"color:{}\">&#9632; c{c}</span>", palette[c % palette.len()]);
+        let _ = write!(
+            out,
+            "<span style=\"color:{}\">&#9632; c{c}</span>",
+            palette[c % palette.len()]
+        );
     }
     out.push_str("</p>\n");
 }
@@ -132,7 +145,11 @@ fn sequence_chart(out: &mut String, sc: &Scenario, msgs: &[ChartMsg], faults: &[
     );
     let lane_x = |l: usize| left + spacing * l as f64;
     for l in 0..lanes {
-        let name = if l == 0 { "S".to_string() } else { format!("c{}", l - 1) };
+        let name = if l == 0 {
+            "S".to_string()
+        } else {
+            format!("c{}", l - 1)
+        };
         let _ = writeln!(
             out,
             "<text x=\"{0:.0}\" y=\"20\" text-anchor=\"middle\">{name}</text><line x1=\"{0:.0}\" y1=\"{top}\" x2=\"{0:.0}\" y2=\"{1:.0}\" stroke=\"#bbb\"/>",
@@ -155,10 +172,20 @@ fn sequence_chart(out: &mut String, sc: &Scenario, msgs: &[ChartMsg], faults: &[
     for m in msgs {
         let (x1, y1) = (lane_x(lane(m.from)), y(m.sent_ms));
         let x2 = lane_x(lane(m.to));
-        let title = format!("{} {} → {} {}", fmt_time(m.sent_ms), lane_name(m.from), lane_name(m.to), m.label);
+        let title = format!(
+            "{} {} → {} {}",
+            fmt_time(m.sent_ms),
+            lane_name(m.from),
+            lane_name(m.to),
+            m.label
+        );
         match m.delivered_ms {
             Some(d) => {
-                let dash = if m.fate == "duplicate" { " stroke-dasharray=\"5,3\"" } else { "" };
+                let dash = if m.fate == "duplicate" {
+                    " stroke-dasharray=\"5,3\""
+                } else {
+                    ""
+                };
                 let _ = writeln!(
                     out,
                     "<line class=\"msg {fate}\" x1=\"{x1:.0}\" y1=\"{y1:.1}\" x2=\"{x2:.0}\" y2=\"{:.1}\" stroke=\"{}\"{dash} marker-end=\"url(#arrow)\"><title>{}</title></line>",

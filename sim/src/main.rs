@@ -7,7 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use dsync_sim::world::{fmt_time, Verdict};
-use dsync_sim::{html, run, scenario::Expect, shrink, swarm, Options, Scenario, ScenarioError, TraceLevel};
+use dsync_sim::{
+    html, run, scenario::Expect, shrink, swarm, Options, Scenario, ScenarioError, TraceLevel,
+};
 
 /// Deterministic simulator for dsync: replays a RON scenario from a seed over the real engine
 /// and store, with a lossy network, partitions and crashes, and checks convergence and intent.
@@ -80,7 +82,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Swarm { seeds, scenario, jobs, out, quiet, emit }) => cmd_swarm(&seeds, scenario, jobs, out, quiet, emit),
+        Some(Command::Swarm {
+            seeds,
+            scenario,
+            jobs,
+            out,
+            quiet,
+            emit,
+        }) => cmd_swarm(&seeds, scenario, jobs, out, quiet, emit),
         Some(Command::Shrink { file, out, seed }) => cmd_shrink(&file, out, seed),
         None => match cli.file {
             Some(file) => cmd_run(&file, &cli.run),
@@ -156,23 +165,44 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     match &report.verdict {
         Verdict::Pass => {
             let took = report.summary.converge_ms.unwrap_or(0);
-            println!("verdict  PASS: converged {:.3}s after faults stopped", took as f64 / 1000.0);
+            println!(
+                "verdict  PASS: converged {:.3}s after faults stopped",
+                took as f64 / 1000.0
+            );
             if !expected {
                 println!("note     the scenario expected {:?}", sc.expect);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Verdict::Fail { check, at_ms, detail } => {
-            println!("verdict  FAIL: {} check at {}: {detail}", check.name(), fmt_time(*at_ms));
+        Verdict::Fail {
+            check,
+            at_ms,
+            detail,
+        } => {
+            println!(
+                "verdict  FAIL: {} check at {}: {detail}",
+                check.name(),
+                fmt_time(*at_ms)
+            );
             if expected {
-                println!("note     this failure is the scenario's expected verdict ({:?})", sc.expect);
+                println!(
+                    "note     this failure is the scenario's expected verdict ({:?})",
+                    sc.expect
+                );
             }
             Ok(ExitCode::from(1))
         }
     }
 }
 
-fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, quiet: bool, emit: bool) -> anyhow::Result<ExitCode> {
+fn cmd_swarm(
+    seeds: &str,
+    scenario: Option<PathBuf>,
+    jobs: usize,
+    out: PathBuf,
+    quiet: bool,
+    emit: bool,
+) -> anyhow::Result<ExitCode> {
     let range = swarm::parse_range(seeds).map_err(anyhow::Error::msg)?;
     let base = match scenario {
         Some(p) => match Scenario::load(&p) {
@@ -191,9 +221,14 @@ fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, 
             std::fs::write(&path, swarm::profile(seed, base.as_ref()).to_ron())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        println!("wrote {} scenarios to {}", range.end - range.start, out.display());
+        println!(
+            "wrote {} scenarios to {}",
+            range.end - range.start,
+            out.display()
+        );
     }
-    let (result, wall_s) = timed(|| swarm::sweep(range.clone(), base.as_ref(), jobs.max(1), !quiet));
+    let (result, wall_s) =
+        timed(|| swarm::sweep(range.clone(), base.as_ref(), jobs.max(1), !quiet));
     let n = range.end - range.start;
     println!("{}", result.describe());
     println!(
@@ -201,7 +236,9 @@ fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, 
         n as f64 / wall_s.max(1e-9) * 60.0
     );
     if result.failures.is_empty() {
-        return Ok(if result.all_counters_nonzero() { ExitCode::SUCCESS } else {
+        return Ok(if result.all_counters_nonzero() {
+            ExitCode::SUCCESS
+        } else {
             println!("FAIL: a coverage counter stayed at zero: the sweep is too gentle");
             ExitCode::from(1)
         });
@@ -209,7 +246,8 @@ fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     for f in &result.failures {
         let path = out.join(format!("seed-{}.ron", f.seed));
-        std::fs::write(&path, f.scenario.to_ron()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, f.scenario.to_ron())
+            .with_context(|| format!("writing {}", path.display()))?;
         println!(
             "FAIL seed {}: {} — replay: cargo run --release -p dsync-sim -- {}",
             f.seed,
@@ -220,7 +258,11 @@ fn cmd_swarm(seeds: &str, scenario: Option<PathBuf>, jobs: usize, out: PathBuf, 
     Ok(ExitCode::from(1))
 }
 
-fn cmd_shrink(file: &std::path::Path, out: Option<PathBuf>, seed: Option<u64>) -> anyhow::Result<ExitCode> {
+fn cmd_shrink(
+    file: &std::path::Path,
+    out: Option<PathBuf>,
+    seed: Option<u64>,
+) -> anyhow::Result<ExitCode> {
     let sc = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
@@ -235,13 +277,26 @@ fn cmd_shrink(file: &std::path::Path, out: Option<PathBuf>, seed: Option<u64>) -
             return Ok(ExitCode::from(2));
         }
     };
-    let path = out.unwrap_or_else(|| PathBuf::from(format!("scenarios/regressions/{}.ron", shrunk.scenario.name)));
+    let path = out.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "scenarios/regressions/{}.ron",
+            shrunk.scenario.name
+        ))
+    });
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&path, shrunk.scenario.to_ron()).with_context(|| format!("writing {}", path.display()))?;
-    println!("{} events → {} events ({} runs)", shrunk.before, shrunk.after, shrunk.runs);
+    std::fs::write(&path, shrunk.scenario.to_ron())
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "{} events → {} events ({} runs)",
+        shrunk.before, shrunk.after, shrunk.runs
+    );
     println!("still fails: {}", shrunk.verdict);
-    println!("wrote {}; replay: cargo run --release -p dsync-sim -- {}", path.display(), path.display());
+    println!(
+        "wrote {}; replay: cargo run --release -p dsync-sim -- {}",
+        path.display(),
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

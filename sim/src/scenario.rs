@@ -426,11 +426,16 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), String> {
         let n = self.topology.clients;
         if n == 0 || n > MAX_CLIENTS {
-            return Err(format!("topology.clients must be 1 to {MAX_CLIENTS}, not {n}"));
+            return Err(format!(
+                "topology.clients must be 1 to {MAX_CLIENTS}, not {n}"
+            ));
         }
         let client_ok = |c: usize, what: &str| -> Result<(), String> {
             if c >= n {
-                Err(format!("{what} names client {c}, but there are {n} clients (0 to {})", n - 1))
+                Err(format!(
+                    "{what} names client {c}, but there are {n} clients (0 to {})",
+                    n - 1
+                ))
             } else {
                 Ok(())
             }
@@ -440,13 +445,23 @@ impl Scenario {
             Node::Client(c) => client_ok(*c, what),
         };
         let faults_ok = |f: &LinkFaults, what: &str| -> Result<(), String> {
-            for (name, p) in [("drop", f.drop), ("duplicate", f.duplicate), ("reorder", f.reorder), ("corrupt", f.corrupt)] {
+            for (name, p) in [
+                ("drop", f.drop),
+                ("duplicate", f.duplicate),
+                ("reorder", f.reorder),
+                ("corrupt", f.corrupt),
+            ] {
                 if !(0.0..=1.0).contains(&p) {
-                    return Err(format!("{what}.{name} must be between 0.0 and 1.0, not {p}"));
+                    return Err(format!(
+                        "{what}.{name} must be between 0.0 and 1.0, not {p}"
+                    ));
                 }
             }
             if f.latency_ms.0 > f.latency_ms.1 {
-                return Err(format!("{what}.latency_ms: min {} is above max {}", f.latency_ms.0, f.latency_ms.1));
+                return Err(format!(
+                    "{what}.latency_ms: min {} is above max {}",
+                    f.latency_ms.0, f.latency_ms.1
+                ));
             }
             Ok(())
         };
@@ -455,7 +470,10 @@ impl Scenario {
             client_ok(l.client, &format!("links[{i}]"))?;
             faults_ok(&l.faults, &format!("links[{i}].faults"))?;
         }
-        if self.engine.sync_interval_ms == 0 || self.engine.retransmit_ms == 0 || self.engine.heartbeat_ms == 0 {
+        if self.engine.sync_interval_ms == 0
+            || self.engine.retransmit_ms == 0
+            || self.engine.heartbeat_ms == 0
+        {
             return Err("engine intervals must be above 0 ms".into());
         }
         if let Some(t) = &self.workload.typing {
@@ -463,7 +481,10 @@ impl Scenario {
                 client_ok(*c, "workload.typing.clients")?;
             }
             if !(t.rate_per_s > 0.0 && t.rate_per_s <= 1000.0) {
-                return Err(format!("workload.typing.rate_per_s must be in (0, 1000], not {}", t.rate_per_s));
+                return Err(format!(
+                    "workload.typing.rate_per_s must be in (0, 1000], not {}",
+                    t.rate_per_s
+                ));
             }
             if t.alphabet.as_deref() == Some("") {
                 return Err("workload.typing.alphabet must not be empty".into());

@@ -24,7 +24,12 @@ pub struct Shrunk {
 pub const MAX_RUNS: usize = 20_000;
 
 fn failure(sc: &Scenario) -> Option<(CheckKind, String)> {
-    let opts = Options { seed: None, trace: TraceLevel::None, record: false, chart: false };
+    let opts = Options {
+        seed: None,
+        trace: TraceLevel::None,
+        record: false,
+        chart: false,
+    };
     match run(sc, opts).verdict {
         Verdict::Pass => None,
         Verdict::Fail { check, detail, .. } => Some((check, detail)),
@@ -33,7 +38,12 @@ fn failure(sc: &Scenario) -> Option<(CheckKind, String)> {
 
 /// The scenario with its random choices written out (seed-free), and the events of it.
 pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind), String> {
-    let opts = Options { seed, trace: TraceLevel::None, record: true, chart: false };
+    let opts = Options {
+        seed,
+        trace: TraceLevel::None,
+        record: true,
+        chart: false,
+    };
     let report = run(sc, opts);
     let check = match report.verdict {
         Verdict::Pass => return Err("the scenario passes: there is nothing to shrink".into()),
@@ -43,7 +53,12 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
     let mut timeline: Vec<_> = sc
         .timeline
         .iter()
-        .filter(|t| matches!(t.event, Event::Partition { .. } | Event::Heal | Event::Crash(_) | Event::Restart(_)))
+        .filter(|t| {
+            matches!(
+                t.event,
+                Event::Partition { .. } | Event::Heal | Event::Crash(_) | Event::Restart(_)
+            )
+        })
         .cloned()
         .collect();
     let default_latency = |from: Node, to: Node| {
@@ -59,7 +74,13 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
     };
     for t in report.recorded {
         // A delivery at the link's minimum latency is what a seed-free run does anyway.
-        if let Event::Net { from, to, fate: Fate::Delay(l), .. } = &t.event {
+        if let Event::Net {
+            from,
+            to,
+            fate: Fate::Delay(l),
+            ..
+        } = &t.event
+        {
             if *l == default_latency(*from, *to) {
                 continue;
             }
@@ -85,7 +106,10 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
         links: sc
             .links
             .iter()
-            .map(|l| crate::scenario::LinkOverride { faults: quiet(&l.faults), ..l.clone() })
+            .map(|l| crate::scenario::LinkOverride {
+                faults: quiet(&l.faults),
+                ..l.clone()
+            })
             .collect(),
         timeline,
         ..sc.clone()
@@ -97,22 +121,34 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
             c.name(),
             check.name()
         )),
-        None => Err("the recorded replay passes: the run is not reproducible from its events".into()),
+        None => {
+            Err("the recorded replay passes: the run is not reproducible from its events".into())
+        }
     }
 }
 
 /// Shrink a failing scenario. `log` receives progress lines.
-pub fn shrink(sc: &Scenario, seed: Option<u64>, log: &mut dyn FnMut(String)) -> Result<Shrunk, String> {
+pub fn shrink(
+    sc: &Scenario,
+    seed: Option<u64>,
+    log: &mut dyn FnMut(String),
+) -> Result<Shrunk, String> {
     let (explicit, check) = record(sc, seed)?;
     let before = explicit.timeline.len();
-    log(format!("recorded {before} events; the replay fails {} as the original run", check.name()));
+    log(format!(
+        "recorded {before} events; the replay fails {} as the original run",
+        check.name()
+    ));
     let mut runs = 0usize;
     let mut test = |events: &[crate::scenario::Timed]| -> bool {
         runs += 1;
         if runs > MAX_RUNS {
             return false;
         }
-        let candidate = Scenario { timeline: events.to_vec(), ..explicit.clone() };
+        let candidate = Scenario {
+            timeline: events.to_vec(),
+            ..explicit.clone()
+        };
         matches!(failure(&candidate), Some((c, _)) if c == check)
     };
     let minimal = ddmin(explicit.timeline.clone(), &mut test, log);
@@ -134,18 +170,46 @@ pub fn shrink(sc: &Scenario, seed: Option<u64>, log: &mut dyn FnMut(String)) -> 
         },
         ..explicit
     };
-    let verdict = match run(&scenario, Options { seed: None, trace: TraceLevel::None, record: false, chart: false }).verdict {
-        Verdict::Fail { check, at_ms, detail } => {
-            format!("{} at {}: {detail}", check.name(), crate::world::fmt_time(at_ms))
+    let verdict = match run(
+        &scenario,
+        Options {
+            seed: None,
+            trace: TraceLevel::None,
+            record: false,
+            chart: false,
+        },
+    )
+    .verdict
+    {
+        Verdict::Fail {
+            check,
+            at_ms,
+            detail,
+        } => {
+            format!(
+                "{} at {}: {detail}",
+                check.name(),
+                crate::world::fmt_time(at_ms)
+            )
         }
         Verdict::Pass => return Err("the shrunk scenario passes (a shrinker bug)".into()),
     };
-    Ok(Shrunk { scenario, before, after, runs, verdict })
+    Ok(Shrunk {
+        scenario,
+        before,
+        after,
+        runs,
+        verdict,
+    })
 }
 
 /// Zeller's ddmin: a 1-minimal subsequence of `items` for which `test` holds (it must hold
 /// for `items`).
-pub fn ddmin<T: Clone>(mut items: Vec<T>, test: &mut dyn FnMut(&[T]) -> bool, log: &mut dyn FnMut(String)) -> Vec<T> {
+pub fn ddmin<T: Clone>(
+    mut items: Vec<T>,
+    test: &mut dyn FnMut(&[T]) -> bool,
+    log: &mut dyn FnMut(String),
+) -> Vec<T> {
     let mut n = 2usize;
     while items.len() >= 2 {
         let chunk = items.len().div_ceil(n);
@@ -194,10 +258,14 @@ mod tests {
     fn ddmin_finds_the_culprits() {
         let items: Vec<u32> = (0..100).collect();
         let mut calls = 0;
-        let out = ddmin(items, &mut |s: &[u32]| {
-            calls += 1;
-            s.contains(&17) && s.contains(&71)
-        }, &mut |_| {});
+        let out = ddmin(
+            items,
+            &mut |s: &[u32]| {
+                calls += 1;
+                s.contains(&17) && s.contains(&71)
+            },
+            &mut |_| {},
+        );
         assert_eq!(out, vec![17, 71]);
         assert!(calls < 200, "{calls} calls");
     }

@@ -20,8 +20,14 @@ pub fn parse_range(s: &str) -> Result<Range<u64>, String> {
     let (a, b) = s
         .split_once("..")
         .ok_or_else(|| format!("seed range {s:?} must look like A..B"))?;
-    let a: u64 = a.trim().parse().map_err(|_| format!("bad range start {a:?}"))?;
-    let b: u64 = b.trim().parse().map_err(|_| format!("bad range end {b:?}"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad range start {a:?}"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad range end {b:?}"))?;
     if a >= b {
         return Err(format!("seed range {s:?} is empty"));
     }
@@ -62,7 +68,13 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
             network.drop = r.random_range(0.0..0.02);
         }
     } else {
-        let p = |r: &mut ChaCha8Rng, max: f64| if r.random_bool(0.6) { r.random_range(0.0..max) } else { 0.0 };
+        let p = |r: &mut ChaCha8Rng, max: f64| {
+            if r.random_bool(0.6) {
+                r.random_range(0.0..max)
+            } else {
+                0.0
+            }
+        };
         network.drop = p(&mut r, 0.3);
         network.duplicate = p(&mut r, 0.2);
         network.reorder = p(&mut r, 0.3);
@@ -72,7 +84,11 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
     let mut links = Vec::new();
     if r.random_bool(0.3) {
         let mut f = network.clone();
-        f.drop = if stream { r.random_range(0.0..0.05) } else { r.random_range(0.2..0.6) };
+        f.drop = if stream {
+            r.random_range(0.0..0.05)
+        } else {
+            r.random_range(0.2..0.6)
+        };
         links.push(LinkOverride {
             client: r.random_range(0..clients),
             direction: [Direction::Up, Direction::Down, Direction::Both][r.random_range(0..3)],
@@ -85,7 +101,10 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
         let at = r.random_range(0..stop);
         let dur = r.random_range(300..=20_000u64);
         let mut a = vec![Node::Server];
-        let mut b: Vec<Node> = (0..clients).filter(|_| r.random_bool(0.5)).map(Node::Client).collect();
+        let mut b: Vec<Node> = (0..clients)
+            .filter(|_| r.random_bool(0.5))
+            .map(Node::Client)
+            .collect();
         if b.is_empty() {
             b.push(Node::Client(r.random_range(0..clients)));
         }
@@ -93,21 +112,39 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
             std::mem::swap(&mut a, &mut b);
         }
         let one_way = r.random_bool(0.3);
-        timeline.push(Timed { at_ms: at, event: Event::Partition { a, b, one_way } });
-        timeline.push(Timed { at_ms: (at + dur).min(stop), event: Event::Heal });
+        timeline.push(Timed {
+            at_ms: at,
+            event: Event::Partition { a, b, one_way },
+        });
+        timeline.push(Timed {
+            at_ms: (at + dur).min(stop),
+            event: Event::Heal,
+        });
     }
     if r.random_bool(0.35) {
         let at = r.random_range(0..stop);
-        timeline.push(Timed { at_ms: at, event: Event::Crash(Node::Server) });
+        timeline.push(Timed {
+            at_ms: at,
+            event: Event::Crash(Node::Server),
+        });
         let back = at + r.random_range(100..=8_000u64);
-        timeline.push(Timed { at_ms: back.min(stop), event: Event::Restart(Node::Server) });
+        timeline.push(Timed {
+            at_ms: back.min(stop),
+            event: Event::Restart(Node::Server),
+        });
     }
     if r.random_bool(0.3) {
         let c = Node::Client(r.random_range(0..clients));
         let at = r.random_range(0..stop);
-        timeline.push(Timed { at_ms: at, event: Event::Crash(c) });
+        timeline.push(Timed {
+            at_ms: at,
+            event: Event::Crash(c),
+        });
         let back = at + r.random_range(100..=8_000u64);
-        timeline.push(Timed { at_ms: back.min(stop), event: Event::Restart(c) });
+        timeline.push(Timed {
+            at_ms: back.min(stop),
+            event: Event::Restart(c),
+        });
     }
     timeline.sort_by_key(|t| t.at_ms);
     let drift: Vec<i32> = if r.random_bool(0.3) {
@@ -118,7 +155,11 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
     // Tokens (intent checked) under three-way merge, or typing (convergence checked), which is
     // also where the fuzzy strategy runs: its dropped patches are expected, not failures.
     let tokens = r.random_bool(0.7);
-    let merge = if tokens || r.random_bool(0.5) { Merge::ThreeWay } else { Merge::FuzzyPatch };
+    let merge = if tokens || r.random_bool(0.5) {
+        Merge::ThreeWay
+    } else {
+        Merge::FuzzyPatch
+    };
     let workload = if tokens {
         Workload {
             typing: None,
@@ -155,8 +196,16 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
         seed: Some(seed),
         topology: Topology {
             clients,
-            initial_text: if tokens { String::new() } else { "the quick brown fox".into() },
-            link: if stream { LinkModel::Stream } else { LinkModel::Datagram },
+            initial_text: if tokens {
+                String::new()
+            } else {
+                "the quick brown fox".into()
+            },
+            link: if stream {
+                LinkModel::Stream
+            } else {
+                LinkModel::Datagram
+            },
             clock_drift_pct: drift,
         },
         engine,
@@ -177,10 +226,20 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
             name: format!("{}-swarm-{seed}", b.name),
             description: format!("{} (swarm seed {seed})", b.description),
             seed: Some(seed),
-            topology: Topology { link: generated.topology.link, clock_drift_pct: generated.topology.clock_drift_pct, ..b.topology.clone() },
+            topology: Topology {
+                link: generated.topology.link,
+                clock_drift_pct: generated.topology.clock_drift_pct,
+                ..b.topology.clone()
+            },
             engine: b.engine.clone(),
             workload: b.workload.clone(),
-            checks: Checks { stop_faults_at_ms: generated.checks.stop_faults_at_ms.max(b.checks.stop_faults_at_ms), ..b.checks.clone() },
+            checks: Checks {
+                stop_faults_at_ms: generated
+                    .checks
+                    .stop_faults_at_ms
+                    .max(b.checks.stop_faults_at_ms),
+                ..b.checks.clone()
+            },
             expect: b.expect,
             ..generated
         },
@@ -217,7 +276,11 @@ impl SweepResult {
     /// True when every coverage counter of `simulator.md` moved.
     pub fn all_counters_nonzero(&self) -> bool {
         let t = &self.totals;
-        t.rollbacks > 0 && t.retransmits > 0 && t.duplicates_skipped > 0 && t.resets > 0 && t.patches_dropped > 0
+        t.rollbacks > 0
+            && t.retransmits > 0
+            && t.duplicates_skipped > 0
+            && t.resets > 0
+            && t.patches_dropped > 0
     }
 
     /// A multi-line description of the sweep.
@@ -255,7 +318,12 @@ fn add(t: &mut Summary, s: &Summary) {
 
 /// Run every seed of `range` on `jobs` threads. Results are combined in seed order, so the
 /// outcome does not depend on scheduling.
-pub fn sweep(range: Range<u64>, base: Option<&Scenario>, jobs: usize, progress: bool) -> SweepResult {
+pub fn sweep(
+    range: Range<u64>,
+    base: Option<&Scenario>,
+    jobs: usize,
+    progress: bool,
+) -> SweepResult {
     let n = range.end - range.start;
     let bar = if progress {
         let b = indicatif::ProgressBar::new(n);
@@ -278,7 +346,15 @@ pub fn sweep(range: Range<u64>, base: Option<&Scenario>, jobs: usize, progress: 
                     break;
                 }
                 let sc = profile(seed, base);
-                let report = run(&sc, Options { seed: None, trace: TraceLevel::None, record: false, chart: false });
+                let report = run(
+                    &sc,
+                    Options {
+                        seed: None,
+                        trace: TraceLevel::None,
+                        record: false,
+                        chart: false,
+                    },
+                );
                 if !as_expected(&report.verdict, sc.expect) {
                     let f = failed.fetch_add(1, Ordering::Relaxed) + 1;
                     bar.set_message(format!("{f} failed"));
@@ -294,7 +370,10 @@ pub fn sweep(range: Range<u64>, base: Option<&Scenario>, jobs: usize, progress: 
     bar.finish_and_clear();
     let mut all = results.into_inner().unwrap_or_default();
     all.sort_by_key(|r| r.0);
-    let mut out = SweepResult { runs: all.len() as u64, ..SweepResult::default() };
+    let mut out = SweepResult {
+        runs: all.len() as u64,
+        ..SweepResult::default()
+    };
     for (seed, sc, summary, verdict) in all {
         add(&mut out.totals, &summary);
         out.sim_ms += summary.sim_ms;
@@ -302,11 +381,23 @@ pub fn sweep(range: Range<u64>, base: Option<&Scenario>, jobs: usize, progress: 
         if !as_expected(&verdict, sc.expect) {
             let v = match &verdict {
                 Verdict::Pass => format!("passed but {:?} was expected", sc.expect),
-                Verdict::Fail { check, at_ms, detail } => {
-                    format!("{} failed at {}: {detail}", check.name(), crate::world::fmt_time(*at_ms))
+                Verdict::Fail {
+                    check,
+                    at_ms,
+                    detail,
+                } => {
+                    format!(
+                        "{} failed at {}: {detail}",
+                        check.name(),
+                        crate::world::fmt_time(*at_ms)
+                    )
                 }
             };
-            out.failures.push(Failure { seed, scenario: sc, verdict: v });
+            out.failures.push(Failure {
+                seed,
+                scenario: sc,
+                verdict: v,
+            });
         }
     }
     out

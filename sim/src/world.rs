@@ -19,7 +19,9 @@ use dsync_server::Store;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::scenario::{Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed};
+use crate::scenario::{
+    Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed,
+};
 
 /// The document every scenario edits.
 pub const DOC: &str = "doc";
@@ -237,7 +239,9 @@ impl Payload {
         let edits = |e: &[Edit]| -> String {
             e.iter()
                 .map(|e| match e {
-                    Edit::Delta { version, delta, .. } => format!("v{version}:{}", delta.ops().len()),
+                    Edit::Delta { version, delta, .. } => {
+                        format!("v{version}:{}", delta.ops().len())
+                    }
                     Edit::Full { version, text, .. } => format!("v{version}:full{}", digest(text)),
                 })
                 .collect::<Vec<_>>()
@@ -245,16 +249,34 @@ impl Payload {
         };
         match self {
             Payload::Up(ClientMsg::Connect { seq, resume, .. }) => {
-                format!("connect seq={seq}{}", if resume.is_some() { " resume" } else { "" })
+                format!(
+                    "connect seq={seq}{}",
+                    if resume.is_some() { " resume" } else { "" }
+                )
             }
-            Payload::Up(ClientMsg::ClientSync { seq, server_version, edits: e, .. }) => {
+            Payload::Up(ClientMsg::ClientSync {
+                seq,
+                server_version,
+                edits: e,
+                ..
+            }) => {
                 format!("client_sync seq={seq} m={server_version} [{}]", edits(e))
             }
             Payload::Up(m) => format!("{m:?}").to_lowercase(),
-            Payload::Down(ServerMsg::ConnectOk { seq, resumed, text, .. }) => {
-                format!("connect_ok seq={seq} resumed={resumed} text={}", digest(text))
+            Payload::Down(ServerMsg::ConnectOk {
+                seq, resumed, text, ..
+            }) => {
+                format!(
+                    "connect_ok seq={seq} resumed={resumed} text={}",
+                    digest(text)
+                )
             }
-            Payload::Down(ServerMsg::ServerSync { seq, client_version, edits: e, .. }) => {
+            Payload::Down(ServerMsg::ServerSync {
+                seq,
+                client_version,
+                edits: e,
+                ..
+            }) => {
                 format!("server_sync seq={seq} n={client_version} [{}]", edits(e))
             }
             Payload::Down(ServerMsg::Error { code, .. }) => format!("error {}", code.as_str()),
@@ -268,7 +290,8 @@ impl Payload {
         match self {
             Payload::Up(ClientMsg::ClientSync { edits, .. }) => !edits.is_empty(),
             Payload::Down(ServerMsg::ServerSync { edits, .. }) => !edits.is_empty(),
-            Payload::Up(ClientMsg::Ping | ClientMsg::Pong) | Payload::Down(ServerMsg::Ping | ServerMsg::Pong) => false,
+            Payload::Up(ClientMsg::Ping | ClientMsg::Pong)
+            | Payload::Down(ServerMsg::Ping | ServerMsg::Pong) => false,
             _ => true,
         }
     }
@@ -369,7 +392,10 @@ fn tokens_in(text: &str) -> Result<BTreeMap<&str, usize>, String> {
         let token = &tail[..close + '⟩'.len_utf8()];
         let inner = &token['⟨'.len_utf8()..token.len() - '⟩'.len_utf8()];
         let ok = inner.split_once(':').is_some_and(|(a, b)| {
-            !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
         });
         if !ok {
             return Err(format!("malformed token {token:?}"));
@@ -489,7 +515,12 @@ impl<'a> Sim<'a> {
                 Event::DropMessage { from, to, nth } => {
                     fates.insert((*from, *to, *nth), Fate::Drop);
                 }
-                Event::Net { from, to, nth, fate } => {
+                Event::Net {
+                    from,
+                    to,
+                    nth,
+                    fate,
+                } => {
                     fates.insert((*from, *to, *nth), *fate);
                 }
                 _ => {}
@@ -505,7 +536,13 @@ impl<'a> Sim<'a> {
                 reconnect_pending: false,
                 timer_gen: 0,
                 timer_at: None,
-                drift_pct: sc.topology.clock_drift_pct.get(i).copied().unwrap_or(0).clamp(-50, 100) as i64,
+                drift_pct: sc
+                    .topology
+                    .clock_drift_pct
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .clamp(-50, 100) as i64,
                 past: Stats::default(),
                 last_versions: (0, 0, 0),
                 next_token: 1,
@@ -558,7 +595,8 @@ impl<'a> Sim<'a> {
             format!("scenario {:?}: {}", sc.name, sc.description.trim()),
             format!(
                 "seed {}",
-                seed.map_or("none (explicit timeline only)".to_string(), |s| s.to_string())
+                seed.map_or("none (explicit timeline only)".to_string(), |s| s
+                    .to_string())
             ),
             format!(
                 "topology clients={} link={:?} initial_text={} drift_pct={:?}",
@@ -569,18 +607,34 @@ impl<'a> Sim<'a> {
             ),
             format!(
                 "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}",
-                sc.engine.sync_interval_ms, sc.engine.retransmit_ms, sc.engine.heartbeat_ms, sc.engine.merge
+                sc.engine.sync_interval_ms,
+                sc.engine.retransmit_ms,
+                sc.engine.heartbeat_ms,
+                sc.engine.merge
             ),
             format!(
                 "network latency_ms={}..{} drop={} duplicate={} reorder={} (+{} ms) corrupt={}",
-                n.latency_ms.0, n.latency_ms.1, n.drop, n.duplicate, n.reorder, n.reorder_delay_ms, n.corrupt
+                n.latency_ms.0,
+                n.latency_ms.1,
+                n.drop,
+                n.duplicate,
+                n.reorder,
+                n.reorder_delay_ms,
+                n.corrupt
             ),
         ];
         for l in &sc.links {
             let f = &l.faults;
             v.push(format!(
                 "link c{} {:?} latency_ms={}..{} drop={} duplicate={} reorder={} corrupt={}",
-                l.client, l.direction, f.latency_ms.0, f.latency_ms.1, f.drop, f.duplicate, f.reorder, f.corrupt
+                l.client,
+                l.direction,
+                f.latency_ms.0,
+                f.latency_ms.1,
+                f.drop,
+                f.duplicate,
+                f.reorder,
+                f.corrupt
             ));
         }
         if let Some(t) = &sc.workload.typing {
@@ -605,7 +659,8 @@ impl<'a> Sim<'a> {
 
     fn log(&mut self, kind: &str, text: String) {
         if self.opts.trace != TraceLevel::None {
-            self.trace.push(format!("{} {:<8} {}", fmt_time(self.now), kind, text));
+            self.trace
+                .push(format!("{} {:<8} {}", fmt_time(self.now), kind, text));
         }
     }
 
@@ -625,7 +680,11 @@ impl<'a> Sim<'a> {
 
     fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Item { at, seq: self.seq, ev }));
+        self.queue.push(Reverse(Item {
+            at,
+            seq: self.seq,
+            ev,
+        }));
     }
 
     fn fail(&mut self, check: CheckKind, detail: String) {
@@ -673,16 +732,25 @@ impl<'a> Sim<'a> {
                     self.stop_faults();
                     continue;
                 }
-                self.fail(CheckKind::Liveness, "no events left and not converged".into());
+                self.fail(
+                    CheckKind::Liveness,
+                    "no events left and not converged".into(),
+                );
                 break;
             };
             self.now = item.at;
             if self.seq > MAX_EVENTS {
-                self.fail(CheckKind::Liveness, format!("more than {MAX_EVENTS} events: a livelock"));
+                self.fail(
+                    CheckKind::Liveness,
+                    format!("more than {MAX_EVENTS} events: a livelock"),
+                );
                 break;
             }
             if self.now > MAX_SIM_MS {
-                self.fail(CheckKind::Liveness, format!("virtual time passed {MAX_SIM_MS} ms"));
+                self.fail(
+                    CheckKind::Liveness,
+                    format!("virtual time passed {MAX_SIM_MS} ms"),
+                );
                 break;
             }
             self.handle(item.ev);
@@ -697,7 +765,10 @@ impl<'a> Sim<'a> {
             if let Err(why) = self.converged() {
                 if self.deadline.is_some_and(|d| self.now >= d) {
                     let bound = self.sc.checks.converge_within_ms;
-                    self.fail(CheckKind::Liveness, format!("not converged {bound} ms after faults stopped: {why}"));
+                    self.fail(
+                        CheckKind::Liveness,
+                        format!("not converged {bound} ms after faults stopped: {why}"),
+                    );
                 }
             } else {
                 let took = self.now - stop;
@@ -708,7 +779,12 @@ impl<'a> Sim<'a> {
                     .collect();
                 self.log(
                     "check",
-                    format!("converged {} text={} after_stop={:.3}s", names.join(","), digest(&master), took as f64 / 1000.0),
+                    format!(
+                        "converged {} text={} after_stop={:.3}s",
+                        names.join(","),
+                        digest(&master),
+                        took as f64 / 1000.0
+                    ),
                 );
                 self.check_intent_final(&master);
                 if self.verdict.is_none() {
@@ -842,13 +918,21 @@ impl<'a> Sim<'a> {
                 }
             }
             Node::Client(i) => {
-                let Some(e) = self.clients[i].engine.take() else { return };
+                let Some(e) = self.clients[i].engine.take() else {
+                    return;
+                };
                 self.fault(format!("crash c{i} (unsent typing lost)"));
                 let inc = self.clients[i].incarnation;
                 self.clients[i].past.add(e.stats());
                 self.clients[i].timer_at = None;
                 // Intent: what this incarnation did that never became durable may vanish.
-                let durable = self.store.load(DOC).ok().flatten().map(|d| d.text).unwrap_or_default();
+                let durable = self
+                    .store
+                    .load(DOC)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.text)
+                    .unwrap_or_default();
                 let durable_tokens: BTreeSet<String> = tokens_in(&durable)
                     .map(|m| m.keys().map(|s| s.to_string()).collect())
                     .unwrap_or_default();
@@ -924,7 +1008,10 @@ impl<'a> Sim<'a> {
     fn arm(&mut self, node: Node) {
         let next = match node {
             Node::Server => self.server.as_ref().and_then(|s| s.poll_timeout()),
-            Node::Client(i) => self.clients[i].engine.as_ref().and_then(|e| e.poll_timeout()),
+            Node::Client(i) => self.clients[i]
+                .engine
+                .as_ref()
+                .and_then(|e| e.poll_timeout()),
         };
         let at = next.map(|t| self.to_global(node, t).max(self.now));
         let (cur, gen) = match node {
@@ -973,15 +1060,18 @@ impl<'a> Sim<'a> {
     }
 
     fn client_out(&mut self, i: usize) {
-        loop {
-            let Some(out) = self.clients[i].engine.as_mut().and_then(|e| e.poll_output()) else {
-                break;
-            };
+        while let Some(out) = self.clients[i]
+            .engine
+            .as_mut()
+            .and_then(|e| e.poll_output())
+        {
             match out {
                 ClientOutput::Send(m) => self.send(Node::Client(i), Node::Server, Payload::Up(m)),
                 ClientOutput::Event(ev) => {
                     match &ev {
-                        ClientEvent::Connected { .. } => self.clients[i].backoff_ms = RECONNECT_MIN_MS,
+                        ClientEvent::Connected { .. } => {
+                            self.clients[i].backoff_ms = RECONNECT_MIN_MS
+                        }
                         ClientEvent::ServerSilent => match self.sc.topology.link {
                             LinkModel::Stream => self.conn_lost(i, true),
                             LinkModel::Datagram => self.schedule_reconnect(i),
@@ -1000,15 +1090,14 @@ impl<'a> Sim<'a> {
 
     fn server_out(&mut self) {
         let mut batch = Vec::new();
-        loop {
-            let Some(out) = self.server.as_mut().and_then(|s| s.poll_output()) else {
-                break;
-            };
+        while let Some(out) = self.server.as_mut().and_then(|s| s.poll_output()) {
             match out {
                 ServerOutput::Persist(r) => batch.push(r),
                 ServerOutput::Send { to, msg } => {
                     self.commit(&mut batch);
-                    let Some(i) = self.client_of_peer(to) else { continue };
+                    let Some(i) = self.client_of_peer(to) else {
+                        continue;
+                    };
                     self.send(Node::Server, Node::Client(i), Payload::Down(msg));
                 }
                 ServerOutput::Disconnect { peer, reason } => {
@@ -1042,9 +1131,11 @@ impl<'a> Sim<'a> {
     }
 
     fn client_of_peer(&self, peer: PeerId) -> Option<usize> {
-        self.clients
-            .iter()
-            .position(|c| c.conn == peer.0 && c.engine.is_some() && (c.conn_up || self.sc.topology.link == LinkModel::Datagram))
+        self.clients.iter().position(|c| {
+            c.conn == peer.0
+                && c.engine.is_some()
+                && (c.conn_up || self.sc.topology.link == LinkModel::Datagram)
+        })
     }
 
     // ----- network -----------------------------------------------------------------------
@@ -1065,7 +1156,8 @@ impl<'a> Sim<'a> {
 
     fn blocked(&self, from: Node, to: Node) -> bool {
         self.partitions.iter().any(|(a, b, one_way)| {
-            (a.contains(&from) && b.contains(&to)) || (!one_way && b.contains(&from) && a.contains(&to))
+            (a.contains(&from) && b.contains(&to))
+                || (!one_way && b.contains(&from) && a.contains(&to))
         })
     }
 
@@ -1114,7 +1206,12 @@ impl<'a> Sim<'a> {
         if self.opts.record {
             self.recorded.push(Timed {
                 at_ms: self.now,
-                event: Event::Net { from, to, nth, fate },
+                event: Event::Net {
+                    from,
+                    to,
+                    nth,
+                    fate,
+                },
             });
         }
         let label = payload.label();
@@ -1200,7 +1297,15 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn launch(&mut self, from: Node, to: Node, conn: u64, payload: Payload, lat: u64, chart: Option<usize>) {
+    fn launch(
+        &mut self,
+        from: Node,
+        to: Node,
+        conn: u64,
+        payload: Payload,
+        lat: u64,
+        chart: Option<usize>,
+    ) {
         let mut at = self.now + lat;
         if self.sc.topology.link == LinkModel::Stream {
             let last = self.stream_last.entry((from, to)).or_insert(0);
@@ -1238,7 +1343,9 @@ impl<'a> Sim<'a> {
     }
 
     fn deliver(&mut self, id: usize) {
-        let Some(f) = self.take_flight(id) else { return };
+        let Some(f) = self.take_flight(id) else {
+            return;
+        };
         let stream = self.sc.topology.link == LinkModel::Stream;
         let client = match (f.from, f.to) {
             (Node::Client(i), _) | (_, Node::Client(i)) => i,
@@ -1325,8 +1432,12 @@ impl<'a> Sim<'a> {
     }
 
     fn ensure_loaded(&mut self, msg: &ClientMsg) {
-        let Some(server) = self.server.as_ref() else { return };
-        let Some(doc) = server.document_needed(msg).map(str::to_string) else { return };
+        let Some(server) = self.server.as_ref() else {
+            return;
+        };
+        let Some(doc) = server.document_needed(msg).map(str::to_string) else {
+            return;
+        };
         let stored = match self.store.load(&doc) {
             Ok(d) => d.unwrap_or_default(),
             Err(e) => return self.fail(CheckKind::Safety, format!("store load failed: {e}")),
@@ -1338,7 +1449,10 @@ impl<'a> Sim<'a> {
             }
             // Safety: after a (re)load the master is exactly the last committed state.
             if s.master(&doc) != Some(text.as_str()) {
-                self.fail(CheckKind::Safety, "loaded master differs from the committed store".into());
+                self.fail(
+                    CheckKind::Safety,
+                    "loaded master differs from the committed store".into(),
+                );
             }
         }
     }
@@ -1347,7 +1461,11 @@ impl<'a> Sim<'a> {
         self.partitions.clear();
         let links: Vec<(Node, Node)> = self.stalled.keys().copied().collect();
         for link in links {
-            let ids: Vec<usize> = self.stalled.remove(&link).map(Vec::from).unwrap_or_default();
+            let ids: Vec<usize> = self
+                .stalled
+                .remove(&link)
+                .map(Vec::from)
+                .unwrap_or_default();
             for id in ids {
                 if let Some(f) = self.take_flight(id) {
                     // Resent in order after the heal, each with the link's minimum latency.
@@ -1363,7 +1481,12 @@ impl<'a> Sim<'a> {
     fn script(&mut self, ev: Event) {
         match ev {
             Event::Partition { a, b, one_way } => {
-                let name = |v: &[Node]| v.iter().map(|n| node_name(*n)).collect::<Vec<_>>().join(",");
+                let name = |v: &[Node]| {
+                    v.iter()
+                        .map(|n| node_name(*n))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
                 let kind = if one_way { "one-way" } else { "symmetric" };
                 self.fault(format!("partition [{}] | [{}] {kind}", name(&a), name(&b)));
                 self.partitions.push((a, b, one_way));
@@ -1374,12 +1497,20 @@ impl<'a> Sim<'a> {
             }
             Event::Crash(n) => self.crash(n),
             Event::Restart(n) => self.restart(n),
-            Event::Insert { client, pos, text } => self.local_edit(client, LocalEdit::Insert { pos, text }),
-            Event::Delete { client, pos, len } => self.local_edit(client, LocalEdit::Delete { pos, len }),
-            Event::InsertToken { client, slot, token } => {
-                self.local_edit(client, LocalEdit::InsertToken { slot, token })
+            Event::Insert { client, pos, text } => {
+                self.local_edit(client, LocalEdit::Insert { pos, text })
             }
-            Event::DeleteToken { client, token } => self.local_edit(client, LocalEdit::DeleteToken { token }),
+            Event::Delete { client, pos, len } => {
+                self.local_edit(client, LocalEdit::Delete { pos, len })
+            }
+            Event::InsertToken {
+                client,
+                slot,
+                token,
+            } => self.local_edit(client, LocalEdit::InsertToken { slot, token }),
+            Event::DeleteToken { client, token } => {
+                self.local_edit(client, LocalEdit::DeleteToken { token })
+            }
             Event::StopFaults => self.stop_faults(),
             Event::DropMessage { .. } | Event::Net { .. } => {}
         }
@@ -1442,7 +1573,9 @@ impl<'a> Sim<'a> {
     }
 
     fn typing(&mut self, i: usize) {
-        let Some(t) = self.sc.workload.typing.clone() else { return };
+        let Some(t) = self.sc.workload.typing.clone() else {
+            return;
+        };
         if self.now >= t.until_ms || self.stopped_at.is_some() {
             return;
         }
@@ -1452,37 +1585,59 @@ impl<'a> Sim<'a> {
             .unwrap_or("abcdefghijklmnopqrstuvwxyz ")
             .chars()
             .collect();
-        let len = self.clients[i].engine.as_ref().map_or(0, |e| e.text().chars().count());
+        let len = self.clients[i]
+            .engine
+            .as_ref()
+            .map_or(0, |e| e.text().chars().count());
         let del = len > 0 && self.rng_work.random_bool(t.delete_chance.clamp(0.0, 1.0));
         let pos = self.rng_work.random_range(0..=len);
         let ch = alphabet[self.rng_work.random_range(0..alphabet.len())];
         let gap = self.typing_gap(t.rate_per_s);
         self.schedule(self.now + gap, Ev::Typing(i));
         let edit = if del {
-            LocalEdit::Delete { pos: pos.min(len - 1), len: 1 }
+            LocalEdit::Delete {
+                pos: pos.min(len - 1),
+                len: 1,
+            }
         } else {
-            LocalEdit::Insert { pos, text: ch.to_string() }
+            LocalEdit::Insert {
+                pos,
+                text: ch.to_string(),
+            }
         };
         self.local_edit(i, edit);
     }
 
     fn token_action(&mut self, i: usize) {
-        let Some(t) = self.sc.workload.tokens.clone() else { return };
+        let Some(t) = self.sc.workload.tokens.clone() else {
+            return;
+        };
         if self.now >= t.until_ms || self.stopped_at.is_some() {
             return;
         }
         let gap = self.rng_work.random_range(1..=t.every_ms * 2);
         self.schedule(self.now + gap, Ev::Token(i));
-        let text = self.clients[i].engine.as_ref().map(|e| e.text().to_string()).unwrap_or_default();
-        let visible: Vec<String> = tokens_in(&text).map(|m| m.keys().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let text = self.clients[i]
+            .engine
+            .as_ref()
+            .map(|e| e.text().to_string())
+            .unwrap_or_default();
+        let visible: Vec<String> = tokens_in(&text)
+            .map(|m| m.keys().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
         let del = !visible.is_empty() && self.rng_work.random_bool(t.delete_chance.clamp(0.0, 1.0));
         let pick = self.rng_work.random_range(0..usize::MAX);
         let edit = if del {
-            LocalEdit::DeleteToken { token: visible[pick % visible.len()].clone() }
+            LocalEdit::DeleteToken {
+                token: visible[pick % visible.len()].clone(),
+            }
         } else {
             let k = self.clients[i].next_token;
             self.clients[i].next_token += 1;
-            LocalEdit::InsertToken { slot: pick, token: format!("⟨{i}:{k}⟩") }
+            LocalEdit::InsertToken {
+                slot: pick,
+                token: format!("⟨{i}:{k}⟩"),
+            }
         };
         self.local_edit(i, edit);
     }
@@ -1501,14 +1656,25 @@ impl<'a> Sim<'a> {
                 let _ = engine.insert(p, text);
                 (
                     format!("+{:?}@{p}", excerpt(text)),
-                    Event::Insert { client: i, pos: p, text: text.clone() },
+                    Event::Insert {
+                        client: i,
+                        pos: p,
+                        text: text.clone(),
+                    },
                 )
             }
             LocalEdit::Delete { pos, len: n } => {
                 let p = (*pos).min(len);
                 let e = (p + n).min(len);
                 let _ = engine.delete(p, e);
-                (format!("-{}@{p}", e - p), Event::Delete { client: i, pos: p, len: e - p })
+                (
+                    format!("-{}@{p}", e - p),
+                    Event::Delete {
+                        client: i,
+                        pos: p,
+                        len: e - p,
+                    },
+                )
             }
             LocalEdit::InsertToken { slot, token } => {
                 let slots = token_slots(&before);
@@ -1516,7 +1682,11 @@ impl<'a> Sim<'a> {
                 let _ = engine.insert(p, token);
                 (
                     format!("+{token}@{p}"),
-                    Event::InsertToken { client: i, slot: *slot, token: token.clone() },
+                    Event::InsertToken {
+                        client: i,
+                        slot: *slot,
+                        token: token.clone(),
+                    },
                 )
             }
             LocalEdit::DeleteToken { token } => {
@@ -1528,7 +1698,13 @@ impl<'a> Sim<'a> {
                     }
                     None => format!("-{token} (not visible)"),
                 };
-                (d, Event::DeleteToken { client: i, token: token.clone() })
+                (
+                    d,
+                    Event::DeleteToken {
+                        client: i,
+                        token: token.clone(),
+                    },
+                )
             }
         };
         let after = engine.text().to_string();
@@ -1544,7 +1720,10 @@ impl<'a> Sim<'a> {
             }
         }
         if self.opts.record {
-            self.recorded.push(Timed { at_ms: self.now, event: recorded });
+            self.recorded.push(Timed {
+                at_ms: self.now,
+                event: recorded,
+            });
         }
         self.log_full("edit", || format!("c{i} {desc} text={}", digest(&after)));
     }
@@ -1554,19 +1733,30 @@ impl<'a> Sim<'a> {
     fn master_text(&self) -> String {
         match self.server.as_ref().and_then(|s| s.master(DOC)) {
             Some(m) => m.to_string(),
-            None => self.store.load(DOC).ok().flatten().map(|d| d.text).unwrap_or_default(),
+            None => self
+                .store
+                .load(DOC)
+                .ok()
+                .flatten()
+                .map(|d| d.text)
+                .unwrap_or_default(),
         }
     }
 
     /// Safety: versions only move forward within a session (a reset may move them).
     fn check_versions(&mut self) {
         for i in 0..self.clients.len() {
-            let Some(e) = self.clients[i].engine.as_ref() else { continue };
+            let Some(e) = self.clients[i].engine.as_ref() else {
+                continue;
+            };
             let sh = e.shadow();
             let now = (sh.client_version, sh.server_version, e.stats().resets);
             let (n0, m0, r0) = self.clients[i].last_versions;
             if now.2 == r0 && (now.0 < n0 || now.1 < m0) {
-                let detail = format!("c{i} versions went back from (n={n0}, m={m0}) to (n={}, m={})", now.0, now.1);
+                let detail = format!(
+                    "c{i} versions went back from (n={n0}, m={m0}) to (n={}, m={})",
+                    now.0, now.1
+                );
                 self.fail(CheckKind::Safety, detail);
             }
             self.clients[i].last_versions = now;
@@ -1583,7 +1773,10 @@ impl<'a> Sim<'a> {
                         return self.fail(CheckKind::Intent, format!("master holds {t} {n} times"));
                     }
                     if !self.book.inserted.contains_key(t) {
-                        return self.fail(CheckKind::Intent, format!("master holds {t}, which nobody inserted"));
+                        return self.fail(
+                            CheckKind::Intent,
+                            format!("master holds {t}, which nobody inserted"),
+                        );
                     }
                 }
             }
@@ -1614,32 +1807,61 @@ impl<'a> Sim<'a> {
         if !lost.is_empty() {
             let n = lost.len();
             lost.truncate(5);
-            return self.fail(CheckKind::Intent, format!("{n} tokens lost, e.g. {}", lost.join(" ")));
+            return self.fail(
+                CheckKind::Intent,
+                format!("{n} tokens lost, e.g. {}", lost.join(" ")),
+            );
         }
         if !resurrected.is_empty() {
             let n = resurrected.len();
             resurrected.truncate(5);
-            self.fail(CheckKind::Intent, format!("{n} deleted tokens came back, e.g. {}", resurrected.join(" ")));
+            self.fail(
+                CheckKind::Intent,
+                format!(
+                    "{n} deleted tokens came back, e.g. {}",
+                    resurrected.join(" ")
+                ),
+            );
         }
         let kept = present.len();
-        self.log("check", format!("intent ok: {kept} tokens present, {} inserted, {} deleted", self.book.inserted.len(), self.book.deleted.len()));
+        self.log(
+            "check",
+            format!(
+                "intent ok: {kept} tokens present, {} inserted, {} deleted",
+                self.book.inserted.len(),
+                self.book.deleted.len()
+            ),
+        );
     }
 
     /// Liveness: everything agrees, nothing pending or in flight.
     fn converged(&self) -> Result<(), String> {
-        let Some(server) = self.server.as_ref() else { return Err("server down".into()) };
+        let Some(server) = self.server.as_ref() else {
+            return Err("server down".into());
+        };
         // Empty polls and their empty replies may be under way: they change nothing.
         if self.in_flight_substantive > 0 {
-            return Err(format!("{} messages with edits in flight", self.in_flight_substantive));
+            return Err(format!(
+                "{} messages with edits in flight",
+                self.in_flight_substantive
+            ));
         }
-        let Some(master) = server.master(DOC) else { return Err("document not loaded".into()) };
+        let Some(master) = server.master(DOC) else {
+            return Err("document not loaded".into());
+        };
         for (i, c) in self.clients.iter().enumerate() {
-            let Some(e) = c.engine.as_ref() else { return Err(format!("c{i} down")) };
+            let Some(e) = c.engine.as_ref() else {
+                return Err(format!("c{i} down"));
+            };
             if !e.is_connected() || !e.pending().is_empty() || e.text() != e.shadow().text {
                 return Err(format!("c{i} not settled (pending={})", e.pending().len()));
             }
             if e.text() != master {
-                return Err(format!("c{i} text {} != master {}", digest(e.text()), digest(master)));
+                return Err(format!(
+                    "c{i} text {} != master {}",
+                    digest(e.text()),
+                    digest(master)
+                ));
             }
             let Some((shadow, _)) = server.session(DOC, e.client_id()) else {
                 return Err(format!("no server session for c{i}"));
@@ -1647,7 +1869,10 @@ impl<'a> Sim<'a> {
             if shadow != e.shadow() {
                 return Err(format!(
                     "c{i} shadow (n={}, m={}) != server's (n={}, m={})",
-                    e.shadow().client_version, e.shadow().server_version, shadow.client_version, shadow.server_version
+                    e.shadow().client_version,
+                    e.shadow().server_version,
+                    shadow.client_version,
+                    shadow.server_version
                 ));
             }
             if server.pending_len(DOC, e.client_id()) != Some(0) {

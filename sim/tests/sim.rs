@@ -27,7 +27,12 @@ fn scenarios_match_snapshots_and_replay_identically() {
         let a = run(&sc, opts(TraceLevel::Full));
         let b = run(&sc, opts(TraceLevel::Full));
         if a.trace != b.trace {
-            let i = a.trace.iter().zip(&b.trace).position(|(x, y)| x != y).unwrap_or(a.trace.len().min(b.trace.len()));
+            let i = a
+                .trace
+                .iter()
+                .zip(&b.trace)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.trace.len().min(b.trace.len()));
             panic!(
                 "{}: two runs differ at trace line {}:\n  first:  {:?}\n  second: {:?}",
                 path.display(),
@@ -58,7 +63,9 @@ fn scenarios_match_snapshots_and_replay_identically() {
             }
         } else {
             // Long runs: the faults, checks and summary lines only.
-            for l in a.trace.iter().filter(|l| l.contains(" fault ") || l.contains(" check ") || l.starts_with("summary")) {
+            for l in a.trace.iter().filter(|l| {
+                l.contains(" fault ") || l.contains(" check ") || l.starts_with("summary")
+            }) {
                 snap.push_str(l);
                 snap.push('\n');
             }
@@ -91,12 +98,20 @@ fn overwrite_baseline_is_caught_losing_edits() {
 #[test]
 fn html_report_is_self_contained_and_shows_the_run() {
     let sc = Scenario::load(Path::new("../scenarios/lost_reply_backup_shadow.ron")).unwrap();
-    let r = run(&sc, Options { chart: true, ..opts(TraceLevel::Summary) });
+    let r = run(
+        &sc,
+        Options {
+            chart: true,
+            ..opts(TraceLevel::Summary)
+        },
+    );
     let page = html::render(&sc, &r);
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.contains("<svg id=\"sequence\"") && page.contains("<svg id=\"divergence\""));
     // Lanes for the server and both clients, dropped replies drawn as such.
-    assert!(page.contains(">S</text>") && page.contains(">c0</text>") && page.contains(">c1</text>"));
+    assert!(
+        page.contains(">S</text>") && page.contains(">c0</text>") && page.contains(">c1</text>")
+    );
     assert_eq!(page.matches("class=\"msg dropped\"").count(), 3);
     assert!(page.contains("data-client=\"c1\""));
     // Nothing loaded from elsewhere.
@@ -108,8 +123,16 @@ fn html_report_is_self_contained_and_shows_the_run() {
 fn swarm_sweep_passes_and_moves_every_counter() {
     let result = sweep(0..120, None, 2, false);
     assert_eq!(result.runs, 120);
-    assert!(result.failures.is_empty(), "{:?}", result.failures.first().map(|f| &f.verdict));
-    assert!(result.totals.rollbacks > 0 && result.totals.retransmits > 0 && result.totals.duplicates_skipped > 0);
+    assert!(
+        result.failures.is_empty(),
+        "{:?}",
+        result.failures.first().map(|f| &f.verdict)
+    );
+    assert!(
+        result.totals.rollbacks > 0
+            && result.totals.retransmits > 0
+            && result.totals.duplicates_skipped > 0
+    );
     // Profiles are a pure function of the seed.
     assert_eq!(profile(17, None), profile(17, None));
 }
@@ -123,17 +146,31 @@ fn shrink_reduces_a_failing_overwrite_seed_to_a_few_events() {
         .find(|sc| !matches!(run(sc, opts(TraceLevel::None)).verdict, Verdict::Pass))
         .expect("overwrite never lost an edit in 20 seeds");
     let shrunk = shrink::shrink(&failing, None, &mut |_| {}).unwrap();
-    assert!(shrunk.after <= 20, "{} events → {}", shrunk.before, shrunk.after);
+    assert!(
+        shrunk.after <= 20,
+        "{} events → {}",
+        shrunk.before,
+        shrunk.after
+    );
     assert!(shrunk.after < shrunk.before);
     assert_eq!(shrunk.scenario.seed, None);
     assert_eq!(shrunk.scenario.expect, Expect::FailIntent);
     // The shrunk file parses back and fails the same way.
     let reparsed = Scenario::parse(&shrunk.scenario.to_ron(), "shrunk").unwrap();
-    assert!(matches!(run(&reparsed, opts(TraceLevel::None)).verdict, Verdict::Fail { check: dsync_sim::CheckKind::Intent, .. }));
+    assert!(matches!(
+        run(&reparsed, opts(TraceLevel::None)).verdict,
+        Verdict::Fail {
+            check: dsync_sim::CheckKind::Intent,
+            ..
+        }
+    ));
 }
 
 fn sim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dsync-sim")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dsync-sim"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -145,7 +182,10 @@ fn sim(args: &[&str]) -> (i32, String, String) {
 fn cli_exit_codes_say_pass_fail_and_bad_input() {
     let (code, out, _) = sim(&["../scenarios/partition.ron"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("# scenario \"partition\""), "settings come first: {out}");
+    assert!(
+        out.starts_with("# scenario \"partition\""),
+        "settings come first: {out}"
+    );
     assert!(out.contains("verdict  PASS"));
     let (code, out, _) = sim(&["../scenarios/overwrite_loses_edits.ron"]);
     assert_eq!(code, 1);
@@ -156,7 +196,10 @@ fn cli_exit_codes_say_pass_fail_and_bad_input() {
     std::fs::write(&bad, "Scenario(\n  name: \"x\",\n  colour: 3,\n)\n").unwrap();
     let (code, _, err) = sim(&[bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("bad.ron:3:"), "line and column expected: {err}");
+    assert!(
+        err.contains("bad.ron:3:"),
+        "line and column expected: {err}"
+    );
     assert!(err.contains("colour"), "{err}");
     let (code, _, err) = sim(&["/nonexistent/x.ron"]);
     assert_eq!(code, 2);
@@ -172,7 +215,10 @@ fn invalid_scenarios_are_refused_with_a_reason() {
     let cases = [
         (base.replace("clients: 3", "clients: 0"), "topology.clients"),
         (base.replace("Client(1)", "Client(9)"), "client 9"),
-        (base.replace("converge_within_ms: 10000", "converge_within_ms: 0"), "converge_within_ms"),
+        (
+            base.replace("converge_within_ms: 10000", "converge_within_ms: 0"),
+            "converge_within_ms",
+        ),
     ];
     for (text, want) in cases {
         let e = Scenario::parse(&text, "case").unwrap_err().to_string();
