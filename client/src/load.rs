@@ -1,0 +1,135 @@
+//! The load generator: N clients on loopback, each typing at a human rate into one document,
+//! for a bounded time; reports round-trip percentiles, edits per second and errors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{Edit, Metrics, Session, SessionConfig};
+
+/// Most clients one load run may start.
+pub const MAX_CLIENTS: usize = 5_000;
+/// Longest load run.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+
+/// Load settings.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Server (must be a loopback address).
+    pub server: SocketAddr,
+    /// Document all clients edit.
+    pub doc: String,
+    /// Number of clients.
+    pub clients: usize,
+    /// How long they type.
+    pub duration: Duration,
+    /// Keystrokes per second per client.
+    pub rate_per_s: f64,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Clients started.
+    pub clients: usize,
+    /// Sync round trips completed.
+    pub round_trips: usize,
+    /// Median round trip.
+    pub p50: Duration,
+    /// 99th percentile round trip.
+    pub p99: Duration,
+    /// Keystrokes typed per second (all clients).
+    pub edits_per_s: f64,
+    /// Errors and lost connections.
+    pub errors: u64,
+    /// Clients whose text equals client 0's at the end.
+    pub converged: usize,
+}
+
+/// Why a load run was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a loopback address.
+    #[error("load mode only targets loopback addresses (127.0.0.0/8 or ::1), not {0}")]
+    NotLoopback(SocketAddr),
+    /// Out of bounds.
+    #[error("{0}")]
+    Bounds(String),
+}
+
+/// Run the load.
+pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
+    if !cfg.server.ip().is_loopback() {
+        return Err(LoadError::NotLoopback(cfg.server));
+    }
+    if cfg.clients == 0 || cfg.clients > MAX_CLIENTS {
+        return Err(LoadError::Bounds(format!("--clients must be 1 to {MAX_CLIENTS}")));
+    }
+    if cfg.duration.is_zero() || cfg.duration > MAX_DURATION {
+        return Err(LoadError::Bounds(format!("--duration must be 1 to {} s", MAX_DURATION.as_secs())));
+    }
+    if !(cfg.rate_per_s > 0.0 && cfg.rate_per_s <= 50.0) {
+        return Err(LoadError::Bounds("--rate must be in (0, 50] keystrokes per second".into()));
+    }
+    let metrics = Arc::new(Metrics::default());
+    let mut sessions = Vec::with_capacity(cfg.clients);
+    for _ in 0..cfg.clients {
+        sessions.push(Arc::new(Session::start(SessionConfig::new(cfg.server, &cfg.doc), Some(metrics.clone()))));
+    }
+    let start = Instant::now();
+    let typed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut typists = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let s = s.clone();
+        let typed = typed.clone();
+        let every = Duration::from_secs_f64(1.0 / cfg.rate_per_s);
+        let end = start + cfg.duration;
+        typists.push(tokio::spawn(async move {
+            // Spread the clients' first keystrokes over one interval.
+            tokio::time::sleep(every.mul_f64((i % 97) as f64 / 97.0)).await;
+            let mut k = 0u64;
+            while Instant::now() < end {
+                let ch = char::from(b'a' + (k % 26) as u8);
+                if s.edit(Edit::Append(ch.to_string())).await.is_ok() {
+                    typed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                k += 1;
+                tokio::time::sleep(every).await;
+            }
+        }));
+    }
+    for t in typists {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    // Let the last edits travel, bounded.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(30);
+    for s in &sessions {
+        let _ = tokio::time::timeout_at(settle, s.wait_converged(Duration::from_secs(30))).await;
+    }
+    let texts: Vec<String> = sessions.iter().map(|s| s.snapshot().text).collect();
+    let converged = texts.iter().filter(|t| **t == texts[0]).count();
+    for s in sessions {
+        if let Ok(s) = Arc::try_unwrap(s) {
+            s.stop().await;
+        }
+    }
+    let mut rtt = metrics.rtt_us.lock().map(|v| v.clone()).unwrap_or_default();
+    rtt.sort_unstable();
+    let pct = |p: f64| -> Duration {
+        if rtt.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((rtt.len() as f64 - 1.0) * p).round() as usize;
+        Duration::from_micros(rtt[i])
+    };
+    Ok(LoadReport {
+        clients: cfg.clients,
+        round_trips: rtt.len(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        edits_per_s: typed.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        errors: metrics.errors.load(std::sync::atomic::Ordering::Relaxed),
+        converged,
+    })
+}

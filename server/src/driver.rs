@@ -1,0 +1,343 @@
+//! The tokio TCP driver: accepts connections, frames JSON lines, and feeds one
+//! [`ServerEngine`] on a dedicated thread that also owns the SQLite [`Store`].
+//!
+//! Why a thread and not a task: the engine and the store are synchronous (SQLite commits with
+//! `synchronous=FULL` wait for the disk). One thread owns both, so there is no lock, and a batch
+//! of inputs is handled, committed in one transaction, and only then answered.
+//!
+//! Invariants: nothing a connection sends reaches another connection except through the engine;
+//! a connection's outgoing queue is bounded (a peer that does not read is dropped); every reply
+//! that follows a `Persist` is sent after the batch's commit returned.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use dsync_engine::{ClientMsg, Config, ErrorCode, PeerId, ServerEngine, ServerMsg, ServerOutput, StoredDocument, Time};
+use dsync_net::{decode_client, encode_server, LineBuffer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::store::{Store, StoreError};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// SQLite database file.
+    pub db: PathBuf,
+    /// Engine settings (heartbeat, limits, merge strategy).
+    pub engine: Config,
+    /// Largest accepted frame, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Most frames queued for one connection before it is dropped as too slow.
+    pub max_queued_frames: usize,
+    /// Most inputs the engine handles before it commits and answers.
+    pub max_batch: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            db: PathBuf::from("documents.db"),
+            engine: Config::default(),
+            max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 10_000,
+            max_queued_frames: 1_024,
+            max_batch: 256,
+        }
+    }
+}
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or failed.
+    #[error("store {path}: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// The store error.
+        source: StoreError,
+    },
+    /// The engine thread died.
+    #[error("engine thread stopped unexpectedly")]
+    EngineGone,
+}
+
+enum Input {
+    Open(PeerId, mpsc::Sender<String>),
+    Frame(PeerId, String),
+    Bad(PeerId, dsync_net::DecodeError),
+    Closed(PeerId),
+    Shutdown,
+}
+
+/// A running server: its bound address, and a way to stop it.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Stop accepting, let the engine finish its batch and close the store cleanly.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|_| ServerError::EngineGone)?
+    }
+}
+
+/// Open the store, bind, and serve in the background until [`Running::shutdown`].
+pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
+    let store = Store::open(&cfg.db).map_err(|source| ServerError::Store {
+        path: cfg.db.clone(),
+        source,
+    })?;
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve(cfg, store, listener, stop_rx));
+    Ok(Running { addr, stop, task })
+}
+
+async fn serve(
+    cfg: ServerConfig,
+    store: Store,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let (tx, rx) = std_mpsc::channel::<Input>();
+    let engine_cfg = cfg.clone();
+    let engine = std::thread::Builder::new()
+        .name("dsync-engine".into())
+        .spawn(move || engine_thread(engine_cfg, store, rx))
+        .map_err(|_| ServerError::EngineGone)?;
+    let mut next_peer = 1u64;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let peer = PeerId(next_peer);
+                next_peer += 1;
+                if open.load(std::sync::atomic::Ordering::Relaxed) >= cfg.max_connections {
+                    tracing::warn!(%remote, "refusing connection: at the maximum");
+                    tokio::spawn(refuse(stream, cfg.max_connections));
+                    continue;
+                }
+                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(peer = peer.0, %remote, "connected");
+                let tx = tx.clone();
+                let open = open.clone();
+                let (max_frame, max_queue) = (cfg.max_frame_bytes, cfg.max_queued_frames);
+                tokio::spawn(async move {
+                    connection(peer, stream, tx, max_frame, max_queue).await;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections; committing and closing the store");
+    let _ = tx.send(Input::Shutdown);
+    tokio::task::spawn_blocking(move || engine.join())
+        .await
+        .map_err(|_| ServerError::EngineGone)?
+        .map_err(|_| ServerError::EngineGone)?
+}
+
+async fn refuse(mut stream: TcpStream, max: usize) {
+    let msg = ServerMsg::Error {
+        doc: None,
+        code: ErrorCode::TooManyConnections,
+        message: format!("the server has its maximum of {max} connections"),
+    };
+    let _ = stream.write_all(encode_server(&msg).as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn connection(peer: PeerId, stream: TcpStream, tx: std_mpsc::Sender<Input>, max_frame: usize, max_queue: usize) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(max_queue);
+    if tx.send(Input::Open(peer, out_tx)).is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(line) = out_rx.recv().await {
+            if wr.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut frames = LineBuffer::new(max_frame);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        frames.push(&buf[..n]);
+        while let Some(frame) = frames.next_frame() {
+            let input = match frame {
+                Ok(text) => Input::Frame(peer, text),
+                Err(e) => Input::Bad(peer, e),
+            };
+            if tx.send(input).is_err() {
+                return;
+            }
+        }
+        if writer.is_finished() {
+            break; // the engine closed this connection
+        }
+    }
+    let _ = tx.send(Input::Closed(peer));
+    writer.abort();
+}
+
+fn engine_thread(cfg: ServerConfig, mut store: Store, rx: std_mpsc::Receiver<Input>) -> Result<(), ServerError> {
+    let start = Instant::now();
+    let now = || Time(start.elapsed().as_millis() as u64);
+    let mut engine = ServerEngine::new(cfg.engine);
+    let mut conns: BTreeMap<PeerId, mpsc::Sender<String>> = BTreeMap::new();
+    let max_delta = cfg.engine.limits.max_delta_bytes;
+    let store_err = |source| ServerError::Store { path: cfg.db.clone(), source };
+    loop {
+        let wait = engine
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
+            .unwrap_or(Duration::from_secs(3600));
+        let first = match rx.recv_timeout(wait) {
+            Ok(i) => Some(i),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch: Vec<Input> = first.into_iter().collect();
+        while batch.len() < cfg.max_batch {
+            match rx.try_recv() {
+                Ok(i) => batch.push(i),
+                Err(_) => break,
+            }
+        }
+        let mut shutdown = false;
+        for input in batch {
+            let t = now();
+            match input {
+                Input::Open(peer, out) => {
+                    conns.insert(peer, out);
+                }
+                Input::Frame(peer, text) => match decode_client(&text, max_delta) {
+                    Ok(msg) => {
+                        if load_if_needed(&mut engine, &store, &msg, peer) {
+                            engine.handle_message(t, peer, msg);
+                        }
+                    }
+                    Err(e) => {
+                        let doc = None;
+                        engine.reject(peer, doc, e.code(), e.to_string());
+                    }
+                },
+                Input::Bad(peer, e) => engine.reject(peer, None, e.code(), e.to_string()),
+                Input::Closed(peer) => {
+                    conns.remove(&peer);
+                    engine.handle_disconnect(t, peer);
+                }
+                Input::Shutdown => shutdown = true,
+            }
+        }
+        if engine.poll_timeout().is_some_and(|d| d <= now()) {
+            engine.handle_timeout(now());
+        }
+        // Commit every persist record of the batch in one transaction, then answer.
+        let mut records = Vec::new();
+        let mut sends = Vec::new();
+        while let Some(out) = engine.poll_output() {
+            match out {
+                ServerOutput::Persist(r) => records.push(r),
+                other => sends.push(other),
+            }
+        }
+        if let Err(e) = store.commit(&records, now().0) {
+            // Nothing after these records may be acknowledged, and the engine already counts
+            // them as applied: stop. Clients keep their edits and resend to the next server.
+            tracing::error!(error = %e, "store commit failed; stopping");
+            return Err(store_err(e));
+        }
+        for out in sends {
+            match out {
+                ServerOutput::Send { to, msg } => {
+                    if let Some(c) = conns.get(&to) {
+                        if c.try_send(encode_server(&msg)).is_err() {
+                            tracing::warn!(peer = to.0, "peer too slow or gone; dropping it");
+                            conns.remove(&to);
+                            engine.handle_disconnect(now(), to);
+                        }
+                    }
+                }
+                ServerOutput::Disconnect { peer, reason } => {
+                    tracing::info!(peer = peer.0, %reason, "closing connection");
+                    conns.remove(&peer);
+                }
+                ServerOutput::Persist(_) => {}
+            }
+        }
+        if shutdown {
+            break;
+        }
+    }
+    store.close().map_err(store_err)?;
+    tracing::info!("store closed cleanly");
+    Ok(())
+}
+
+/// Load the document a `connect` names, if needed. False when it could not be loaded (the
+/// peer got an `error`).
+fn load_if_needed(engine: &mut ServerEngine, store: &Store, msg: &ClientMsg, peer: PeerId) -> bool {
+    let Some(doc) = engine.document_needed(msg).map(str::to_string) else {
+        return true;
+    };
+    let stored = match store.load(&doc) {
+        Ok(d) => d.unwrap_or_else(StoredDocument::default),
+        Err(e) => {
+            tracing::error!(doc, error = %e, "loading document failed");
+            engine.reject(peer, Some(doc), ErrorCode::Internal, "the document could not be loaded".into());
+            return false;
+        }
+    };
+    if let Err(e) = engine.load_document(&doc, stored) {
+        let code = match e {
+            dsync_engine::EngineError::TooManyDocuments(_) => ErrorCode::TooManyConnections,
+            dsync_engine::EngineError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
+            _ => ErrorCode::Internal,
+        };
+        engine.reject(peer, Some(doc), code, e.to_string());
+        return false;
+    }
+    true
+}

@@ -1,0 +1,121 @@
+//! `dsync-server`: serve documents over TCP (one JSON object per line) from a SQLite file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use dsync_engine::{Config, Limits, MergeStrategy};
+use dsync_server::{start, ServerConfig};
+
+/// dsync collaboration server (Differential Synchronization over TCP, SQLite storage).
+#[derive(Parser)]
+#[command(name = "dsync-server", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// SQLite database file (created if missing; WAL mode).
+    #[arg(long, default_value = "documents.db")]
+    db: PathBuf,
+    /// Heartbeat in ms: a silent peer is pinged after this, dropped after 3 of them.
+    #[arg(long, default_value_t = 30_000)]
+    heartbeat_ms: u64,
+    /// Largest frame (one JSON line) in bytes.
+    #[arg(long, default_value_t = dsync_net::DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+    /// Largest document in bytes.
+    #[arg(long, default_value_t = Limits::default().max_document_bytes)]
+    max_document_bytes: usize,
+    /// Most clients (sessions) per document.
+    #[arg(long, default_value_t = Limits::default().max_clients_per_document)]
+    max_clients_per_document: usize,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Merge strategy for every document.
+    #[arg(long, value_enum, default_value_t = MergeArg::ThreeWay)]
+    merge: MergeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MergeArg {
+    ThreeWay,
+    FuzzyPatch,
+    /// Last writer wins: loses concurrent edits. For experiments only.
+    Overwrite,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let limits = Limits {
+        max_document_bytes: cli.max_document_bytes,
+        max_clients_per_document: cli.max_clients_per_document,
+        max_peers: cli.max_connections,
+        ..Limits::default()
+    };
+    let engine = Config {
+        heartbeat_ms: cli.heartbeat_ms.max(1),
+        merge: match cli.merge {
+            MergeArg::ThreeWay => MergeStrategy::ThreeWay,
+            MergeArg::FuzzyPatch => MergeStrategy::FuzzyPatch,
+            MergeArg::Overwrite => MergeStrategy::Overwrite,
+        },
+        limits,
+        ..Config::default()
+    };
+    let cfg = ServerConfig {
+        listen: cli.listen,
+        db: cli.db,
+        engine,
+        max_frame_bytes: cli.max_frame_bytes,
+        max_connections: cli.max_connections,
+        ..ServerConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let running = start(cfg.clone()).await?;
+        // Tests and scripts read this line to learn the port when --listen uses port 0.
+        println!("listening on {} (db {})", running.addr, cfg.db.display());
+        shutdown_signal().await;
+        running.shutdown().await?;
+        println!("stopped cleanly");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
