@@ -126,14 +126,22 @@ impl Session {
         let (state_tx, state) = watch::channel(Snapshot::default());
         let (err_tx, errors) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(cfg, edit_rx, state_tx, err_tx, metrics));
-        Session { edits, state, errors, task }
+        Session {
+            edits,
+            state,
+            errors,
+            task,
+        }
     }
 
     /// Apply an edit to the local text (it syncs with the next cycle). Returns once the edit
     /// is in the text (and the snapshot), or why it was refused.
     pub async fn edit(&self, e: Edit) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.edits.send((e, tx)).await.map_err(|_| anyhow::anyhow!("session stopped"))?;
+        self.edits
+            .send((e, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("session stopped"))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => anyhow::bail!("{why}"),
@@ -166,7 +174,10 @@ impl Session {
         let done = tokio::time::timeout(timeout, rx.wait_for(|s| s.connected)).await;
         match done {
             Ok(Ok(s)) => Ok(s.clone()),
-            _ => anyhow::bail!("could not open the document within {} ms", timeout.as_millis()),
+            _ => anyhow::bail!(
+                "could not open the document within {} ms",
+                timeout.as_millis()
+            ),
         }
     }
 
@@ -261,7 +272,9 @@ impl Driver {
                         if let Some(m) = &self.metrics {
                             m.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        let _ = self.errors.send(format!("server error {}: {message}", code.as_str()));
+                        let _ = self
+                            .errors
+                            .send(format!("server error {}: {message}", code.as_str()));
                     }
                     ClientEvent::Reset | ClientEvent::Connected { .. } => {}
                 },
@@ -314,7 +327,12 @@ async fn run(
     };
     let mut backoff = cfg.reconnect_min;
     loop {
-        let stream = match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(cfg.server)).await {
+        let stream = match tokio::time::timeout(
+            Duration::from_secs(5),
+            TcpStream::connect(cfg.server),
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             _ => {
                 // Keep taking edits while the server is away; they sync after reconnecting.
@@ -450,7 +468,11 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         return Ok(None);
     }
     let (word, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
-    let num = |s: &str, what: &str| s.trim().parse::<usize>().map_err(|_| format!("{what} must be a number, not {s:?}"));
+    let num = |s: &str, what: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{what} must be a number, not {s:?}"))
+    };
     let cmd = match word {
         "show" | "print" => Command::Show,
         "help" | "?" => Command::Help,
@@ -463,10 +485,17 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         }
         "delete" => {
             let mut it = rest.split_whitespace();
-            let (a, b) = (it.next().ok_or("usage: delete START END")?, it.next().ok_or("usage: delete START END")?);
+            let (a, b) = (
+                it.next().ok_or("usage: delete START END")?,
+                it.next().ok_or("usage: delete START END")?,
+            );
             Command::Edit(Edit::Delete(num(a, "START")?, num(b, "END")?))
         }
-        "wait" => Command::Wait(Duration::from_millis(if rest.trim().is_empty() { 10_000 } else { num(rest, "MS")? as u64 })),
+        "wait" => Command::Wait(Duration::from_millis(if rest.trim().is_empty() {
+            10_000
+        } else {
+            num(rest, "MS")? as u64
+        })),
         "sleep" => Command::Sleep(Duration::from_millis(num(rest, "MS")? as u64)),
         other => return Err(format!("unknown command {other:?}; try `help`")),
     };
@@ -479,11 +508,22 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        assert_eq!(parse_command("insert 3 a b\\n").unwrap(), Some(Command::Edit(Edit::Insert(3, "a b\n".into()))));
-        assert_eq!(parse_command("delete 1 4").unwrap(), Some(Command::Edit(Edit::Delete(1, 4))));
+        assert_eq!(
+            parse_command("insert 3 a b\\n").unwrap(),
+            Some(Command::Edit(Edit::Insert(3, "a b\n".into())))
+        );
+        assert_eq!(
+            parse_command("delete 1 4").unwrap(),
+            Some(Command::Edit(Edit::Delete(1, 4)))
+        );
         assert_eq!(parse_command("  # note").unwrap(), None);
-        assert_eq!(parse_command("wait").unwrap(), Some(Command::Wait(Duration::from_secs(10))));
+        assert_eq!(
+            parse_command("wait").unwrap(),
+            Some(Command::Wait(Duration::from_secs(10)))
+        );
         assert!(parse_command("insert x y").is_err());
-        assert!(parse_command("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(parse_command("frobnicate")
+            .unwrap_err()
+            .contains("unknown command"));
     }
 }

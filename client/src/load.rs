@@ -63,18 +63,28 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         return Err(LoadError::NotLoopback(cfg.server));
     }
     if cfg.clients == 0 || cfg.clients > MAX_CLIENTS {
-        return Err(LoadError::Bounds(format!("--clients must be 1 to {MAX_CLIENTS}")));
+        return Err(LoadError::Bounds(format!(
+            "--clients must be 1 to {MAX_CLIENTS}"
+        )));
     }
     if cfg.duration.is_zero() || cfg.duration > MAX_DURATION {
-        return Err(LoadError::Bounds(format!("--duration must be 1 to {} s", MAX_DURATION.as_secs())));
+        return Err(LoadError::Bounds(format!(
+            "--duration must be 1 to {} s",
+            MAX_DURATION.as_secs()
+        )));
     }
     if !(cfg.rate_per_s > 0.0 && cfg.rate_per_s <= 50.0) {
-        return Err(LoadError::Bounds("--rate must be in (0, 50] keystrokes per second".into()));
+        return Err(LoadError::Bounds(
+            "--rate must be in (0, 50] keystrokes per second".into(),
+        ));
     }
     let metrics = Arc::new(Metrics::default());
     let mut sessions = Vec::with_capacity(cfg.clients);
     for _ in 0..cfg.clients {
-        sessions.push(Arc::new(Session::start(SessionConfig::new(cfg.server, &cfg.doc), Some(metrics.clone()))));
+        sessions.push(Arc::new(Session::start(
+            SessionConfig::new(cfg.server, &cfg.doc),
+            Some(metrics.clone()),
+        )));
     }
     let start = Instant::now();
     let typed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -128,7 +138,8 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         round_trips: rtt.len(),
         p50: pct(0.50),
         p99: pct(0.99),
-        edits_per_s: typed.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        edits_per_s: typed.load(std::sync::atomic::Ordering::Relaxed) as f64
+            / elapsed.as_secs_f64(),
         errors: metrics.errors.load(std::sync::atomic::Ordering::Relaxed),
         converged,
     })

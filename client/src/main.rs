@@ -48,12 +48,17 @@ enum Mode {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -131,15 +136,22 @@ async fn script(server: SocketAddr, doc: &str, file: &std::path::Path) -> anyhow
         .await
         .with_context(|| format!("connecting to {server}"))?;
     for (n, line) in text.lines().enumerate() {
-        let cmd = parse_command(line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
+        let cmd = parse_command(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
         if let Some(cmd) = cmd {
-            if !execute(&mut session, cmd).await.with_context(|| format!("{}:{}", file.display(), n + 1))? {
+            if !execute(&mut session, cmd)
+                .await
+                .with_context(|| format!("{}:{}", file.display(), n + 1))?
+            {
                 break;
             }
         }
     }
     // Whatever the script did, leave only when it reached the server.
-    let snap = session.wait_converged(Duration::from_secs(30)).await.context("final sync")?;
+    let snap = session
+        .wait_converged(Duration::from_secs(30))
+        .await
+        .context("final sync")?;
     println!("{}", snap.text);
     session.stop().await;
     Ok(())

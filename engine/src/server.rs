@@ -264,6 +264,13 @@ enum SyncOutcome {
         persist: Option<PersistRecord>,
         msg: ServerMsg,
     },
+    /// An edit failed once (maybe damaged in transit): say so, keep what came before it, and
+    /// send no `server_sync` (its edits would be relative to a shadow the client no longer
+    /// has); the client resends.
+    Refuse {
+        persist: Option<PersistRecord>,
+        error: (ErrorCode, String),
+    },
     Reset {
         error: Option<(ErrorCode, String)>,
     },
@@ -660,6 +667,12 @@ impl ServerEngine {
                 }
                 self.send(peer, msg);
             }
+            SyncOutcome::Refuse { persist, error } => {
+                if let Some(p) = persist {
+                    self.outputs.push_back(ServerOutput::Persist(p));
+                }
+                self.reject(peer, Some(doc.clone()), error.0, error.1);
+            }
             SyncOutcome::Reset { error } => {
                 if let Some((code, message)) = error {
                     self.reject(peer, Some(doc.clone()), code, message);
@@ -842,6 +855,9 @@ fn sync_session(
     d.trim_log();
     if let SyncOutcome::Reply {
         persist: Some(p), ..
+    }
+    | SyncOutcome::Refuse {
+        persist: Some(p), ..
     } = &mut out
     {
         p.changes_needed_after = d.log_base;
@@ -902,6 +918,7 @@ fn sync_inner(
     s.pending.retain(|e| e.version() >= m_ack);
     let mut master_changed = false;
     let mut new_changes: Vec<(u64, Operation)> = Vec::new();
+    let mut refused: Option<(ErrorCode, String)> = None;
     let limits = config.limits;
     // The exact change from this client's shadow to the master, kept up to date below.
     let mut ours = to_master(master, log, *log_base, &s.shadow.text, &s.link);
@@ -922,9 +939,11 @@ fn sync_inner(
                 Err(e) => {
                     tracing::warn!(doc, client = client_id, error = %e, "delta does not fit shadow");
                     if s.bad_streak == 0 {
+                        // Maybe damaged in transit: refuse this edit, answer for the rest.
                         s.bad_streak = 1;
                         stats.corrupt_ignored += 1;
-                        return SyncOutcome::Ignore;
+                        refused = Some((ErrorCode::BadDelta, format!("edit {v} refused: {e}")));
+                        break;
                     }
                     return SyncOutcome::Reset {
                         error: Some((ErrorCode::BadDelta, e.to_string())),
@@ -950,10 +969,15 @@ fn sync_inner(
                 "checksum mismatch after strict apply"
             );
             if s.bad_streak == 0 {
-                // Most likely damaged in transit: ignore it, the client resends.
+                // Most likely damaged in transit: refuse this edit, answer for the rest; the
+                // client sends it again with its next cycle.
                 s.bad_streak = 1;
                 stats.corrupt_ignored += 1;
-                return SyncOutcome::Ignore;
+                refused = Some((
+                    ErrorCode::BadDelta,
+                    format!("edit {v} refused: checksum mismatch after applying it"),
+                ));
+                break;
             }
             return SyncOutcome::Reset { error: None };
         }
@@ -1017,6 +1041,22 @@ fn sync_inner(
         s.shadow.client_version += 1;
         stats.edits_applied += 1;
         dirty = true;
+    }
+    if let Some(error) = refused {
+        s.link = Some(Link {
+            op: ours,
+            idx: *log_base + log.len() as u64,
+        });
+        let persist = dirty.then(|| PersistRecord {
+            doc: doc.to_string(),
+            text: master_changed.then(|| master.clone()),
+            version: *version,
+            sessions: vec![s.record(client_id)],
+            removed_sessions: Vec::new(),
+            changes: new_changes,
+            changes_needed_after: *log_base,
+        });
+        return SyncOutcome::Refuse { persist, error };
     }
     s.bad_streak = 0;
     let log_end = *log_base + log.len() as u64;

@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use dsync_engine::{ClientMsg, Config, ErrorCode, PeerId, ServerEngine, ServerMsg, ServerOutput, StoredDocument, Time};
+use dsync_engine::{
+    ClientMsg, Config, ErrorCode, PeerId, ServerEngine, ServerMsg, ServerOutput, StoredDocument,
+    Time,
+};
 use dsync_net::{decode_client, encode_server, LineBuffer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -110,11 +113,18 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
         path: cfg.db.clone(),
         source,
     })?;
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(serve(cfg, store, listener, stop_rx));
     Ok(Running { addr, stop, task })
@@ -182,7 +192,13 @@ async fn refuse(mut stream: TcpStream, max: usize) {
     let _ = stream.shutdown().await;
 }
 
-async fn connection(peer: PeerId, stream: TcpStream, tx: std_mpsc::Sender<Input>, max_frame: usize, max_queue: usize) {
+async fn connection(
+    peer: PeerId,
+    stream: TcpStream,
+    tx: std_mpsc::Sender<Input>,
+    max_frame: usize,
+    max_queue: usize,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<String>(max_queue);
     if tx.send(Input::Open(peer, out_tx)).is_err() {
@@ -221,13 +237,20 @@ async fn connection(peer: PeerId, stream: TcpStream, tx: std_mpsc::Sender<Input>
     writer.abort();
 }
 
-fn engine_thread(cfg: ServerConfig, mut store: Store, rx: std_mpsc::Receiver<Input>) -> Result<(), ServerError> {
+fn engine_thread(
+    cfg: ServerConfig,
+    mut store: Store,
+    rx: std_mpsc::Receiver<Input>,
+) -> Result<(), ServerError> {
     let start = Instant::now();
     let now = || Time(start.elapsed().as_millis() as u64);
     let mut engine = ServerEngine::new(cfg.engine);
     let mut conns: BTreeMap<PeerId, mpsc::Sender<String>> = BTreeMap::new();
     let max_delta = cfg.engine.limits.max_delta_bytes;
-    let store_err = |source| ServerError::Store { path: cfg.db.clone(), source };
+    let store_err = |source| ServerError::Store {
+        path: cfg.db.clone(),
+        source,
+    };
     loop {
         let wait = engine
             .poll_timeout()
@@ -326,7 +349,12 @@ fn load_if_needed(engine: &mut ServerEngine, store: &Store, msg: &ClientMsg, pee
         Ok(d) => d.unwrap_or_else(StoredDocument::default),
         Err(e) => {
             tracing::error!(doc, error = %e, "loading document failed");
-            engine.reject(peer, Some(doc), ErrorCode::Internal, "the document could not be loaded".into());
+            engine.reject(
+                peer,
+                Some(doc),
+                ErrorCode::Internal,
+                "the document could not be loaded".into(),
+            );
             return false;
         }
     };
