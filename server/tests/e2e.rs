@@ -1,0 +1,293 @@
+//! End-to-end tests on real sockets (127.0.0.1, port 0) and, for `kill -9`, the real server
+//! binary: clients converge, acknowledged edits survive a crash, bad input is refused without
+//! touching anyone else, silent peers are evicted.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dsync_client::{Edit, Session, SessionConfig};
+use dsync_engine::Config;
+use dsync_server::{start, ServerConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const T: Duration = Duration::from_secs(20);
+
+fn db_path(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    (dir, p)
+}
+
+fn server_cfg(db: std::path::PathBuf) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db,
+        ..ServerConfig::default()
+    }
+}
+
+fn session(addr: SocketAddr, doc: &str) -> Session {
+    let mut cfg = SessionConfig::new(addr, doc);
+    // Fast cycles keep the tests short; the protocol is the same.
+    cfg.engine.sync_interval_ms = 100;
+    cfg.engine.retransmit_ms = 500;
+    cfg.reconnect_min = Duration::from_millis(50);
+    cfg.reconnect_max = Duration::from_millis(400);
+    Session::start(cfg, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_converge_and_a_late_third_gets_the_text() {
+    let (_dir, db) = db_path("documents.db");
+    let server = start(server_cfg(db)).await.unwrap();
+    let a = session(server.addr, "notes");
+    let b = session(server.addr, "notes");
+    a.wait_connected(T).await.unwrap();
+    b.wait_connected(T).await.unwrap();
+    // Concurrent edits from both sides.
+    for i in 0..10 {
+        a.edit(Edit::Append(format!("<a{i}>"))).await.unwrap();
+        b.edit(Edit::Insert(0, format!("<b{i}>"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let sa = a.wait_converged(T).await.unwrap();
+    let sb = b.wait_converged(T).await.unwrap();
+    let sa = if sa.text == sb.text {
+        sa
+    } else {
+        a.wait_converged(T).await.unwrap()
+    };
+    assert_eq!(sa.text, b.snapshot().text);
+    for i in 0..10 {
+        assert_eq!(
+            sa.text.matches(&format!("<a{i}>")).count(),
+            1,
+            "{}",
+            sa.text
+        );
+        assert_eq!(
+            sa.text.matches(&format!("<b{i}>")).count(),
+            1,
+            "{}",
+            sa.text
+        );
+    }
+    let c = session(server.addr, "notes");
+    let sc = c.wait_converged(T).await.unwrap();
+    assert_eq!(sc.text, sa.text);
+    // Another document on the same server is independent.
+    let d = session(server.addr, "other");
+    assert_eq!(d.wait_converged(T).await.unwrap().text, "");
+    for s in [a, b, c, d] {
+        s.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+fn spawn_server(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsync-server"))
+        .args(["--listen", listen, "--db"])
+        .arg(db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_edit_and_unacknowledged_ones_arrive_later() {
+    let (_dir, db) = db_path("documents.db");
+    let (mut server, addr) = spawn_server(&db, "127.0.0.1:0");
+    let a = session(addr, "doc");
+    let b = session(addr, "doc");
+    a.wait_connected(T).await.unwrap();
+    b.wait_connected(T).await.unwrap();
+    a.edit(Edit::Append("acked-one ".into())).await.unwrap();
+    b.edit(Edit::Append("acked-two ".into())).await.unwrap();
+    a.wait_converged(T).await.unwrap();
+    b.wait_converged(T).await.unwrap();
+    // Keep typing and kill the server in the middle of it.
+    for i in 0..5 {
+        a.edit(Edit::Append(format!("a{i} "))).await.unwrap();
+        b.edit(Edit::Append(format!("b{i} "))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    // Typed while the server is down: only in the clients.
+    a.edit(Edit::Append("offline-a ".into())).await.unwrap();
+    // What the store held at the kill holds every acknowledged edit.
+    let stored = dsync_server::Store::open(&db)
+        .unwrap()
+        .load("doc")
+        .unwrap()
+        .unwrap()
+        .text;
+    assert!(
+        stored.contains("acked-one") && stored.contains("acked-two"),
+        "{stored}"
+    );
+    let (mut server2, addr2) = spawn_server(&db, &addr.to_string());
+    assert_eq!(addr2, addr);
+    let sa = a.wait_converged(T).await.unwrap();
+    let sb = b.wait_converged(T).await.unwrap();
+    let text = if sa.text == sb.text {
+        sa.text
+    } else {
+        a.wait_converged(T).await.unwrap().text
+    };
+    assert_eq!(text, b.snapshot().text);
+    for want in ["acked-one", "acked-two", "offline-a"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..5).flat_map(|i| [format!("a{i}"), format!("b{i}")]))
+    {
+        assert_eq!(text.matches(&want).count(), 1, "{want} in {text:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+    server2.kill().unwrap();
+    server2.wait().unwrap();
+}
+
+async fn raw(
+    addr: SocketAddr,
+) -> (
+    tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (r, w) = s.into_split();
+    (tokio::io::BufReader::new(r).lines(), w)
+}
+
+async fn next_json(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(T, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("connection closed");
+    serde_json::from_str(&line).unwrap()
+}
+
+async fn expect_error(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    code: &str,
+) {
+    loop {
+        let v = next_json(lines).await;
+        if v["type"] == "error" {
+            assert_eq!(v["code"], code, "{v}");
+            assert!(!v["message"].as_str().unwrap().is_empty());
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_disturbs_nobody() {
+    let (_dir, db) = db_path("documents.db");
+    let server = start(ServerConfig {
+        max_frame_bytes: 4096,
+        ..server_cfg(db)
+    })
+    .await
+    .unwrap();
+    let good = session(server.addr, "shared");
+    good.wait_connected(T).await.unwrap();
+    good.edit(Edit::Append("before ".into())).await.unwrap();
+    good.wait_converged(T).await.unwrap();
+
+    let (mut lines, mut w) = raw(server.addr).await;
+    w.write_all(b"this is not json\n").await.unwrap();
+    expect_error(&mut lines, "bad_message").await;
+    w.write_all(b"{\"type\":\"launch\"}\n").await.unwrap();
+    expect_error(&mut lines, "bad_message").await;
+    w.write_all(format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}\n", "x".repeat(10_000)).as_bytes())
+        .await
+        .unwrap();
+    expect_error(&mut lines, "frame_too_large").await;
+    w.write_all(b"{\"type\":\"connect\",\"protocol\":2,\"doc\":\"shared\",\"client_id\":\"evil\",\"seq\":1}\n").await.unwrap();
+    expect_error(&mut lines, "unsupported_protocol").await;
+    w.write_all(b"{\"type\":\"client_sync\",\"doc\":\"shared\",\"seq\":2,\"server_version\":0,\"edits\":[]}\n").await.unwrap();
+    expect_error(&mut lines, "unknown_session").await;
+    w.write_all(b"{\"type\":\"connect\",\"protocol\":1,\"doc\":\"shared\",\"client_id\":\"evil\",\"seq\":3}\n").await.unwrap();
+    let ok = next_json(&mut lines).await;
+    assert_eq!(ok["type"], "connect_ok");
+    let text = ok["text"].as_str().unwrap().to_string();
+    // A delta that does not fit the shadow, then one whose checksum is wrong.
+    w.write_all(b"{\"type\":\"client_sync\",\"doc\":\"shared\",\"seq\":4,\"server_version\":0,\"edits\":[{\"version\":0,\"delta\":\"=9999\\t+x\",\"checksum\":1}]}\n").await.unwrap();
+    expect_error(&mut lines, "bad_delta").await;
+    let n = text.encode_utf16().count();
+    w.write_all(format!("{{\"type\":\"client_sync\",\"doc\":\"shared\",\"seq\":5,\"server_version\":0,\"edits\":[{{\"version\":0,\"delta\":\"={n}\\t+EVIL\",\"checksum\":12345}}]}}\n").as_bytes()).await.unwrap();
+    // Second failure in a row: the session is reset (a full-text server_sync) and nothing of
+    // the bad edit reached the master.
+    loop {
+        let v = next_json(&mut lines).await;
+        if v["type"] == "server_sync" {
+            assert!(v["edits"][0]["text"].is_string(), "{v}");
+            break;
+        }
+    }
+    // The well-behaved client still works and never saw the garbage.
+    good.edit(Edit::Append("after".into())).await.unwrap();
+    let s = good.wait_converged(T).await.unwrap();
+    assert_eq!(s.text, "before after");
+    let mut good = good;
+    assert!(good.take_errors().is_empty());
+    good.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_evicted_after_its_heartbeats() {
+    let (_dir, db) = db_path("documents.db");
+    let server = start(ServerConfig {
+        engine: Config {
+            heartbeat_ms: 200,
+            ..Config::default()
+        },
+        ..server_cfg(db)
+    })
+    .await
+    .unwrap();
+    let (mut lines, mut w) = raw(server.addr).await;
+    w.write_all(
+        b"{\"type\":\"connect\",\"protocol\":1,\"doc\":\"d\",\"client_id\":\"quiet\",\"seq\":1}\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut lines).await["type"], "connect_ok");
+    // Say nothing more; the server pings, then closes the connection.
+    let started = std::time::Instant::now();
+    let mut pinged = false;
+    loop {
+        match tokio::time::timeout(T, lines.next_line()).await.unwrap() {
+            Ok(Some(l)) => pinged |= l.contains("\"ping\""),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let took = started.elapsed();
+    assert!(pinged, "no ping before eviction");
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(5),
+        "evicted after {took:?}"
+    );
+    server.shutdown().await.unwrap();
+}
