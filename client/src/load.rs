@@ -17,8 +17,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(600);
 pub struct LoadConfig {
     /// Server (must be a loopback address).
     pub server: SocketAddr,
-    /// Document all clients edit.
+    /// Document name; with `docs` > 1, client i edits `{doc}-{i % docs}`.
     pub doc: String,
+    /// Number of documents the clients are spread over.
+    pub docs: usize,
     /// Number of clients.
     pub clients: usize,
     /// How long they type.
@@ -42,7 +44,7 @@ pub struct LoadReport {
     pub edits_per_s: f64,
     /// Errors and lost connections.
     pub errors: u64,
-    /// Clients whose text equals client 0's at the end.
+    /// Clients whose text equals that of the first client on the same document at the end.
     pub converged: usize,
 }
 
@@ -72,6 +74,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
             "--duration must be 1 to {} s",
             MAX_DURATION.as_secs()
         )));
+    }
+    if cfg.docs == 0 || cfg.docs > cfg.clients {
+        return Err(LoadError::Bounds("--docs must be 1 to --clients".into()));
     }
     if !(cfg.rate_per_s > 0.0 && cfg.rate_per_s <= 50.0) {
         return Err(LoadError::Bounds(
@@ -118,7 +123,12 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         let _ = tokio::time::timeout_at(settle, s.wait_converged(Duration::from_secs(30))).await;
     }
     let texts: Vec<String> = sessions.iter().map(|s| s.snapshot().text).collect();
-    let converged = texts.iter().filter(|t| **t == texts[0]).count();
+    let docs = cfg.docs.max(1);
+    let converged = texts
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| **t == texts[i % docs])
+        .count();
     for s in sessions {
         if let Ok(s) = Arc::try_unwrap(s) {
             s.stop().await;

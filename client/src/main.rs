@@ -43,6 +43,9 @@ enum Mode {
         /// Keystrokes per second per client.
         #[arg(long, default_value_t = 2.0)]
         rate: f64,
+        /// Spread the clients over this many documents (`DOC-0`, `DOC-1`, …).
+        #[arg(long, default_value_t = 1)]
+        docs: usize,
     },
 }
 
@@ -69,17 +72,18 @@ fn main() -> ExitCode {
         match cli.command {
             None => interactive(cli.server, &cli.doc).await,
             Some(Mode::Script { file }) => script(cli.server, &cli.doc, &file).await,
-            Some(Mode::Load { clients, duration, rate }) => {
+            Some(Mode::Load { clients, duration, rate, docs }) => {
                 let cfg = load::LoadConfig {
                     server: cli.server,
                     doc: cli.doc.clone(),
+                    docs,
                     clients,
                     duration: Duration::from_secs(duration),
                     rate_per_s: rate,
                 };
                 let r = load::run(cfg).await?;
                 println!(
-                    "load     clients={} duration={}s rate={}/s per client",
+                    "load     clients={} docs={docs} duration={}s rate={}/s per client",
                     r.clients, duration, rate
                 );
                 println!(

@@ -70,6 +70,58 @@ impl fmt::Display for Operation {
     }
 }
 
+/// The current (possibly partly consumed) step, borrowed.
+#[derive(Debug, Clone, Copy)]
+enum Cur<'a> {
+    Retain(usize),
+    Insert(&'a str),
+    Delete(usize),
+}
+
+/// Walks an operation's steps without cloning them.
+struct Cursor<'a> {
+    steps: &'a [Step],
+    next: usize,
+    cur: Option<Cur<'a>>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(steps: &'a [Step]) -> Self {
+        let mut c = Cursor {
+            steps,
+            next: 0,
+            cur: None,
+        };
+        c.advance();
+        c
+    }
+
+    fn advance(&mut self) {
+        self.cur = self.steps.get(self.next).map(|s| match s {
+            Step::Retain(n) => Cur::Retain(*n),
+            Step::Insert(t) => Cur::Insert(t.as_str()),
+            Step::Delete(n) => Cur::Delete(*n),
+        });
+        self.next += 1;
+    }
+
+    /// Use up `k` bytes of the current step.
+    fn consume(&mut self, k: usize) -> Result<(), OpError> {
+        match self.cur {
+            Some(Cur::Retain(n)) if n > k => self.cur = Some(Cur::Retain(n - k)),
+            Some(Cur::Delete(n)) if n > k => self.cur = Some(Cur::Delete(n - k)),
+            Some(Cur::Insert(t)) if t.len() > k => {
+                if !t.is_char_boundary(k) {
+                    return Err(OpError::SplitsChar(k));
+                }
+                self.cur = Some(Cur::Insert(&t[k..]));
+            }
+            _ => self.advance(),
+        }
+        Ok(())
+    }
+}
+
 impl Operation {
     /// The empty operation on the empty text.
     pub fn new() -> Operation {
@@ -196,90 +248,70 @@ impl Operation {
             ));
         }
         let mut out = Operation::new();
-        let mut a = self.steps.iter().cloned();
-        let mut b = other.steps.iter().cloned();
-        let (mut x, mut y) = (a.next(), b.next());
+        out.steps.reserve(self.steps.len() + other.steps.len());
+        let mut a = Cursor::new(&self.steps);
+        let mut b = Cursor::new(&other.steps);
         loop {
-            match (x.take(), y.take()) {
+            match (a.cur, b.cur) {
                 (None, None) => break,
-                (Some(Step::Delete(n)), yy) => {
+                (Some(Cur::Delete(n)), _) => {
                     out.delete(n);
-                    x = a.next();
-                    y = yy;
+                    a.advance();
                 }
-                (xx, Some(Step::Insert(t))) => {
-                    out.insert(&t);
-                    x = xx;
-                    y = b.next();
+                (_, Some(Cur::Insert(t))) => {
+                    out.insert(t);
+                    b.advance();
                 }
                 (None, _) | (_, None) => {
                     return Err(OpError::Mismatch("compose: lengths disagree"))
                 }
-                (Some(Step::Retain(n)), Some(Step::Retain(m))) => {
+                (Some(Cur::Retain(n)), Some(Cur::Retain(m))) => {
                     let k = n.min(m);
                     out.retain(k);
-                    x = if n > k {
-                        Some(Step::Retain(n - k))
-                    } else {
-                        a.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Retain(m - k))
-                    } else {
-                        b.next()
-                    };
+                    a.consume(k)?;
+                    b.consume(k)?;
                 }
-                (Some(Step::Insert(t)), Some(Step::Delete(m))) => {
-                    let k = t.len().min(m);
+                (Some(Cur::Insert(t)), Some(Cur::Delete(m))) => {
                     // The second deletes (part of) what the first inserted.
-                    x = if t.len() > k {
-                        Some(Step::Insert(t[k..].to_string()))
-                    } else {
-                        a.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Delete(m - k))
-                    } else {
-                        b.next()
-                    };
-                    if !t.is_char_boundary(k) {
-                        return Err(OpError::SplitsChar(k));
-                    }
+                    let k = t.len().min(m);
+                    a.consume(k)?;
+                    b.consume(k)?;
                 }
-                (Some(Step::Insert(t)), Some(Step::Retain(m))) => {
+                (Some(Cur::Insert(t)), Some(Cur::Retain(m))) => {
                     let k = t.len().min(m);
                     if !t.is_char_boundary(k) {
                         return Err(OpError::SplitsChar(k));
                     }
                     out.insert(&t[..k]);
-                    x = if t.len() > k {
-                        Some(Step::Insert(t[k..].to_string()))
-                    } else {
-                        a.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Retain(m - k))
-                    } else {
-                        b.next()
-                    };
+                    a.consume(k)?;
+                    b.consume(k)?;
                 }
-                (Some(Step::Retain(n)), Some(Step::Delete(m))) => {
+                (Some(Cur::Retain(n)), Some(Cur::Delete(m))) => {
                     let k = n.min(m);
                     out.delete(k);
-                    x = if n > k {
-                        Some(Step::Retain(n - k))
-                    } else {
-                        a.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Delete(m - k))
-                    } else {
-                        b.next()
-                    };
+                    a.consume(k)?;
+                    b.consume(k)?;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The composition of a sequence of operations, each applying to the previous one's
+    /// result. Composed pairwise as a balanced tree: O(total steps × log n) rather than the
+    /// O(n × total steps) of composing one after another.
+    pub fn compose_all(ops: &[&Operation]) -> Result<Option<Operation>, OpError> {
+        match ops {
+            [] => Ok(None),
+            [one] => Ok(Some((*one).clone())),
+            _ => {
+                let (l, r) = ops.split_at(ops.len() / 2);
+                match (Self::compose_all(l)?, Self::compose_all(r)?) {
+                    (Some(a), Some(b)) => a.compose(&b).map(Some),
+                    (a, b) => Ok(a.or(b)),
+                }
+            }
+        }
     }
 
     /// For two operations on one base, `(a', b')` such that `b'` applies after `a` and `a'`
@@ -290,82 +322,47 @@ impl Operation {
             return Err(OpError::Mismatch("transform: base lengths differ"));
         }
         let (mut ap, mut bp) = (Operation::new(), Operation::new());
-        let mut ia = a.steps.iter().cloned();
-        let mut ib = b.steps.iter().cloned();
-        let (mut x, mut y) = (ia.next(), ib.next());
+        let mut x = Cursor::new(&a.steps);
+        let mut y = Cursor::new(&b.steps);
         loop {
-            match (x.take(), y.take()) {
+            match (x.cur, y.cur) {
                 (None, None) => break,
-                (Some(Step::Insert(t)), yy) => {
-                    ap.insert(&t);
+                (Some(Cur::Insert(t)), _) => {
+                    ap.insert(t);
                     bp.retain(t.len());
-                    x = ia.next();
-                    y = yy;
+                    x.advance();
                 }
-                (xx, Some(Step::Insert(t))) => {
+                (_, Some(Cur::Insert(t))) => {
                     ap.retain(t.len());
-                    bp.insert(&t);
-                    x = xx;
-                    y = ib.next();
+                    bp.insert(t);
+                    y.advance();
                 }
                 (None, _) | (_, None) => {
                     return Err(OpError::Mismatch("transform: lengths disagree"))
                 }
-                (Some(Step::Retain(n)), Some(Step::Retain(m))) => {
+                (Some(Cur::Retain(n)), Some(Cur::Retain(m))) => {
                     let k = n.min(m);
                     ap.retain(k);
                     bp.retain(k);
-                    x = if n > k {
-                        Some(Step::Retain(n - k))
-                    } else {
-                        ia.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Retain(m - k))
-                    } else {
-                        ib.next()
-                    };
+                    x.consume(k)?;
+                    y.consume(k)?;
                 }
-                (Some(Step::Delete(n)), Some(Step::Delete(m))) => {
+                (Some(Cur::Delete(n)), Some(Cur::Delete(m))) => {
                     let k = n.min(m);
-                    x = if n > k {
-                        Some(Step::Delete(n - k))
-                    } else {
-                        ia.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Delete(m - k))
-                    } else {
-                        ib.next()
-                    };
+                    x.consume(k)?;
+                    y.consume(k)?;
                 }
-                (Some(Step::Delete(n)), Some(Step::Retain(m))) => {
+                (Some(Cur::Delete(n)), Some(Cur::Retain(m))) => {
                     let k = n.min(m);
                     ap.delete(k);
-                    x = if n > k {
-                        Some(Step::Delete(n - k))
-                    } else {
-                        ia.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Retain(m - k))
-                    } else {
-                        ib.next()
-                    };
+                    x.consume(k)?;
+                    y.consume(k)?;
                 }
-                (Some(Step::Retain(n)), Some(Step::Delete(m))) => {
+                (Some(Cur::Retain(n)), Some(Cur::Delete(m))) => {
                     let k = n.min(m);
                     bp.delete(k);
-                    x = if n > k {
-                        Some(Step::Retain(n - k))
-                    } else {
-                        ia.next()
-                    };
-                    y = if m > k {
-                        Some(Step::Delete(m - k))
-                    } else {
-                        ib.next()
-                    };
+                    x.consume(k)?;
+                    y.consume(k)?;
                 }
             }
         }
@@ -496,6 +493,34 @@ mod tests {
         let mut op = Operation::new();
         op.retain(1).delete(1);
         assert!(matches!(op.apply("é"), Err(OpError::SplitsChar(1))));
+    }
+
+    #[test]
+    fn compose_all_equals_composing_in_turn() {
+        let mut text = String::from("hello");
+        let mut ops = Vec::new();
+        for i in 0..37 {
+            let at = (i * 7) % (text.len() + 1);
+            let op = if i % 3 == 2 && at < text.len() {
+                Operation::deletion(text.len(), at..at + 1)
+            } else {
+                Operation::insertion(text.len(), at, if i % 2 == 0 { "é" } else { "x" })
+            };
+            let at_ok = text.is_char_boundary(at) && (i % 3 != 2 || text.is_char_boundary(at + 1));
+            if !at_ok {
+                continue;
+            }
+            text = op.apply(&text).unwrap();
+            ops.push(op);
+        }
+        let mut seq = ops[0].clone();
+        for op in &ops[1..] {
+            seq = seq.compose(op).unwrap();
+        }
+        let refs: Vec<&Operation> = ops.iter().collect();
+        let tree = Operation::compose_all(&refs).unwrap().unwrap();
+        assert_eq!(tree.apply("hello").unwrap(), text);
+        assert_eq!(seq.apply("hello").unwrap(), text);
     }
 
     #[test]
