@@ -268,6 +268,39 @@ impl ClientEngine {
         Ok(())
     }
 
+    /// Replace `delete` bytes at byte offset `at` by `insert` — for editors that track byte
+    /// offsets (no char counting). Offsets must fall on char boundaries.
+    pub fn edit_bytes(
+        &mut self,
+        at: usize,
+        delete: usize,
+        insert: &str,
+    ) -> Result<(), EngineError> {
+        let end = at.checked_add(delete).filter(|&e| e <= self.text.len());
+        let Some(end) =
+            end.filter(|&e| self.text.is_char_boundary(at) && self.text.is_char_boundary(e))
+        else {
+            return Err(EngineError::BadPosition {
+                at,
+                len: self.text.len(),
+            });
+        };
+        let insert = normalize_newlines(insert);
+        if self.text.len() - delete + insert.len() > self.config.limits.max_document_bytes {
+            return Err(EngineError::DocumentTooLarge {
+                len: self.text.len() - delete + insert.len(),
+                max: self.config.limits.max_document_bytes,
+            });
+        }
+        let mut op = Operation::new();
+        op.retain(at)
+            .insert(&insert)
+            .delete(delete)
+            .retain(self.text.len() - end);
+        self.edit(op);
+        Ok(())
+    }
+
     /// Delete the chars `start..end`.
     pub fn delete(&mut self, start: usize, end: usize) -> Result<(), EngineError> {
         if start > end {
@@ -298,7 +331,6 @@ impl ClientEngine {
             if self.pending.is_empty() {
                 self.confirmed = Some(self.shadow.text.clone());
             }
-            self.befores.push(self.shadow.text.clone());
             let delta = Delta::from_operation(&self.local, &self.shadow.text);
             self.local = Operation::identity(self.text.len());
             self.pending.push(Edit::Delta {
@@ -306,7 +338,9 @@ impl ClientEngine {
                 delta,
                 checksum: Checksum::of(&self.text),
             });
-            self.shadow.text.clone_from(&self.text);
+            // The old shadow moves into `befores` (no copy); the new one is the text diffed.
+            let old = std::mem::replace(&mut self.shadow.text, self.text.clone());
+            self.befores.push(old);
             self.shadow.client_version += 1;
         }
         let seq = self.next_seq();

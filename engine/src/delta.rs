@@ -128,29 +128,45 @@ pub fn utf16_len(s: &str) -> usize {
 }
 
 /// Byte offset reached after `units` UTF-16 units of `s`, starting at byte `from`.
+///
+/// ASCII runs are skipped a byte at a time without decoding (one unit per byte): this walk is
+/// most of the cost of applying a delta to a large text.
 fn advance_utf16(s: &str, from: usize, units: usize) -> Result<usize, DeltaError> {
-    let rest = &s[from..];
+    let bytes = s.as_bytes();
+    let mut pos = from;
     let mut left = units;
-    let mut bytes = 0;
-    for c in rest.chars() {
+    while left > 0 {
+        // The ASCII run ahead, up to what is still needed.
+        let window = &bytes[pos..bytes.len().min(pos + left)];
+        // `is_ascii` checks a word at a time; find the exact end only when the run is broken.
+        let ascii = if window.is_ascii() {
+            window.len()
+        } else {
+            window
+                .iter()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(window.len())
+        };
+        pos += ascii;
+        left -= ascii;
         if left == 0 {
             break;
         }
+        let Some(c) = s[pos..].chars().next() else {
+            return Err(DeltaError::DoesNotFit {
+                covered: utf16_len(&s[..pos]) + left,
+                len: utf16_len(s),
+            });
+        };
         let u = c.len_utf16();
         if u > left {
-            let offset = utf16_len(&s[..from + bytes]) + left;
+            let offset = utf16_len(&s[..pos]) + left;
             return Err(DeltaError::SplitsSurrogate(offset));
         }
         left -= u;
-        bytes += c.len_utf8();
+        pos += c.len_utf8();
     }
-    if left > 0 {
-        return Err(DeltaError::DoesNotFit {
-            covered: utf16_len(&s[..from + bytes]) + left,
-            len: utf16_len(s),
-        });
-    }
-    Ok(from + bytes)
+    Ok(pos)
 }
 
 /// One changed region between two texts, in byte offsets: `old` in the old text is replaced

@@ -26,7 +26,7 @@ use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta};
 use crate::merge::{merge, merge_ops, MergeStrategy, OpMerge};
 use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
-use crate::op::Operation;
+use crate::op::{Operation, Step};
 use crate::EngineError;
 
 /// A connection, as numbered by the driver.
@@ -1015,9 +1015,25 @@ fn sync_inner(
                 patches_dropped: out.patches_dropped,
             }
         });
-        let (merged, change, after) = match normalize_newlines(&m.text) {
-            std::borrow::Cow::Borrowed(_) => (m.text, m.theirs_after, m.ours_after),
-            std::borrow::Cow::Owned(o) => {
+        // The master holds no `\r`; only text the change inserts can bring one, so only that is
+        // scanned (not the whole document).
+        let brings_cr = m
+            .theirs_after
+            .steps()
+            .iter()
+            .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
+        let normalized = if brings_cr {
+            normalize_newlines(&m.text)
+        } else {
+            std::borrow::Cow::Borrowed(m.text.as_str())
+        };
+        let normalized = match normalized {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(o) => Some(o),
+        };
+        let (merged, change, after) = match normalized {
+            None => (m.text, m.theirs_after, m.ours_after),
+            Some(o) => {
                 let change = Operation::from_diff(master, &o);
                 let after = Operation::from_diff(&new, &o);
                 (o, change, after)
@@ -1029,7 +1045,8 @@ fn sync_inner(
             };
         }
         stats.patches_dropped += m.patches_dropped as u64;
-        if merged != *master {
+        // An exact change says whether the master moved; comparing texts would cost a scan.
+        if !change.is_noop() && merged != *master {
             *master = merged;
             *version += 1;
             new_changes.push((*version, change.clone()));
@@ -1061,7 +1078,10 @@ fn sync_inner(
     s.bad_streak = 0;
     let log_end = *log_base + log.len() as u64;
     // Step 4: refresh the backup on every accepted message (pitfall 2).
-    if s.backup != s.shadow {
+    // Within a session, equal versions mean equal texts: compare the numbers, not the texts.
+    let same = (s.backup.client_version, s.backup.server_version)
+        == (s.shadow.client_version, s.shadow.server_version);
+    if !same {
         s.backup = s.shadow.clone();
         dirty = true;
     }
@@ -1070,7 +1090,8 @@ fn sync_inner(
         idx: log_end,
     });
     // Step 5: send what the master has that this client's shadow lacks.
-    if *master != s.shadow.text {
+    // `ours` is the exact change from the shadow to the master: no-op means equal texts.
+    if !ours.is_noop() {
         if s.pending.len() >= limits.max_pending_edits {
             return SyncOutcome::Reset { error: None };
         }

@@ -1,0 +1,513 @@
+//! `dsync-benches`: workloads shared by the criterion benches and the `bench-report` binary —
+//! real editing traces (Joseph Gentle's `editing-traces`, CC BY 4.0, in `../shared/traces/`)
+//! replayed through dsync's engines and, side by side, through yrs and diamond-types.
+//!
+//! Every replay checks its final text against the trace's `endContent` (or the prefix's own
+//! replay): a fast run that produces the wrong text fails.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dsync_engine::{
+    ClientEngine, ClientOutput, Config, PeerId, ServerEngine, ServerOutput, StoredDocument, Time,
+};
+use dsync_net::{decode_client, decode_server, encode_client, encode_server};
+
+/// One patch in the units of the system that applies it.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    /// Position.
+    pub pos: usize,
+    /// Length deleted.
+    pub del: usize,
+    /// Text inserted.
+    pub ins: String,
+}
+
+/// A trace, prepared in the three position units the systems use.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// Short name (`automerge-paper`, `seph-blog1`).
+    pub name: String,
+    /// Text before the first transaction.
+    pub start: String,
+    /// Text after the last replayed transaction.
+    pub end: String,
+    /// Transactions in chars (diamond-types).
+    pub chars: Vec<Vec<Patch>>,
+    /// Transactions in UTF-8 bytes (dsync).
+    pub bytes: Vec<Vec<Patch>>,
+    /// Transactions in UTF-16 units (yrs).
+    pub utf16: Vec<Vec<Patch>>,
+}
+
+/// Where the traces are: `$DSYNC_TRACES`, else `../shared/traces` beside the checkout.
+pub fn traces_dir() -> PathBuf {
+    std::env::var_os("DSYNC_TRACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
+}
+
+/// Load a trace (`NAME.json.gz`), keeping its first `limit` transactions (all if `None`).
+pub fn load_trace(name: &str, limit: Option<usize>) -> Result<Trace, String> {
+    let path = traces_dir().join(format!("{name}.json.gz"));
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut json)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+    let start = v["startContent"]
+        .as_str()
+        .ok_or("startContent missing")?
+        .to_string();
+    let full_end = v["endContent"]
+        .as_str()
+        .ok_or("endContent missing")?
+        .to_string();
+    let txns = v["txns"].as_array().ok_or("txns missing")?;
+    let n = limit.unwrap_or(txns.len()).min(txns.len());
+    let mut rope = ropey::Rope::from_str(&start);
+    let (mut chars, mut bytes, mut utf16) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for t in &txns[..n] {
+        let (mut c, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+        for p in t["patches"].as_array().ok_or("patches missing")? {
+            let pos = p[0].as_u64().ok_or("bad pos")? as usize;
+            let del = p[1].as_u64().ok_or("bad del")? as usize;
+            let ins = p[2].as_str().ok_or("bad ins")?.to_string();
+            if pos + del > rope.len_chars() {
+                return Err(format!("{name}: patch past the end"));
+            }
+            let (b0, b1) = (rope.char_to_byte(pos), rope.char_to_byte(pos + del));
+            let (u0, u1) = (rope.char_to_utf16_cu(pos), rope.char_to_utf16_cu(pos + del));
+            c.push(Patch {
+                pos,
+                del,
+                ins: ins.clone(),
+            });
+            b.push(Patch {
+                pos: b0,
+                del: b1 - b0,
+                ins: ins.clone(),
+            });
+            u.push(Patch {
+                pos: u0,
+                del: u1 - u0,
+                ins: ins.clone(),
+            });
+            rope.remove(pos..pos + del);
+            rope.insert(pos, &ins);
+        }
+        chars.push(c);
+        bytes.push(b);
+        utf16.push(u);
+    }
+    let end = rope.to_string();
+    if n == txns.len() && end != full_end {
+        return Err(format!(
+            "{name}: replaying the trace does not give endContent"
+        ));
+    }
+    Ok(Trace {
+        name: name.to_string(),
+        start,
+        end,
+        chars,
+        bytes,
+        utf16,
+    })
+}
+
+/// What one replay measured.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Transactions replayed.
+    pub ops: usize,
+    /// Time taken.
+    pub elapsed: Duration,
+    /// Bytes exchanged between the replicas (both directions).
+    pub wire_bytes: u64,
+}
+
+impl Run {
+    /// Transactions per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A dsync client and server in one process, exchanging real protocol messages (JSON lines,
+/// encoded and decoded: the full protocol minus the socket). Persist records are produced but
+/// not written (no SQLite).
+pub struct DsyncPair {
+    /// The client.
+    pub client: ClientEngine,
+    /// The server.
+    pub server: ServerEngine,
+    /// Bytes on the wire so far.
+    pub wire_bytes: u64,
+    now: u64,
+    peer: PeerId,
+}
+
+impl DsyncPair {
+    /// A connected pair on a document holding `start`.
+    pub fn new(start: &str) -> DsyncPair {
+        let cfg = Config::default();
+        let mut server = ServerEngine::new(cfg);
+        server
+            .load_document(
+                "bench",
+                StoredDocument {
+                    text: start.to_string(),
+                    ..StoredDocument::default()
+                },
+            )
+            .expect("document within limits");
+        let mut p = DsyncPair {
+            client: ClientEngine::new(cfg, "c0", "bench"),
+            server,
+            wire_bytes: 0,
+            now: 0,
+            peer: PeerId(1),
+        };
+        p.client.connect(Time(0));
+        p.pump();
+        p
+    }
+
+    /// Deliver everything until both sides are quiet.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(o) = self.client.poll_output() {
+                if let ClientOutput::Send(m) = o {
+                    let line = encode_client(&m);
+                    self.wire_bytes += line.len() as u64;
+                    let m = decode_client(&line, usize::MAX).expect("own frames decode");
+                    self.server.handle_message(Time(self.now), self.peer, m);
+                    moved = true;
+                }
+            }
+            while let Some(o) = self.server.poll_output() {
+                if let ServerOutput::Send { msg, .. } = o {
+                    let line = encode_server(&msg);
+                    self.wire_bytes += line.len() as u64;
+                    let m = decode_server(&line, usize::MAX).expect("own frames decode");
+                    self.client.handle_message(Time(self.now), m);
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Apply one transaction (byte positions) to the client's text.
+    pub fn apply(&mut self, txn: &[Patch]) {
+        for p in txn {
+            self.client
+                .edit_bytes(p.pos, p.del, &p.ins)
+                .expect("trace patch fits");
+        }
+    }
+
+    /// One full sync round trip.
+    pub fn sync(&mut self) {
+        self.now += 1;
+        self.client.sync_now(Time(self.now));
+        self.pump();
+    }
+}
+
+/// Replay a trace through dsync, syncing every `every` transactions.
+pub fn run_dsync(t: &Trace, every: usize) -> Result<Run, String> {
+    let mut p = DsyncPair::new(&t.start);
+    let start = Instant::now();
+    for (i, txn) in t.bytes.iter().enumerate() {
+        p.apply(txn);
+        if (i + 1) % every == 0 || i + 1 == t.bytes.len() {
+            p.sync();
+        }
+    }
+    let elapsed = start.elapsed();
+    check(&t.end, p.client.text(), "dsync client")?;
+    check(
+        &t.end,
+        p.server.master("bench").unwrap_or_default(),
+        "dsync server",
+    )?;
+    Ok(Run {
+        ops: t.bytes.len(),
+        elapsed,
+        wire_bytes: p.wire_bytes,
+    })
+}
+
+/// Replay a trace through two yrs replicas, sending updates every `every` transactions.
+pub fn run_yrs(t: &Trace, every: usize) -> Result<Run, String> {
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, ReadTxn, Text, Transact};
+    let opts = || yrs::Options {
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..yrs::Options::default()
+    };
+    let (a, b) = (
+        yrs::Doc::with_options(opts()),
+        yrs::Doc::with_options(opts()),
+    );
+    let (ta, tb) = (a.get_or_insert_text("t"), b.get_or_insert_text("t"));
+    {
+        let mut txn = a.transact_mut();
+        ta.insert(&mut txn, 0, &t.start);
+    }
+    // Each transaction's own update is what a yrs application sends (incremental, like the
+    // `observe_update_v1` callback); they are buffered and applied to the replica at the cadence.
+    let mut wire = 0u64;
+    let mut buffered: Vec<Vec<u8>> = Vec::new();
+    let flush = |buffered: &mut Vec<Vec<u8>>, wire: &mut u64| -> Result<(), String> {
+        let mut tx = b.transact_mut();
+        for update in buffered.drain(..) {
+            *wire += update.len() as u64;
+            let u = yrs::Update::decode_v1(&update).map_err(|e| e.to_string())?;
+            tx.apply_update(u).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    {
+        let sv = b.transact().state_vector();
+        buffered.push(a.transact().encode_state_as_update_v1(&sv));
+        flush(&mut buffered, &mut wire)?;
+    }
+    let start = Instant::now();
+    for (i, txn) in t.utf16.iter().enumerate() {
+        {
+            let mut tx = a.transact_mut();
+            for p in txn {
+                if p.del > 0 {
+                    ta.remove_range(&mut tx, p.pos as u32, p.del as u32);
+                }
+                if !p.ins.is_empty() {
+                    ta.insert(&mut tx, p.pos as u32, &p.ins);
+                }
+            }
+            buffered.push(tx.encode_update_v1());
+        }
+        if (i + 1) % every == 0 || i + 1 == t.utf16.len() {
+            flush(&mut buffered, &mut wire)?;
+        }
+    }
+    let elapsed = start.elapsed();
+    check(&t.end, &tb.get_string(&b.transact()), "yrs replica")?;
+    Ok(Run {
+        ops: t.utf16.len(),
+        elapsed,
+        wire_bytes: wire,
+    })
+}
+
+/// Replay a trace through two diamond-types replicas, sending ops every `every` transactions.
+pub fn run_diamond(t: &Trace, every: usize) -> Result<Run, String> {
+    use diamond_types::list::encoding::ENCODE_PATCH;
+    use diamond_types::list::ListCRDT;
+    let (mut a, mut b) = (ListCRDT::new(), ListCRDT::new());
+    let agent = a.get_or_create_agent_id("a");
+    if !t.start.is_empty() {
+        a.insert(agent, 0, &t.start);
+    }
+    let mut sent = a.oplog.local_version();
+    let mut wire = 0u64;
+    let bytes = a.oplog.encode(diamond_types::list::encoding::ENCODE_FULL);
+    wire += bytes.len() as u64;
+    b.merge_data_and_ff(&bytes).map_err(|e| format!("{e:?}"))?;
+    let start = Instant::now();
+    for (i, txn) in t.chars.iter().enumerate() {
+        for p in txn {
+            if p.del > 0 {
+                a.delete(agent, p.pos..p.pos + p.del);
+            }
+            if !p.ins.is_empty() {
+                a.insert(agent, p.pos, &p.ins);
+            }
+        }
+        if (i + 1) % every == 0 || i + 1 == t.chars.len() {
+            let bytes = a.oplog.encode_from(ENCODE_PATCH, &sent);
+            sent = a.oplog.local_version();
+            wire += bytes.len() as u64;
+            b.merge_data_and_ff(&bytes).map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    let elapsed = start.elapsed();
+    check(
+        &t.end,
+        &b.branch.content().to_string(),
+        "diamond-types replica",
+    )?;
+    Ok(Run {
+        ops: t.chars.len(),
+        elapsed,
+        wire_bytes: wire,
+    })
+}
+
+/// Two clients on one server: `a` replays its trace at the top of the document, `b` at the
+/// bottom (after a separator), both syncing every `every` of their transactions. Returns the
+/// server's final text, which must be `a.end + "\n---\n" + b.end`.
+pub fn two_writers(a: &Trace, b: &Trace, every: usize) -> String {
+    let start = format!("{}\n---\n{}", a.start, b.start);
+    let cfg = Config::default();
+    let mut server = ServerEngine::new(cfg);
+    server
+        .load_document(
+            "bench",
+            StoredDocument {
+                text: start,
+                ..StoredDocument::default()
+            },
+        )
+        .expect("document within limits");
+    let mut clients = [
+        ClientEngine::new(cfg, "a", "bench"),
+        ClientEngine::new(cfg, "b", "bench"),
+    ];
+    let mut now = 0u64;
+    let pump = |server: &mut ServerEngine, clients: &mut [ClientEngine; 2], now: u64| loop {
+        let mut moved = false;
+        for (i, c) in clients.iter_mut().enumerate() {
+            while let Some(o) = c.poll_output() {
+                if let ClientOutput::Send(m) = o {
+                    server.handle_message(Time(now), PeerId(i as u64), m);
+                    moved = true;
+                }
+            }
+        }
+        while let Some(o) = server.poll_output() {
+            if let ServerOutput::Send { to, msg } = o {
+                clients[to.0 as usize].handle_message(Time(now), msg);
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    };
+    for c in clients.iter_mut() {
+        c.connect(Time(0));
+    }
+    pump(&mut server, &mut clients, now);
+    // B's part is at the end: its positions count back from the end of the text.
+    let mut b_len = b.start.len();
+    let n = a.bytes.len().max(b.bytes.len());
+    for i in 0..n {
+        if let Some(txn) = a.bytes.get(i) {
+            for p in txn {
+                clients[0].edit_bytes(p.pos, p.del, &p.ins).expect("a fits");
+            }
+        }
+        if let Some(txn) = b.bytes.get(i) {
+            for p in txn {
+                let base = clients[1].text().len() - b_len;
+                clients[1]
+                    .edit_bytes(base + p.pos, p.del, &p.ins)
+                    .expect("b fits");
+                b_len = b_len - p.del + p.ins.len();
+            }
+        }
+        if (i + 1) % every == 0 || i + 1 == n {
+            now += 1;
+            for c in clients.iter_mut() {
+                c.sync_now(Time(now));
+            }
+            pump(&mut server, &mut clients, now);
+        }
+    }
+    // A last round so both clients hold the final text.
+    for _ in 0..2 {
+        now += 1;
+        for c in clients.iter_mut() {
+            c.sync_now(Time(now));
+        }
+        pump(&mut server, &mut clients, now);
+    }
+    server.master("bench").unwrap_or_default().to_string()
+}
+
+fn check(want: &str, got: &str, who: &str) -> Result<(), String> {
+    if want == got {
+        Ok(())
+    } else {
+        Err(format!(
+            "{who} ended with {} bytes, expected {} (texts differ)",
+            got.len(),
+            want.len()
+        ))
+    }
+}
+
+/// A document of about `len` bytes of plain text.
+pub fn synthetic_document(len: usize) -> String {
+    let words = [
+        "sync ", "shadow ", "delta ", "merge ", "server ", "client ", "edit ", "text\n",
+    ];
+    let mut s = String::with_capacity(len + 8);
+    let mut i = 0usize;
+    while s.len() < len {
+        s.push_str(words[i % words.len()]);
+        i = i.wrapping_mul(31).wrapping_add(7);
+    }
+    s.truncate(len);
+    s
+}
+
+/// Deterministic positions for single-char edits (a 64-bit LCG; no `rand` needed here).
+pub fn positions(len: usize, n: usize) -> Vec<usize> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) as usize) % (len + 1)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_three_systems_reach_the_same_text() {
+        let t = load_trace("seph-blog1", Some(3_000)).unwrap();
+        for every in [1, 10] {
+            run_dsync(&t, every).unwrap();
+            run_yrs(&t, every).unwrap();
+            run_diamond(&t, every).unwrap();
+        }
+    }
+
+    #[test]
+    fn two_writers_end_with_both_texts_in_place() {
+        let a = load_trace("automerge-paper", Some(1_500)).unwrap();
+        let b = load_trace("seph-blog1", Some(1_500)).unwrap();
+        assert_eq!(
+            two_writers(&a, &b, 10),
+            format!("{}\n---\n{}", a.end, b.end)
+        );
+    }
+
+    #[test]
+    fn full_automerge_trace_replays_to_end_content() {
+        // Loading checks the replay against endContent.
+        let t = load_trace("automerge-paper", None).unwrap();
+        assert_eq!(t.chars.len(), 259_778);
+        assert_eq!(t.end.chars().count(), 104_852);
+    }
+}
