@@ -10,9 +10,10 @@ use dsync_benches::{
 use dsync_engine::{Checksum, ClientMsg, Delta, Edit};
 use dsync_net::{decode_client, encode_client};
 
-/// One op = one single-char insert at a random position, then a full sync round trip: client
-/// delta, server strict apply + merge + persist record + reply, client apply; checksums
-/// included; real JSON frames encoded and decoded, no socket.
+/// One op = one single-char edit at a random position (inserts and deletes alternate, so the
+/// document keeps its size), then a full sync round trip in process: client delta, server
+/// strict apply + merge + persist record + reply, client apply; checksums included; no
+/// socket, no JSON (the `wire` group measures frames).
 fn local_sync(c: &mut Criterion) {
     let mut g = c.benchmark_group("local_sync");
     for size in [1_000usize, 10_000, 100_000] {

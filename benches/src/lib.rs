@@ -150,8 +150,10 @@ pub struct DsyncPair {
     pub client: ClientEngine,
     /// The server.
     pub server: ServerEngine,
-    /// Bytes on the wire so far.
+    /// Bytes on the wire so far (0 without JSON).
     pub wire_bytes: u64,
+    /// Pass messages through JSON lines (the wire), or hand them over as values.
+    pub json: bool,
     now: u64,
     peer: PeerId,
 }
@@ -174,6 +176,7 @@ impl DsyncPair {
             client: ClientEngine::new(cfg, "c0", "bench"),
             server,
             wire_bytes: 0,
+            json: true,
             now: 0,
             peer: PeerId(1),
         };
@@ -187,20 +190,24 @@ impl DsyncPair {
         loop {
             let mut moved = false;
             while let Some(o) = self.client.poll_output() {
-                if let ClientOutput::Send(m) = o {
-                    let line = encode_client(&m);
-                    self.wire_bytes += line.len() as u64;
-                    let m = decode_client(&line, usize::MAX).expect("own frames decode");
+                if let ClientOutput::Send(mut m) = o {
+                    if self.json {
+                        let line = encode_client(&m);
+                        self.wire_bytes += line.len() as u64;
+                        m = decode_client(&line, usize::MAX).expect("own frames decode");
+                    }
                     self.server.handle_message(Time(self.now), self.peer, m);
                     moved = true;
                 }
             }
             while let Some(o) = self.server.poll_output() {
-                if let ServerOutput::Send { msg, .. } = o {
-                    let line = encode_server(&msg);
-                    self.wire_bytes += line.len() as u64;
-                    let m = decode_server(&line, usize::MAX).expect("own frames decode");
-                    self.client.handle_message(Time(self.now), m);
+                if let ServerOutput::Send { mut msg, .. } = o {
+                    if self.json {
+                        let line = encode_server(&msg);
+                        self.wire_bytes += line.len() as u64;
+                        msg = decode_server(&line, usize::MAX).expect("own frames decode");
+                    }
+                    self.client.handle_message(Time(self.now), msg);
                     moved = true;
                 }
             }
