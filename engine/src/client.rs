@@ -602,8 +602,15 @@ impl ClientEngine {
             .push_back(ClientOutput::Event(ClientEvent::Reset));
         self.text = m.text;
         self.local = m.ours_after;
+        self.adopt_shadow(text.to_string(), client_version, server_version);
+        true
+    }
+
+    /// Take the server's text at (n, m) as the shadow; nothing is pending any more. `text`
+    /// and `local` are the caller's to set.
+    fn adopt_shadow(&mut self, text: String, client_version: u64, server_version: u64) {
         self.shadow = Shadow {
-            text: text.to_string(),
+            text,
             client_version,
             server_version,
         };
@@ -612,7 +619,6 @@ impl ClientEngine {
         self.confirmed = None;
         self.pending_sent = 0;
         self.in_flight = None;
-        true
     }
 
     /// Drop pending edits below `client_version` (the server holds them), folding each into
@@ -688,16 +694,7 @@ impl ClientEngine {
                 .push_back(ClientOutput::Event(ClientEvent::Reset));
         }
         self.local = Operation::from_diff(&text, &self.text);
-        self.shadow = Shadow {
-            text,
-            client_version,
-            server_version,
-        };
-        self.pending.clear();
-        self.befores.clear();
-        self.confirmed = None;
-        self.pending_sent = 0;
-        self.in_flight = None;
+        self.adopt_shadow(text, client_version, server_version);
     }
 
     /// Time has passed: resend, sync or give up on a silent server as due.

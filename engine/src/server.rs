@@ -1059,20 +1059,24 @@ fn sync_inner(
         stats.edits_applied += 1;
         dirty = true;
     }
+    // What this request changed, for the store (master, session, new master changes).
+    let persist = |s: &Session, master: &String, changes: Vec<(u64, Operation)>, version: u64| {
+        PersistRecord {
+            doc: doc.to_string(),
+            text: master_changed.then(|| master.clone()),
+            version,
+            sessions: vec![s.record(client_id)],
+            removed_sessions: Vec::new(),
+            changes,
+            changes_needed_after: *log_base,
+        }
+    };
     if let Some(error) = refused {
         s.link = Some(Link {
             op: ours,
             idx: *log_base + log.len() as u64,
         });
-        let persist = dirty.then(|| PersistRecord {
-            doc: doc.to_string(),
-            text: master_changed.then(|| master.clone()),
-            version: *version,
-            sessions: vec![s.record(client_id)],
-            removed_sessions: Vec::new(),
-            changes: new_changes,
-            changes_needed_after: *log_base,
-        });
+        let persist = dirty.then(|| persist(s, master, new_changes, *version));
         return SyncOutcome::Refuse { persist, error };
     }
     s.bad_streak = 0;
@@ -1110,15 +1114,7 @@ fn sync_inner(
         idx: log_end,
     });
     // Step 6: persist, then acknowledge.
-    let persist = dirty.then(|| PersistRecord {
-        doc: doc.to_string(),
-        text: master_changed.then(|| master.clone()),
-        version: *version,
-        sessions: vec![s.record(client_id)],
-        removed_sessions: Vec::new(),
-        changes: new_changes,
-        changes_needed_after: *log_base,
-    });
+    let persist = dirty.then(|| persist(s, master, new_changes, *version));
     let msg = ServerMsg::ServerSync {
         doc: doc.to_string(),
         seq,
