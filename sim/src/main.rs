@@ -7,9 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use dsync_sim::world::{fmt_time, Verdict};
-use dsync_sim::{
-    html, run, scenario::Expect, shrink, swarm, Options, Scenario, ScenarioError, TraceLevel,
-};
+use dsync_sim::{html, run, scenario::Expect, shrink, swarm, Options, Scenario, TraceLevel};
 
 /// Deterministic simulator for dsync: replays a RON scenario from a seed over the real engine
 /// and store, with a lossy network, partitions and crashes, and checks convergence and intent.
@@ -108,10 +106,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(file: &std::path::Path) -> anyhow::Result<Result<Scenario, ScenarioError>> {
-    Ok(Scenario::load(file))
-}
-
 /// Simulated seconds per wall second, measured around the run (the only wall-clock read in
 /// the simulator, and it never reaches the trace).
 #[allow(clippy::disallowed_methods)]
@@ -122,7 +116,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
 }
 
 fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let sc = match load(file)? {
+    let sc = match Scenario::load(file) {
         Ok(sc) => sc,
         Err(e) => {
             eprintln!("error: {e}");
