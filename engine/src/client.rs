@@ -95,9 +95,11 @@ pub struct ClientEngine {
     /// The shadow before each pending edit (parallel to `pending`): what each edit changed.
     befores: Vec<String>,
     /// The text as the server is known to hold it: the shadow minus the unacknowledged edits.
-    /// `None` while nothing is pending (then it is the shadow). The base for re-merging local
-    /// typing after a reset.
+    /// `None` while it is simply the text before the oldest pending edit (`befores[0]`), or the
+    /// shadow when nothing is pending. The base for re-merging local typing after a reset.
     confirmed: Option<String>,
+    /// A string buffer freed by an acknowledgement, reused for the next shadow.
+    spare: Option<String>,
     has_session: bool,
     /// Consecutive server replies whose edit failed its strict apply or checksum: the first
     /// is taken for damage in transit (ignored; the next cycle asks again), a second one for
@@ -127,6 +129,7 @@ impl ClientEngine {
             local: Operation::new(),
             befores: Vec::new(),
             confirmed: None,
+            spare: None,
             has_session: false,
             bad_streak: 0,
             conn: Conn::Disconnected,
@@ -244,13 +247,15 @@ impl ClientEngine {
 
     /// Record a local edit, already checked, as an operation on `text`.
     fn edit(&mut self, op: Operation) {
-        // Both cannot fail: `op` was built for `text`, and `local` ends where `text` is.
-        match (self.local.compose(&op), op.apply(&self.text)) {
-            (Ok(local), Ok(text)) => {
+        // Neither can fail: `op` was built for `text`, and `local` ends where `text` is.
+        match self.local.compose(&op) {
+            Ok(local) => {
                 self.local = local;
-                self.text = text;
+                if let Err(e) = op.apply_in_place(&mut self.text) {
+                    debug_assert!(false, "local edit did not fit: {e}");
+                }
             }
-            (a, b) => debug_assert!(false, "local edit did not fit: {a:?} {b:?}"),
+            Err(e) => debug_assert!(false, "local edit did not fit: {e}"),
         }
     }
 
@@ -328,9 +333,6 @@ impl ClientEngine {
         let room = self.pending.len() < self.config.limits.max_pending_edits
             && held + self.shadow.text.len() <= self.config.limits.max_pending_bytes;
         if self.text != self.shadow.text && room {
-            if self.pending.is_empty() {
-                self.confirmed = Some(self.shadow.text.clone());
-            }
             let delta = Delta::from_operation(&self.local, &self.shadow.text);
             self.local = Operation::identity(self.text.len());
             self.pending.push(Edit::Delta {
@@ -338,8 +340,11 @@ impl ClientEngine {
                 delta,
                 checksum: Checksum::of(&self.text),
             });
-            // The old shadow moves into `befores` (no copy); the new one is the text diffed.
-            let old = std::mem::replace(&mut self.shadow.text, self.text.clone());
+            // The old shadow moves into `befores` (no copy); the new one is the text diffed,
+            // copied into a recycled buffer when there is one.
+            let mut next = self.spare.take().unwrap_or_default();
+            next.clone_from(&self.text);
+            let old = std::mem::replace(&mut self.shadow.text, next);
             self.befores.push(old);
             self.shadow.client_version += 1;
         }
@@ -480,7 +485,7 @@ impl ClientEngine {
             }
         }
         if !theirs.is_noop() {
-            if let Some(conf) = self.confirmed.take() {
+            if let Some(conf) = self.confirmed_text() {
                 self.confirmed = Some(three_way(&base, &self.shadow.text, &conf));
             }
             // The server's change goes into the text past the user's edits since the shadow.
@@ -635,7 +640,7 @@ impl ClientEngine {
         if acked == self.pending.len() {
             // Everything arrived: the server holds exactly the shadow's edits.
             self.confirmed = None;
-        } else if let Some(mut conf) = self.confirmed.take() {
+        } else if let Some(mut conf) = self.confirmed_text() {
             for (edit, before) in self.pending.iter().zip(&self.befores).take(acked) {
                 if let Edit::Delta { delta, .. } = edit {
                     if let Ok(after) = delta.apply(before) {
@@ -646,8 +651,17 @@ impl ClientEngine {
             self.confirmed = Some(conf);
         }
         self.pending.drain(..acked);
-        self.befores.drain(..acked);
+        for old in self.befores.drain(..acked) {
+            self.spare = Some(old);
+        }
         self.pending_sent = self.pending_sent.saturating_sub(acked);
+    }
+
+    /// `confirmed`, materialised (taken out of `self`): `None` only when nothing is pending.
+    fn confirmed_text(&mut self) -> Option<String> {
+        self.confirmed
+            .take()
+            .or_else(|| self.befores.first().cloned())
     }
 
     /// Adopt the server's `text` at (n, m), re-merging unacknowledged local typing onto it.
@@ -670,8 +684,7 @@ impl ClientEngine {
             None => !self.pending.is_empty(),
         };
         let base = self
-            .confirmed
-            .take()
+            .confirmed_text()
             .unwrap_or_else(|| self.shadow.text.clone());
         // Unsure which pending edits the server holds: collapse an insertion that starts with
         // what the server already has at the same place, rather than repeating it.

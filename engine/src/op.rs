@@ -240,6 +240,45 @@ impl Operation {
         Ok(out)
     }
 
+    /// Apply to `text` in place: each change is spliced where it is, so a keystroke moves the
+    /// tail of the text instead of copying all of it into a new string.
+    pub fn apply_in_place(&self, text: &mut String) -> Result<(), OpError> {
+        if text.len() != self.base_len {
+            return Err(OpError::WrongLength {
+                expected: self.base_len,
+                got: text.len(),
+            });
+        }
+        // Check every boundary first, so a failure leaves `text` untouched.
+        let mut pos = 0;
+        for s in &self.steps {
+            match s {
+                Step::Retain(n) | Step::Delete(n) => {
+                    pos += n;
+                    if !text.is_char_boundary(pos) {
+                        return Err(OpError::SplitsChar(pos));
+                    }
+                }
+                Step::Insert(_) => {}
+            }
+        }
+        // Then splice from the front, tracking how far the text has shifted.
+        let mut at = 0usize;
+        for s in &self.steps {
+            match s {
+                Step::Retain(n) => at += n,
+                Step::Insert(t) => {
+                    text.insert_str(at, t);
+                    at += t.len();
+                }
+                Step::Delete(n) => {
+                    text.replace_range(at..at + n, "");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The operation for `self` then `other`.
     pub fn compose(&self, other: &Operation) -> Result<Operation, OpError> {
         if self.target_len != other.base_len {
@@ -484,6 +523,24 @@ mod tests {
         let (p, q) = Operation::transform(&d1, &d2).unwrap();
         assert_eq!(q.apply(&d1.apply(base).unwrap()).unwrap(), "");
         assert_eq!(p.apply(&d2.apply(base).unwrap()).unwrap(), "");
+    }
+
+    #[test]
+    fn apply_in_place_matches_apply() {
+        let mut op = Operation::new();
+        op.retain(2)
+            .insert("XY")
+            .delete(3)
+            .retain(1)
+            .insert("é")
+            .retain(2);
+        let base = "abcdefgh";
+        let mut t = base.to_string();
+        op.apply_in_place(&mut t).unwrap();
+        assert_eq!(t, op.apply(base).unwrap());
+        let mut short = "ab".to_string();
+        assert!(op.apply_in_place(&mut short).is_err());
+        assert_eq!(short, "ab");
     }
 
     #[test]

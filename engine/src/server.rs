@@ -48,6 +48,25 @@ pub struct SessionRecord {
     pub link: Option<(Operation, u64)>,
     /// How the backup becomes the master.
     pub backup_link: Option<(Operation, u64)>,
+    /// The shadow's text was left out (empty) because it equals the master this record's
+    /// commit leaves in the store: the store fills it in (saves a copy of the document).
+    pub shadow_is_master: bool,
+    /// The backup's text was left out (empty) because it equals the shadow's.
+    pub backup_is_shadow: bool,
+}
+
+impl SessionRecord {
+    /// Fill in texts left out (see `shadow_is_master`, `backup_is_shadow`) from `master`.
+    pub fn resolve(&mut self, master: &str) {
+        if self.shadow_is_master {
+            self.shadow.text = master.to_string();
+            self.shadow_is_master = false;
+        }
+        if self.backup_is_shadow {
+            self.backup.text.clone_from(&self.shadow.text);
+            self.backup_is_shadow = false;
+        }
+    }
 }
 
 /// One atomic write the driver must commit before acting on later outputs.
@@ -154,15 +173,31 @@ impl Session {
         }
     }
 
-    fn record(&self, client_id: &str) -> SessionRecord {
+    /// The durable form of this session. `log_end` is the document's current version: a
+    /// shadow linked to it with no change *is* the master, and its text is left out.
+    fn record(&self, client_id: &str, log_end: u64) -> SessionRecord {
         let link = |l: &Option<Link>| l.as_ref().map(|l| (l.op.clone(), l.idx));
+        let shadow_is_master = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.idx == log_end && l.op.is_noop());
+        // Within a session, equal versions mean equal texts.
+        let backup_is_shadow = (self.backup.client_version, self.backup.server_version)
+            == (self.shadow.client_version, self.shadow.server_version);
+        let text_unless = |skip: bool, sh: &Shadow| Shadow {
+            text: if skip { String::new() } else { sh.text.clone() },
+            client_version: sh.client_version,
+            server_version: sh.server_version,
+        };
         SessionRecord {
             client_id: client_id.to_string(),
-            shadow: self.shadow.clone(),
-            backup: self.backup.clone(),
+            shadow: text_unless(shadow_is_master, &self.shadow),
+            backup: text_unless(backup_is_shadow, &self.backup),
             last_seq: self.last_seq,
             link: link(&self.link),
             backup_link: link(&self.backup_link),
+            shadow_is_master,
+            backup_is_shadow,
         }
     }
 }
@@ -578,7 +613,7 @@ impl ServerEngine {
         let mut session = Session::fresh(&d.master, seq, peer, now);
         session.link = d.link_now();
         session.backup_link = d.link_now();
-        let record = session.record(&client_id);
+        let record = session.record(&client_id, d.log_base + d.log.len() as u64);
         let msg = ServerMsg::ConnectOk {
             doc: doc.clone(),
             seq,
@@ -717,7 +752,7 @@ impl ServerEngine {
         s.awaiting_reset = Some(m);
         self.stats.resets += 1;
         let n = s.shadow.client_version;
-        let record = s.record(client_id);
+        let record = s.record(client_id, d.log_base + d.log.len() as u64);
         let msg = ServerMsg::ServerSync {
             doc: doc.to_string(),
             seq,
@@ -995,59 +1030,59 @@ fn sync_inner(
                 error: too_large(new.len()),
             };
         }
-        // Merge the client's change into the master past what the master gained meanwhile.
-        let m = merge_ops(
-            *strategy,
-            &config.fuzzy,
-            &s.shadow.text,
-            &theirs,
-            &new,
-            &ours,
-            master,
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(doc, error = %e, "exact merge failed; merging texts");
-            let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
-            OpMerge {
-                theirs_after: Operation::from_diff(master, &out.text),
-                ours_after: Operation::from_diff(&new, &out.text),
-                text: out.text,
-                patches_dropped: out.patches_dropped,
-            }
-        });
         // The master holds no `\r`; only text the change inserts can bring one, so only that is
         // scanned (not the whole document).
-        let brings_cr = m
-            .theirs_after
+        let brings_cr = theirs
             .steps()
             .iter()
             .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
-        let normalized = if brings_cr {
-            normalize_newlines(&m.text)
+        // Merge the client's change into the master past what the master gained meanwhile.
+        let (merged, change, after) = if ours.is_noop() && !brings_cr {
+            // Nothing moved on: the master becomes the new shadow, its buffer reused below.
+            let after = Operation::identity(new.len());
+            (None, theirs, after)
         } else {
-            std::borrow::Cow::Borrowed(m.text.as_str())
-        };
-        let normalized = match normalized {
-            std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(o) => Some(o),
-        };
-        let (merged, change, after) = match normalized {
-            None => (m.text, m.theirs_after, m.ours_after),
-            Some(o) => {
-                let change = Operation::from_diff(master, &o);
-                let after = Operation::from_diff(&new, &o);
-                (o, change, after)
+            let m = merge_ops(
+                *strategy,
+                &config.fuzzy,
+                &s.shadow.text,
+                &theirs,
+                &new,
+                &ours,
+                master,
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!(doc, error = %e, "exact merge failed; merging texts");
+                let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
+                OpMerge {
+                    theirs_after: Operation::from_diff(master, &out.text),
+                    ours_after: Operation::from_diff(&new, &out.text),
+                    text: out.text,
+                    patches_dropped: out.patches_dropped,
+                }
+            });
+            stats.patches_dropped += m.patches_dropped as u64;
+            match brings_cr.then(|| normalize_newlines(&m.text).into_owned()) {
+                Some(o) if o != m.text => {
+                    let change = Operation::from_diff(master, &o);
+                    let after = Operation::from_diff(&new, &o);
+                    (Some(o), change, after)
+                }
+                _ => (Some(m.text), m.theirs_after, m.ours_after),
             }
         };
-        if merged.len() > limits.max_document_bytes {
+        let merged_len = merged.as_ref().map_or(new.len(), String::len);
+        if merged_len > limits.max_document_bytes {
             return SyncOutcome::Reset {
-                error: too_large(merged.len()),
+                error: too_large(merged_len),
             };
         }
-        stats.patches_dropped += m.patches_dropped as u64;
         // An exact change says whether the master moved; comparing texts would cost a scan.
-        if !change.is_noop() && merged != *master {
-            *master = merged;
+        if !change.is_noop() {
+            match merged {
+                Some(text) => *master = text,
+                None => master.clone_from(&new),
+            }
             *version += 1;
             new_changes.push((*version, change.clone()));
             log.push_back(change);
@@ -1065,7 +1100,7 @@ fn sync_inner(
             doc: doc.to_string(),
             text: master_changed.then(|| master.clone()),
             version,
-            sessions: vec![s.record(client_id)],
+            sessions: vec![s.record(client_id, *log_base + log.len() as u64)],
             removed_sessions: Vec::new(),
             changes,
             changes_needed_after: *log_base,
@@ -1086,7 +1121,9 @@ fn sync_inner(
     let same = (s.backup.client_version, s.backup.server_version)
         == (s.shadow.client_version, s.shadow.server_version);
     if !same {
-        s.backup = s.shadow.clone();
+        s.backup.text.clone_from(&s.shadow.text);
+        s.backup.client_version = s.shadow.client_version;
+        s.backup.server_version = s.shadow.server_version;
         dirty = true;
     }
     s.backup_link = Some(Link {

@@ -185,6 +185,8 @@ impl Store {
                 last_seq: to_u64(seq, t)?,
                 link: parse_link(link)?,
                 backup_link: parse_link(backup_link)?,
+                shadow_is_master: false,
+                backup_is_shadow: false,
             });
         }
         let mut changes = Vec::new();
@@ -237,7 +239,10 @@ impl Store {
                 "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
                  backup_text, backup_n, backup_m, last_seq, link_op, link_version, backup_link_op,
                  backup_link_version, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2,
+                         COALESCE(?3, (SELECT text FROM documents WHERE name = ?1)), ?4, ?5,
+                         COALESCE(?6, ?3, (SELECT text FROM documents WHERE name = ?1)), ?7, ?8,
+                         ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             let mut change_stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)",
@@ -261,13 +266,15 @@ impl Store {
                     }
                 }
                 for s in &r.sessions {
+                    // Texts left out of the record equal the master (just written above, or
+                    // already in the row) or the shadow: SQLite fills them in.
                     sess_stmt.execute(params![
                         r.doc,
                         s.client_id,
-                        s.shadow.text,
+                        (!s.shadow_is_master).then_some(&s.shadow.text),
                         to_i64(s.shadow.client_version),
                         to_i64(s.shadow.server_version),
-                        s.backup.text,
+                        (!s.backup_is_shadow).then_some(&s.backup.text),
                         to_i64(s.backup.client_version),
                         to_i64(s.backup.server_version),
                         to_i64(s.last_seq),
@@ -336,6 +343,8 @@ mod tests {
                 last_seq: 9,
                 link: Some((Operation::identity(1), version)),
                 backup_link: None,
+                shadow_is_master: false,
+                backup_is_shadow: false,
             }],
             removed_sessions: vec![],
             changes: vec![(version, Operation::identity(5))],
@@ -371,6 +380,28 @@ mod tests {
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(s.documents().unwrap(), vec!["d".to_string()]);
+    }
+
+    #[test]
+    fn texts_left_out_are_filled_from_the_master_and_shadow() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut r = record(Some("the master"), 1);
+        r.sessions[0].shadow.text = String::new();
+        r.sessions[0].shadow_is_master = true;
+        r.sessions[0].backup.text = String::new();
+        r.sessions[0].backup_is_shadow = true;
+        s.commit(&[r], 0).unwrap();
+        let d = s.load("d").unwrap().unwrap();
+        assert_eq!(d.sessions[0].shadow.text, "the master");
+        assert_eq!(d.sessions[0].backup.text, "the master");
+        // Master unchanged in a later record: the stored master is used.
+        let mut r = record(None, 1);
+        r.sessions[0].shadow.text = String::new();
+        r.sessions[0].shadow_is_master = true;
+        s.commit(&[r], 1).unwrap();
+        let d = s.load("d").unwrap().unwrap();
+        assert_eq!(d.sessions[0].shadow.text, "the master");
+        assert_eq!(d.sessions[0].backup.text, "s");
     }
 
     #[test]

@@ -27,8 +27,10 @@ impl MemStore {
         }
         d.version = r.version;
         for s in &r.sessions {
+            let mut s = s.clone();
+            s.resolve(&d.text);
             d.sessions.retain(|x| x.client_id != s.client_id);
-            d.sessions.push(s.clone());
+            d.sessions.push(s);
         }
         d.sessions
             .retain(|x| !r.removed_sessions.contains(&x.client_id));
