@@ -445,8 +445,9 @@ impl ClientEngine {
             return;
         }
         self.acknowledge(client_version);
-        let base = self.shadow.text.clone();
-        let mut theirs = Operation::identity(base.len());
+        // The shadow before the first server edit of this reply, kept only if one applies.
+        let mut base: Option<String> = None;
+        let mut theirs: Option<Operation> = None;
         let mut diverged = false;
         for edit in edits {
             let Edit::Delta {
@@ -471,10 +472,14 @@ impl ClientEngine {
                 .and_then(|op| op.apply(&self.shadow.text).ok().map(|new| (op, new)));
             match applied {
                 Some((op, new)) if Checksum::of(&new) == checksum => {
-                    theirs = theirs
-                        .compose(&op)
-                        .unwrap_or_else(|_| Operation::from_diff(&base, &new));
-                    self.shadow.text = new;
+                    let old = std::mem::replace(&mut self.shadow.text, new);
+                    let b = base.get_or_insert(old);
+                    theirs = Some(match theirs.take() {
+                        None => op,
+                        Some(t) => t
+                            .compose(&op)
+                            .unwrap_or_else(|_| Operation::from_diff(b, &self.shadow.text)),
+                    });
                     self.shadow.server_version += 1;
                     self.stats.edits_applied += 1;
                 }
@@ -484,6 +489,14 @@ impl ClientEngine {
                 }
             }
         }
+        let (Some(base), Some(theirs)) = (base, theirs) else {
+            if diverged {
+                self.damaged(now);
+            } else {
+                self.bad_streak = 0;
+            }
+            return;
+        };
         if !theirs.is_noop() {
             if let Some(conf) = self.confirmed_text() {
                 self.confirmed = Some(three_way(&base, &self.shadow.text, &conf));

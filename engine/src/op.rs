@@ -240,6 +240,39 @@ impl Operation {
         Ok(out)
     }
 
+    /// CRC-32 of the text this operation makes from `base`, computed over the pieces without
+    /// building that text (so a change can be verified before it is applied in place).
+    pub fn result_checksum(&self, base: &str) -> Result<u32, OpError> {
+        if base.len() != self.base_len {
+            return Err(OpError::WrongLength {
+                expected: self.base_len,
+                got: base.len(),
+            });
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut pos = 0;
+        for s in &self.steps {
+            match s {
+                Step::Retain(n) => {
+                    let end = pos + n;
+                    if !base.is_char_boundary(end) {
+                        return Err(OpError::SplitsChar(end));
+                    }
+                    h.update(&base.as_bytes()[pos..end]);
+                    pos = end;
+                }
+                Step::Insert(t) => h.update(t.as_bytes()),
+                Step::Delete(n) => {
+                    pos += n;
+                    if !base.is_char_boundary(pos) {
+                        return Err(OpError::SplitsChar(pos));
+                    }
+                }
+            }
+        }
+        Ok(h.finalize())
+    }
+
     /// Apply to `text` in place: each change is spliced where it is, so a keystroke moves the
     /// tail of the text instead of copying all of it into a new string.
     pub fn apply_in_place(&self, text: &mut String) -> Result<(), OpError> {
@@ -538,6 +571,10 @@ mod tests {
         let mut t = base.to_string();
         op.apply_in_place(&mut t).unwrap();
         assert_eq!(t, op.apply(base).unwrap());
+        assert_eq!(
+            op.result_checksum(base).unwrap(),
+            crc32fast::hash(t.as_bytes())
+        );
         let mut short = "ab".to_string();
         assert!(op.apply_in_place(&mut short).is_err());
         assert_eq!(short, "ab");

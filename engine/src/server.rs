@@ -989,15 +989,36 @@ fn sync_inner(
                 (Operation::from_diff(&s.shadow.text, &text), checksum)
             }
         };
-        let new = match theirs.apply(&s.shadow.text) {
-            Ok(t) => t,
+        // The master holds no `\r`; only text the change inserts can bring one, so only that is
+        // scanned (not the whole document).
+        let brings_cr = theirs
+            .steps()
+            .iter()
+            .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
+        // Nothing moved on since this shadow: the change can go into the shadow in place and the
+        // master becomes a copy of it. Otherwise it is merged past what the master gained.
+        let fast = ours.is_noop() && !brings_cr;
+        // Verify the checksum first; the fast path checks it without building the new text.
+        let (new, sum) = if fast {
+            (None, theirs.result_checksum(&s.shadow.text).map(Checksum))
+        } else {
+            match theirs.apply(&s.shadow.text) {
+                Ok(t) => {
+                    let sum = Checksum::of(&t);
+                    (Some(t), Ok(sum))
+                }
+                Err(e) => (None, Err(e)),
+            }
+        };
+        let sum = match sum {
+            Ok(c) => c,
             Err(e) => {
                 return SyncOutcome::Reset {
                     error: Some((ErrorCode::BadDelta, e.to_string())),
                 }
             }
         };
-        if Checksum::of(&new) != checksum {
+        if sum != checksum {
             tracing::warn!(
                 doc,
                 client = client_id,
@@ -1025,64 +1046,68 @@ fn sync_inner(
                 ),
             ))
         };
-        if new.len() > limits.max_document_bytes {
+        if theirs.target_len() > limits.max_document_bytes {
             return SyncOutcome::Reset {
-                error: too_large(new.len()),
+                error: too_large(theirs.target_len()),
             };
         }
-        // The master holds no `\r`; only text the change inserts can bring one, so only that is
-        // scanned (not the whole document).
-        let brings_cr = theirs
-            .steps()
-            .iter()
-            .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
-        // Merge the client's change into the master past what the master gained meanwhile.
-        let (merged, change, after) = if ours.is_noop() && !brings_cr {
-            // Nothing moved on: the master becomes the new shadow, its buffer reused below.
-            let after = Operation::identity(new.len());
-            (None, theirs, after)
-        } else {
-            let m = merge_ops(
-                *strategy,
-                &config.fuzzy,
-                &s.shadow.text,
-                &theirs,
-                &new,
-                &ours,
-                master,
-            )
-            .unwrap_or_else(|e| {
-                tracing::error!(doc, error = %e, "exact merge failed; merging texts");
-                let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
-                OpMerge {
-                    theirs_after: Operation::from_diff(master, &out.text),
-                    ours_after: Operation::from_diff(&new, &out.text),
-                    text: out.text,
-                    patches_dropped: out.patches_dropped,
-                }
-            });
-            stats.patches_dropped += m.patches_dropped as u64;
+        let Some(new) = new else {
+            // Fast path: checked above, so this cannot fail.
+            if let Err(e) = theirs.apply_in_place(&mut s.shadow.text) {
+                return SyncOutcome::Reset {
+                    error: Some((ErrorCode::BadDelta, e.to_string())),
+                };
+            }
+            if !theirs.is_noop() {
+                master.clone_from(&s.shadow.text);
+                *version += 1;
+                new_changes.push((*version, theirs.clone()));
+                log.push_back(theirs);
+                master_changed = true;
+            }
+            ours = Operation::identity(s.shadow.text.len());
+            s.shadow.client_version += 1;
+            stats.edits_applied += 1;
+            dirty = true;
+            continue;
+        };
+        let m = merge_ops(
+            *strategy,
+            &config.fuzzy,
+            &s.shadow.text,
+            &theirs,
+            &new,
+            &ours,
+            master,
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(doc, error = %e, "exact merge failed; merging texts");
+            let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
+            OpMerge {
+                theirs_after: Operation::from_diff(master, &out.text),
+                ours_after: Operation::from_diff(&new, &out.text),
+                text: out.text,
+                patches_dropped: out.patches_dropped,
+            }
+        });
+        stats.patches_dropped += m.patches_dropped as u64;
+        let (merged, change, after) =
             match brings_cr.then(|| normalize_newlines(&m.text).into_owned()) {
                 Some(o) if o != m.text => {
                     let change = Operation::from_diff(master, &o);
                     let after = Operation::from_diff(&new, &o);
-                    (Some(o), change, after)
+                    (o, change, after)
                 }
-                _ => (Some(m.text), m.theirs_after, m.ours_after),
-            }
-        };
-        let merged_len = merged.as_ref().map_or(new.len(), String::len);
-        if merged_len > limits.max_document_bytes {
+                _ => (m.text, m.theirs_after, m.ours_after),
+            };
+        if merged.len() > limits.max_document_bytes {
             return SyncOutcome::Reset {
-                error: too_large(merged_len),
+                error: too_large(merged.len()),
             };
         }
         // An exact change says whether the master moved; comparing texts would cost a scan.
         if !change.is_noop() {
-            match merged {
-                Some(text) => *master = text,
-                None => master.clone_from(&new),
-            }
+            *master = merged;
             *version += 1;
             new_changes.push((*version, change.clone()));
             log.push_back(change);
