@@ -1,6 +1,14 @@
 //! `dsync-client`: edit a shared document from a terminal, run a script of edits, or generate
 //! load. See `--help`.
 
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,11 +90,11 @@ fn main() -> ExitCode {
                     rate_per_s: rate,
                 };
                 let r = load::run(cfg).await?;
-                println!(
+                out!(
                     "load     clients={} docs={docs} duration={}s rate={}/s per client",
                     r.clients, duration, rate
                 );
-                println!(
+                out!(
                     "result   round_trips={} rtt_p50={:.2}ms rtt_p99={:.2}ms edits_per_s={:.0} errors={} converged={}/{}",
                     r.round_trips,
                     r.p50.as_secs_f64() * 1e3,
@@ -112,8 +120,8 @@ fn main() -> ExitCode {
 /// Run one command; `Ok(false)` means quit.
 async fn execute(session: &mut Session, cmd: Command) -> anyhow::Result<bool> {
     match cmd {
-        Command::Show => println!("{}", session.snapshot().text),
-        Command::Help => println!("{HELP}"),
+        Command::Show => out!("{}", session.snapshot().text),
+        Command::Help => out!("{HELP}"),
         Command::Quit => return Ok(false),
         Command::Edit(e) => session.edit(e).await?,
         Command::Sleep(d) => tokio::time::sleep(d).await,
@@ -156,18 +164,18 @@ async fn script(server: SocketAddr, doc: &str, file: &std::path::Path) -> anyhow
         .wait_converged(Duration::from_secs(30))
         .await
         .context("final sync")?;
-    println!("{}", snap.text);
+    out!("{}", snap.text);
     session.stop().await;
     Ok(())
 }
 
 async fn interactive(server: SocketAddr, doc: &str) -> anyhow::Result<()> {
     let mut session = Session::start(SessionConfig::new(server, doc), None);
-    println!("dsync-client: document {doc:?} on {server}; `help` lists commands");
+    out!("dsync-client: document {doc:?} on {server}; `help` lists commands");
     if let Err(e) = session.wait_connected(Duration::from_secs(10)).await {
         eprintln!("warning: {e}; edits will sync once the server answers");
     }
-    println!("{}", session.snapshot().text);
+    out!("{}", session.snapshot().text);
     // Standard input is read on its own thread so remote changes show while the user types.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
     std::thread::spawn(move || {
@@ -202,10 +210,10 @@ async fn interactive(server: SocketAddr, doc: &str) -> anyhow::Result<()> {
                 if changed.is_err() { break; }
                 let s = state.borrow_and_update().clone();
                 if s.connected != shown.0 {
-                    println!("{}", if s.connected { "[connected]" } else { "[disconnected; reconnecting…]" });
+                    out!("{}", if s.connected { "[connected]" } else { "[disconnected; reconnecting…]" });
                 }
                 if s.remote_changes != shown.1 {
-                    println!("[remote] {}", s.text);
+                    out!("[remote] {}", s.text);
                 }
                 shown = (s.connected, s.remote_changes);
             }

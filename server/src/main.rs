@@ -1,5 +1,13 @@
 //! `dsync-server`: serve documents over TCP (one JSON object per line) from a SQLite file.
 
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,10 +104,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         let running = start(cfg.clone()).await?;
         // Tests and scripts read this line to learn the port when --listen uses port 0.
-        println!("listening on {} (db {})", running.addr, cfg.db.display());
+        out!("listening on {} (db {})", running.addr, cfg.db.display());
         shutdown_signal().await;
         running.shutdown().await?;
-        println!("stopped cleanly");
+        out!("stopped cleanly");
         Ok(())
     })
 }

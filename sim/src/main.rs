@@ -1,5 +1,13 @@
 //! `dsync-sim`: run a scenario, sweep seeds (swarm) or shrink a failure. See `--help`.
 
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -134,13 +142,13 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let (report, wall_s) = timed(|| run(&sc, opts));
     for line in &report.settings {
-        println!("# {line}");
+        out!("# {line}");
     }
     for line in &report.trace {
-        println!("{line}");
+        out!("{line}");
     }
     let sim_s = report.summary.sim_ms as f64 / 1000.0;
-    println!(
+    out!(
         "speed    {:.1} simulated s in {:.3} wall s = {:.0} simulated s per wall s",
         sim_s,
         wall_s,
@@ -149,7 +157,7 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.html {
         let page = html::render(&sc, &report);
         std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
-        println!("report   {}", path.display());
+        out!("report   {}", path.display());
     }
     let expected = match (&report.verdict, sc.expect) {
         (Verdict::Pass, Expect::Pass) => true,
@@ -159,12 +167,12 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     match &report.verdict {
         Verdict::Pass => {
             let took = report.summary.converge_ms.unwrap_or(0);
-            println!(
+            out!(
                 "verdict  PASS: converged {:.3}s after faults stopped",
                 took as f64 / 1000.0
             );
             if !expected {
-                println!("note     the scenario expected {:?}", sc.expect);
+                out!("note     the scenario expected {:?}", sc.expect);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -173,13 +181,13 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
             at_ms,
             detail,
         } => {
-            println!(
+            out!(
                 "verdict  FAIL: {} check at {}: {detail}",
                 check.name(),
                 fmt_time(*at_ms)
             );
             if expected {
-                println!(
+                out!(
                     "note     this failure is the scenario's expected verdict ({:?})",
                     sc.expect
                 );
@@ -215,7 +223,7 @@ fn cmd_swarm(
             std::fs::write(&path, swarm::profile(seed, base.as_ref()).to_ron())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        println!(
+        out!(
             "wrote {} scenarios to {}",
             range.end - range.start,
             out.display()
@@ -224,8 +232,8 @@ fn cmd_swarm(
     let (result, wall_s) =
         timed(|| swarm::sweep(range.clone(), base.as_ref(), jobs.max(1), !quiet));
     let n = range.end - range.start;
-    println!("{}", result.describe());
-    println!(
+    out!("{}", result.describe());
+    out!(
         "speed    {n} seeds in {wall_s:.1} s = {:.0} seeds per minute ({jobs} jobs)",
         n as f64 / wall_s.max(1e-9) * 60.0
     );
@@ -233,7 +241,7 @@ fn cmd_swarm(
         return Ok(if result.all_counters_nonzero() {
             ExitCode::SUCCESS
         } else {
-            println!("FAIL: a coverage counter stayed at zero: the sweep is too gentle");
+            out!("FAIL: a coverage counter stayed at zero: the sweep is too gentle");
             ExitCode::from(1)
         });
     }
@@ -242,7 +250,7 @@ fn cmd_swarm(
         let path = out.join(format!("seed-{}.ron", f.seed));
         std::fs::write(&path, f.scenario.to_ron())
             .with_context(|| format!("writing {}", path.display()))?;
-        println!(
+        out!(
             "FAIL seed {}: {} — replay: cargo run --release -p dsync-sim -- {}",
             f.seed,
             f.verdict,
@@ -282,12 +290,14 @@ fn cmd_shrink(
     }
     std::fs::write(&path, shrunk.scenario.to_ron())
         .with_context(|| format!("writing {}", path.display()))?;
-    println!(
+    out!(
         "{} events → {} events ({} runs)",
-        shrunk.before, shrunk.after, shrunk.runs
+        shrunk.before,
+        shrunk.after,
+        shrunk.runs
     );
-    println!("still fails: {}", shrunk.verdict);
-    println!(
+    out!("still fails: {}", shrunk.verdict);
+    out!(
         "wrote {}; replay: cargo run --release -p dsync-sim -- {}",
         path.display(),
         path.display()

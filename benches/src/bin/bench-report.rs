@@ -6,6 +6,14 @@
 //! it (Linux `/proc`; the mark is reset between replays). The workspace forbids `unsafe`, so no
 //! counting allocator.
 
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use dsync_benches::{load_trace, run_diamond, run_dsync, run_yrs, Run, Trace};
 
 fn main() -> std::process::ExitCode {
@@ -26,9 +34,14 @@ fn main() -> std::process::ExitCode {
     let limit = quick.then_some(20_000);
     let mut rows = Vec::new();
     let mut failed = false;
-    println!(
+    out!(
         "{:<15} {:<16} {:>5} {:>12} {:>14} {:>12}",
-        "system", "trace", "every", "ops/s", "wire B/op", "peak MiB"
+        "system",
+        "trace",
+        "every",
+        "ops/s",
+        "wire B/op",
+        "peak MiB"
     );
     for name in ["automerge-paper", "seph-blog1"] {
         if only_trace.as_deref().is_some_and(|t| t != name) {
@@ -60,7 +73,7 @@ fn main() -> std::process::ExitCode {
                     Ok(r) => {
                         let peak = peak_rss_since(base);
                         let wire = r.wire_bytes as f64 / r.ops as f64;
-                        println!(
+                        out!(
                             "{:<15} {:<16} {:>5} {:>12.0} {:>14.1} {:>12.1}",
                             system,
                             name,
@@ -91,7 +104,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: writing {}: {e}", out.display());
         return std::process::ExitCode::FAILURE;
     }
-    println!(
+    out!(
         "wrote {}{}",
         out.display(),
         if quick {
