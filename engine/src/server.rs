@@ -234,6 +234,11 @@ impl Document {
         if self.log.len() < 32 {
             return;
         }
+        tracing::trace!(
+            len = self.log.len(),
+            base = self.log_base,
+            "trimming the change log"
+        );
         let needed = self
             .sessions
             .values()
@@ -439,6 +444,12 @@ impl ServerEngine {
     pub fn session(&self, doc: &str, client_id: &str) -> Option<(&Shadow, &Shadow)> {
         let s = self.docs.get(doc)?.sessions.get(client_id)?;
         Some((&s.shadow, &s.backup))
+    }
+
+    /// Exact master changes a document keeps (see `MAX_LOG`): stays small while every session
+    /// keeps up.
+    pub fn log_len(&self, doc: &str) -> Option<usize> {
+        Some(self.docs.get(doc)?.log.len())
     }
 
     /// Number of unacknowledged server edits for a client.

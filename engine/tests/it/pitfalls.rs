@@ -229,3 +229,21 @@ fn p12_drifted_fuzzy_patch_drops_instead_of_misplacing() {
     );
     assert_eq!(tw.text, format!("{filler}alpha beta GAMMA delta epsilon"));
 }
+
+/// The server's log of exact master changes is trimmed to what sessions still need.
+#[test]
+fn master_change_log_stays_small_while_clients_keep_up() {
+    let mut net = Net::connected(5, cfg(), "");
+    let mut longest = 0;
+    for round in 0..200 {
+        for c in 0..5 {
+            let len = net.clients[c].text().chars().count();
+            net.type_at(c, len.min(round % 7), "x");
+            net.sync(c);
+        }
+        net.flush();
+        longest = longest.max(net.server.log_len(crate::harness::DOC).unwrap());
+    }
+    net.settle(10_000);
+    assert!(longest < 64, "log grew to {longest}");
+}
