@@ -162,16 +162,7 @@ impl DsyncPair {
     /// A connected pair on a document holding `start`.
     pub fn new(start: &str) -> DsyncPair {
         let cfg = Config::default();
-        let mut server = ServerEngine::new(cfg);
-        server
-            .load_document(
-                "bench",
-                StoredDocument {
-                    text: start.to_string(),
-                    ..StoredDocument::default()
-                },
-            )
-            .expect("document within limits");
+        let server = bench_server(cfg, start);
         let mut p = DsyncPair {
             client: ClientEngine::new(cfg, "c0", "bench"),
             server,
@@ -232,6 +223,19 @@ impl DsyncPair {
         self.client.sync_now(Time(self.now));
         self.pump();
     }
+}
+
+/// A server engine holding the document `bench` with `text`.
+fn bench_server(cfg: Config, text: &str) -> ServerEngine {
+    let mut server = ServerEngine::new(cfg);
+    let stored = StoredDocument {
+        text: text.to_string(),
+        ..StoredDocument::default()
+    };
+    server
+        .load_document("bench", stored)
+        .expect("document within limits");
+    server
 }
 
 /// Replay a trace through dsync, syncing every `every` transactions.
@@ -368,18 +372,8 @@ pub fn run_diamond(t: &Trace, every: usize) -> Result<Run, String> {
 /// bottom (after a separator), both syncing every `every` of their transactions. Returns the
 /// server's final text, which must be `a.end + "\n---\n" + b.end`.
 pub fn two_writers(a: &Trace, b: &Trace, every: usize) -> String {
-    let start = format!("{}\n---\n{}", a.start, b.start);
     let cfg = Config::default();
-    let mut server = ServerEngine::new(cfg);
-    server
-        .load_document(
-            "bench",
-            StoredDocument {
-                text: start,
-                ..StoredDocument::default()
-            },
-        )
-        .expect("document within limits");
+    let mut server = bench_server(cfg, &format!("{}\n---\n{}", a.start, b.start));
     let mut clients = [
         ClientEngine::new(cfg, "a", "bench"),
         ClientEngine::new(cfg, "b", "bench"),

@@ -170,7 +170,7 @@ pub fn shrink(
         },
         ..explicit
     };
-    let verdict = match run(
+    let verdict = run(
         &scenario,
         Options {
             seed: None,
@@ -179,21 +179,11 @@ pub fn shrink(
             chart: false,
         },
     )
-    .verdict
-    {
-        Verdict::Fail {
-            check,
-            at_ms,
-            detail,
-        } => {
-            format!(
-                "{} at {}: {detail}",
-                check.name(),
-                crate::world::fmt_time(at_ms)
-            )
-        }
-        Verdict::Pass => return Err("the shrunk scenario passes (a shrinker bug)".into()),
-    };
+    .verdict;
+    if verdict == Verdict::Pass {
+        return Err("the shrunk scenario passes (a shrinker bug)".into());
+    }
+    let verdict = verdict.describe();
     Ok(Shrunk {
         scenario,
         before,

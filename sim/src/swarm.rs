@@ -381,17 +381,7 @@ pub fn sweep(
         if !as_expected(&verdict, sc.expect) {
             let v = match &verdict {
                 Verdict::Pass => format!("passed but {:?} was expected", sc.expect),
-                Verdict::Fail {
-                    check,
-                    at_ms,
-                    detail,
-                } => {
-                    format!(
-                        "{} failed at {}: {detail}",
-                        check.name(),
-                        crate::world::fmt_time(*at_ms)
-                    )
-                }
+                fail => fail.describe(),
             };
             out.failures.push(Failure {
                 seed,

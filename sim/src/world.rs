@@ -99,6 +99,22 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// One line: `pass`, or `<check> failed at t=…: <detail>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Pass => "pass".into(),
+            Verdict::Fail {
+                check,
+                at_ms,
+                detail,
+            } => {
+                format!("{} failed at {}: {detail}", check.name(), fmt_time(*at_ms))
+            }
+        }
+    }
+}
+
 /// Counters of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
