@@ -24,12 +24,19 @@ fn local_sync(c: &mut Criterion) {
             BenchmarkId::from_parameter(format!("{}KB", size / 1000)),
             |b| {
                 let mut pair = DsyncPair::new(&doc);
+                pair.json = false;
                 let mut i = 0usize;
                 b.iter(|| {
                     let len = pair.client.text().len();
-                    let at = pos[i % pos.len()] % (len + 1);
-                    // Positions are ASCII-safe: the synthetic document is ASCII.
-                    pair.client.edit_bytes(at, 0, "x").expect("ascii position");
+                    // Positions are ASCII-safe: the synthetic document is ASCII. Inserts and
+                    // deletes alternate so the document keeps its size.
+                    if i % 2 == 0 {
+                        let at = pos[i % pos.len()] % (len + 1);
+                        pair.client.edit_bytes(at, 0, "x").expect("ascii position");
+                    } else {
+                        let at = pos[i % pos.len()] % len.max(1);
+                        pair.client.edit_bytes(at, 1, "").expect("ascii position");
+                    }
                     pair.sync();
                     i += 1;
                 });
