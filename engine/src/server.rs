@@ -264,10 +264,14 @@ fn to_master(
 ) -> Operation {
     if let Some(l) = link {
         if l.idx >= log_base && l.idx <= log_base + log.len() as u64 {
-            let mut op = Some(l.op.clone());
-            for e in log.range((l.idx - log_base) as usize..) {
-                op = op.and_then(|o| o.compose(e).ok());
-            }
+            // Composed as a balanced tree: sequential composition re-walks the growing result
+            // for every entry.
+            let since: Vec<&Operation> = log.range((l.idx - log_base) as usize..).collect();
+            let op = match Operation::compose_all(&since) {
+                Ok(Some(rest)) => l.op.compose(&rest).ok(),
+                Ok(None) => Some(l.op.clone()),
+                Err(_) => None,
+            };
             if let Some(op) =
                 op.filter(|o| o.base_len() == text.len() && o.target_len() == master.len())
             {
