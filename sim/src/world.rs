@@ -1335,18 +1335,7 @@ impl<'a> Sim<'a> {
             payload,
             chart,
         };
-        self.in_flight_substantive += usize::from(flight.payload.substantive());
-        let id = match self.free_flights.pop() {
-            Some(id) => {
-                self.flights[id] = Some(flight);
-                id
-            }
-            None => {
-                self.flights.push(Some(flight));
-                self.flights.len() - 1
-            }
-        };
-        self.in_flight += 1;
+        let id = self.park(flight);
         self.schedule(at, Ev::Deliver(id));
     }
 
@@ -1390,7 +1379,8 @@ impl<'a> Sim<'a> {
         self.hand_over(f);
     }
 
-    /// Keep a stalled message out of the event queue until its link heals.
+    /// Put a message in the flight table (the twin of `take_flight`); a stalled one stays
+    /// there, out of the event queue, until its link heals.
     fn park(&mut self, f: Flight) -> usize {
         self.in_flight += 1;
         self.in_flight_substantive += usize::from(f.payload.substantive());
