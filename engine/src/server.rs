@@ -628,7 +628,7 @@ impl ServerEngine {
         let mut session = Session::fresh(&d.master, seq, peer, now);
         session.link = d.link_now();
         session.backup_link = d.link_now();
-        let record = session.record(&client_id, d.log_base + d.log.len() as u64);
+        let record = session.record(&client_id, d.log_end());
         let msg = ServerMsg::ConnectOk {
             doc: doc.clone(),
             seq,
@@ -698,7 +698,7 @@ impl ServerEngine {
                 "document is not loaded".into(),
             );
         };
-        let outcome = sync_session(
+        let mut outcome = sync_session(
             &config,
             d,
             &doc,
@@ -709,6 +709,17 @@ impl ServerEngine {
             edits,
             &mut self.stats,
         );
+        // The log may shrink now that this session moved on; the store can forget as much.
+        d.trim_log();
+        if let SyncOutcome::Reply {
+            persist: Some(p), ..
+        }
+        | SyncOutcome::Refuse {
+            persist: Some(p), ..
+        } = &mut outcome
+        {
+            p.changes_needed_after = d.log_base;
+        }
         match outcome {
             SyncOutcome::Ignore => {}
             SyncOutcome::Reply { persist, msg } => {
@@ -737,6 +748,7 @@ impl ServerEngine {
         let Some(d) = self.docs.get_mut(doc) else {
             return;
         };
+        let (now_link, log_end) = (d.link_now(), d.log_end());
         let Some(s) = d.sessions.get_mut(client_id) else {
             return;
         };
@@ -757,17 +769,13 @@ impl ServerEngine {
             server_version: m,
         };
         s.backup = s.shadow.clone();
-        let now_link = Some(Link {
-            op: Operation::identity(d.master.len()),
-            idx: d.log_base + d.log.len() as u64,
-        });
         s.link = now_link.clone();
         s.backup_link = now_link;
         s.pending.clear();
         s.awaiting_reset = Some(m);
         self.stats.resets += 1;
         let n = s.shadow.client_version;
-        let record = s.record(client_id, d.log_base + d.log.len() as u64);
+        let record = s.record(client_id, log_end);
         let msg = ServerMsg::ServerSync {
             doc: doc.to_string(),
             seq,
@@ -891,32 +899,6 @@ impl ServerEngine {
 /// Guaranteed-delivery DS, server side, for one `client_sync` (see `docs/protocol.md`).
 #[allow(clippy::too_many_arguments)]
 fn sync_session(
-    config: &Config,
-    d: &mut Document,
-    doc: &str,
-    client_id: &str,
-    now: Time,
-    seq: u64,
-    m_ack: u64,
-    edits: Vec<Edit>,
-    stats: &mut Stats,
-) -> SyncOutcome {
-    let mut out = sync_inner(config, d, doc, client_id, now, seq, m_ack, edits, stats);
-    d.trim_log();
-    if let SyncOutcome::Reply {
-        persist: Some(p), ..
-    }
-    | SyncOutcome::Refuse {
-        persist: Some(p), ..
-    } = &mut out
-    {
-        p.changes_needed_after = d.log_base;
-    }
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sync_inner(
     config: &Config,
     d: &mut Document,
     doc: &str,
@@ -1134,13 +1116,15 @@ fn sync_inner(
         stats.edits_applied += 1;
         dirty = true;
     }
+    // The log is complete for this request: its end is the master's version from here on.
+    let log_end = *log_base + log.len() as u64;
     // What this request changed, for the store (master, session, new master changes).
     let persist = |s: &Session, master: &String, changes: Vec<(u64, Operation)>, version: u64| {
         PersistRecord {
             doc: doc.to_string(),
             text: master_changed.then(|| master.clone()),
             version,
-            sessions: vec![s.record(client_id, *log_base + log.len() as u64)],
+            sessions: vec![s.record(client_id, log_end)],
             removed_sessions: Vec::new(),
             changes,
             changes_needed_after: *log_base,
@@ -1149,13 +1133,12 @@ fn sync_inner(
     if let Some(error) = refused {
         s.link = Some(Link {
             op: ours,
-            idx: *log_base + log.len() as u64,
+            idx: log_end,
         });
         let persist = dirty.then(|| persist(s, master, new_changes, *version));
         return SyncOutcome::Refuse { persist, error };
     }
     s.bad_streak = 0;
-    let log_end = *log_base + log.len() as u64;
     // Step 4: refresh the backup on every accepted message (pitfall 2).
     // Within a session, equal versions mean equal texts: compare the numbers, not the texts.
     let same = (s.backup.client_version, s.backup.server_version)
