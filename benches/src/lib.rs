@@ -1,12 +1,12 @@
 //! `dsync-benches`: workloads shared by the criterion benches and the `bench-report` binary —
-//! real editing traces (Joseph Gentle's `editing-traces`, CC BY 4.0, in `../shared/traces/`)
-//! replayed through dsync's engines and, side by side, through yrs and diamond-types.
+//! real editing traces (Joseph Gentle's `editing-traces`, CC BY 4.0, shipped in
+//! `benches/traces/`; see its README for the credit and the format) replayed through dsync's engines and, side by side, through yrs and diamond-types.
 //!
 //! Every replay checks its final text against the trace's `endContent` (or the prefix's own
 //! replay): a fast run that produces the wrong text fails.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dsync_engine::{
@@ -42,32 +42,74 @@ pub struct Trace {
     pub utf16: Vec<Vec<Patch>>,
 }
 
-/// Where the traces are: `$DSYNC_TRACES`, else `../shared/traces` beside the checkout.
+/// The traces shipped with the repository, by name: `benches/traces/NAME.json.gz`.
+pub const SHIPPED_TRACES: [&str; 2] = ["automerge-paper", "seph-blog1"];
+
+/// Where the traces are: `$DSYNC_TRACES` when set, else `benches/traces/` of this checkout.
 pub fn traces_dir() -> PathBuf {
     std::env::var_os("DSYNC_TRACES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces"))
 }
 
-/// Load a trace (`NAME.json.gz`), keeping its first `limit` transactions (all if `None`).
+/// Load a trace by name (`NAME.json.gz` in [`traces_dir`]), keeping its first `limit`
+/// transactions (all if `None`).
 pub fn load_trace(name: &str, limit: Option<usize>) -> Result<Trace, String> {
-    let path = traces_dir().join(format!("{name}.json.gz"));
-    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_trace_file(&traces_dir().join(format!("{name}.json.gz")), limit)
+}
+
+/// Load a trace file in the editing-traces format (gzip-compressed or plain JSON, told apart
+/// by the gzip magic bytes), keeping its first `limit` transactions (all if `None`). Its name
+/// is the file name without `.json.gz` / `.json`.
+pub fn load_trace_file(path: &Path, limit: Option<usize>) -> Result<Trace, String> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = file_name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".json")
+        .to_string();
+    let raw = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "trace {} not found. The shipped traces are in benches/traces/ of the repository; \
+                 point DSYNC_TRACES (or bench-report --traces DIR) at a folder holding NAME.json.gz, \
+                 or pass a file with bench-report --trace FILE",
+                path.display()
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })?;
     let mut json = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut json)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut json)
+            .map_err(|e| format!("{}: not a readable gzip file: {e}", path.display()))?;
+    } else {
+        json = String::from_utf8(raw)
+            .map_err(|e| format!("{}: neither gzip nor UTF-8 JSON: {e}", path.display()))?;
+    }
     let v: serde_json::Value =
         serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |what: &str| {
+        format!(
+            "{}: {what} (the editing-traces format is described in benches/traces/README.md)",
+            path.display()
+        )
+    };
     let start = v["startContent"]
         .as_str()
-        .ok_or("startContent missing")?
+        .ok_or_else(|| bad("startContent missing"))?
         .to_string();
     let full_end = v["endContent"]
         .as_str()
-        .ok_or("endContent missing")?
+        .ok_or_else(|| bad("endContent missing"))?
         .to_string();
-    let txns = v["txns"].as_array().ok_or("txns missing")?;
+    let txns = v["txns"]
+        .as_array()
+        .ok_or_else(|| bad("txns missing"))?;
     let n = limit.unwrap_or(txns.len()).min(txns.len());
     let mut rope = ropey::Rope::from_str(&start);
     let (mut chars, mut bytes, mut utf16) = (
@@ -77,12 +119,18 @@ pub fn load_trace(name: &str, limit: Option<usize>) -> Result<Trace, String> {
     );
     for t in &txns[..n] {
         let (mut c, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
-        for p in t["patches"].as_array().ok_or("patches missing")? {
-            let pos = p[0].as_u64().ok_or("bad pos")? as usize;
-            let del = p[1].as_u64().ok_or("bad del")? as usize;
-            let ins = p[2].as_str().ok_or("bad ins")?.to_string();
-            if pos + del > rope.len_chars() {
-                return Err(format!("{name}: patch past the end"));
+        for p in t["patches"]
+            .as_array()
+            .ok_or_else(|| bad("a transaction without patches"))?
+        {
+            let pos = p[0].as_u64().ok_or_else(|| bad("a patch without a position"))? as usize;
+            let del = p[1].as_u64().ok_or_else(|| bad("a patch without a count"))? as usize;
+            let ins = p[2]
+                .as_str()
+                .ok_or_else(|| bad("a patch without inserted text"))?
+                .to_string();
+            if pos.checked_add(del).is_none_or(|e| e > rope.len_chars()) {
+                return Err(bad("a patch past the end of the text"));
             }
             let (b0, b1) = (rope.char_to_byte(pos), rope.char_to_byte(pos + del));
             let (u0, u1) = (rope.char_to_utf16_cu(pos), rope.char_to_utf16_cu(pos + del));
@@ -110,12 +158,10 @@ pub fn load_trace(name: &str, limit: Option<usize>) -> Result<Trace, String> {
     }
     let end = rope.to_string();
     if n == txns.len() && end != full_end {
-        return Err(format!(
-            "{name}: replaying the trace does not give endContent"
-        ));
+        return Err(bad("replaying the trace does not give endContent"));
     }
     Ok(Trace {
-        name: name.to_string(),
+        name,
         start,
         end,
         chars,

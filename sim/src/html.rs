@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::scenario::{Node, Scenario};
-use crate::world::{fmt_time, ChartMsg, Report, Verdict};
+use crate::world::{fmt_time, ChartMsg, Report};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -35,14 +35,8 @@ fn color(fate: &str) -> &'static str {
 pub fn render(sc: &Scenario, report: &Report) -> String {
     let chart = report.chart.clone().unwrap_or_default();
     let mut out = String::new();
-    let verdict = match &report.verdict {
-        Verdict::Pass => "PASS".to_string(),
-        Verdict::Fail {
-            check,
-            at_ms,
-            detail,
-        } => format!("FAIL {} at {}: {}", check.name(), fmt_time(*at_ms), detail),
-    };
+    let verdict =
+        crate::swarm::verdict_line(&report.verdict, sc.expect, report.summary.converge_ms);
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsync-sim: {name}</title>\n<style>\nbody{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}\npre{{background:#f5f5f5;padding:.6em;overflow-x:auto}}\n.legend span{{margin-right:1.2em}}\nsvg text{{font-family:monospace;font-size:11px}}\n</style></head><body>\n<h1>dsync-sim: {name}</h1>\n<p>{desc}</p>\n<p><b>Verdict:</b> {verdict}</p>\n<pre>{summary}</pre>\n<h2>Settings</h2><pre>{settings}</pre>\n",

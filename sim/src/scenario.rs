@@ -350,6 +350,18 @@ pub enum Expect {
     FailSafety,
 }
 
+impl Expect {
+    /// The expected verdict in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Expect::Pass => "every check to pass",
+            Expect::FailIntent => "the intent check to fail",
+            Expect::FailLiveness => "the liveness check to fail",
+            Expect::FailSafety => "a safety check to fail",
+        }
+    }
+}
+
 /// A scenario file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {

@@ -187,11 +187,26 @@ fn cli_exit_codes_say_pass_fail_and_bad_input() {
         "settings come first: {out}"
     );
     assert!(out.contains("verdict  PASS"));
+    // A failure the scenario declares is its expected verdict: exit 0, said as such.
     let (code, out, _) = sim(&["../scenarios/overwrite_loses_edits.ron"]);
-    assert_eq!(code, 1);
-    assert!(out.contains("FAIL: intent check at t="), "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verdict  EXPECTED FAIL: intent check at t="), "{out}");
+    // The same run expected to pass is a plain failure: exit 1.
     let dir = std::env::temp_dir().join(format!("dsync-sim-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string("../scenarios/overwrite_loses_edits.ron").unwrap();
+    let must_pass = dir.join("must_pass.ron");
+    std::fs::write(&must_pass, text.replace("expect: FailIntent", "expect: Pass")).unwrap();
+    let (code, out, _) = sim(&[must_pass.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("verdict  FAIL: intent check at t="), "{out}");
+    // A pass where a failure was expected is not what the scenario says: exit 1.
+    let text = std::fs::read_to_string("../scenarios/partition.ron").unwrap();
+    let must_fail = dir.join("must_fail.ron");
+    std::fs::write(&must_fail, text.replace("Scenario(", "Scenario(\n    expect: FailIntent,")).unwrap();
+    let (code, out, _) = sim(&[must_fail.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("verdict  UNEXPECTED PASS"), "{out}");
     let bad = dir.join("bad.ron");
     std::fs::write(&bad, "Scenario(\n  name: \"x\",\n  colour: 3,\n)\n").unwrap();
     let (code, _, err) = sim(&[bad.to_str().unwrap()]);
@@ -206,6 +221,39 @@ fn cli_exit_codes_say_pass_fail_and_bad_input() {
     assert!(err.contains("/nonexistent/x.ron"));
     let (code, _, _) = sim(&["../scenarios/partition.ron", "--seed", "not-a-number"]);
     assert_eq!(code, 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn swarm_names_the_coverage_counters_that_stayed_at_zero() {
+    let dir = std::env::temp_dir().join(format!("dsync-sim-swarm-{}", std::process::id()));
+    // A replay of a few seeds reports zero counters without failing.
+    let (code, out, _) = sim(&[
+        "swarm",
+        "--seeds",
+        "0..3",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("swarm    3 seeds, 0 failures"), "{out}");
+    assert!(
+        out.contains("note     coverage counters at zero: ") && out.contains("resets"),
+        "{out}"
+    );
+    // The gate itself names each counter.
+    let mut r = dsync_sim::swarm::SweepResult::default();
+    assert_eq!(
+        r.zero_counters(),
+        ["rollbacks", "retransmits", "duplicates_skipped", "resets", "patches_dropped"]
+    );
+    r.totals.rollbacks = 1;
+    r.totals.resets = 2;
+    assert_eq!(
+        r.zero_counters(),
+        ["retransmits", "duplicates_skipped", "patches_dropped"]
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -1,5 +1,6 @@
-//! `bench-report`: replay both traces through dsync, yrs and diamond-types at cadences 1, 10
-//! and 100 in one run, print a table and write `target/bench-report.json`.
+//! `bench-report`: replay editing traces through dsync, yrs and diamond-types at cadences 1, 10
+//! and 100 in one run, print a table and write it as JSON (`--out`, default
+//! `target/bench-report.json` under the current directory). See `--help`.
 //!
 //! `--quick` replays a prefix of each trace (for CI: no speed assertions anywhere).
 //! Peak memory: the process's resident high-water mark during each replay, over the RSS before
@@ -14,24 +15,105 @@ macro_rules! out {
     }};
 }
 
-use dsync_benches::{load_trace, run_diamond, run_dsync, run_yrs, Run, Trace};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    // `--only SYSTEM` / `--trace NAME` / `--every N` narrow the run (for profiling one cell).
-    let opt = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+use clap::{Parser, ValueEnum};
+use dsync_benches::{
+    load_trace, load_trace_file, run_diamond, run_dsync, run_yrs, traces_dir, Run, Trace,
+    SHIPPED_TRACES,
+};
+
+/// Replay real editing traces through dsync, yrs and diamond-types in one run, print ops/s,
+/// wire bytes per op and peak memory, and write the table as JSON.
+///
+/// The shipped traces (Joseph Gentle's editing-traces, CC BY 4.0) are in `benches/traces/`;
+/// `DSYNC_TRACES=DIR` or `--traces DIR` points elsewhere. Speeds are figures, not checks:
+/// every replay is checked for the right final text, never for its speed.
+#[derive(Parser)]
+#[command(name = "bench-report", version)]
+struct Cli {
+    /// Replay only the first 20,000 transactions of each trace (CI's smoke run).
+    #[arg(long, conflicts_with = "limit")]
+    quick: bool,
+    /// Replay only the first N transactions of each trace.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Folder holding the named traces as NAME.json.gz (default: $DSYNC_TRACES, else the
+    /// repository's benches/traces/).
+    #[arg(long, value_name = "DIR")]
+    traces: Option<PathBuf>,
+    /// A trace to replay instead of the shipped two: a file in the editing-traces format
+    /// (.json or .json.gz), or the name of one in the traces folder. Repeatable.
+    #[arg(long, value_name = "FILE|NAME")]
+    trace: Vec<String>,
+    /// Run one system only.
+    #[arg(long, value_enum)]
+    only: Option<System>,
+    /// Sync cadence in ops (the replicas exchange changes after every N ops). Repeatable.
+    #[arg(long, value_name = "N", default_values_t = [1u64, 10, 100],
+          value_parser = clap::value_parser!(u64).range(1..))]
+    every: Vec<u64>,
+    /// Where to write the JSON table.
+    #[arg(long, value_name = "PATH", default_value = "target/bench-report.json")]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum System {
+    Dsync,
+    Yrs,
+    DiamondTypes,
+}
+
+impl System {
+    const ALL: [System; 3] = [System::Dsync, System::Yrs, System::DiamondTypes];
+
+    fn name(self) -> &'static str {
+        match self {
+            System::Dsync => "dsync",
+            System::Yrs => "yrs",
+            System::DiamondTypes => "diamond-types",
+        }
+    }
+
+    fn runner(self) -> fn(&Trace, usize) -> Result<Run, String> {
+        match self {
+            System::Dsync => run_dsync,
+            System::Yrs => run_yrs,
+            System::DiamondTypes => run_diamond,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let limit = if cli.quick { Some(20_000) } else { cli.limit };
+    let dir = cli.traces.clone().unwrap_or_else(traces_dir);
+    let wanted: Vec<String> = if cli.trace.is_empty() {
+        SHIPPED_TRACES.iter().map(|s| s.to_string()).collect()
+    } else {
+        cli.trace.clone()
     };
-    let (only, only_trace, only_every) = (
-        opt("--only"),
-        opt("--trace"),
-        opt("--every").and_then(|e| e.parse::<usize>().ok()),
-    );
-    let limit = quick.then_some(20_000);
+    // Load every trace first, so a missing one fails before minutes of benchmarking.
+    let mut traces = Vec::new();
+    for t in &wanted {
+        let as_path = PathBuf::from(t);
+        let loaded = if as_path.is_file() {
+            load_trace_file(&as_path, limit)
+        } else if cli.traces.is_some() {
+            load_trace_file(&dir.join(format!("{t}.json.gz")), limit)
+        } else {
+            load_trace(t, limit)
+        };
+        match loaded {
+            Ok(trace) => traces.push(trace),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut rows = Vec::new();
     let mut failed = false;
     out!(
@@ -43,80 +125,72 @@ fn main() -> std::process::ExitCode {
         "wire B/op",
         "peak MiB"
     );
-    for name in ["automerge-paper", "seph-blog1"] {
-        if only_trace.as_deref().is_some_and(|t| t != name) {
-            continue;
-        }
-        let trace = match load_trace(name, limit) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return std::process::ExitCode::from(2);
-            }
-        };
-        for every in [1usize, 10, 100] {
-            if only_every.is_some_and(|e| e != every) {
-                continue;
-            }
-            type Runner = fn(&Trace, usize) -> Result<Run, String>;
-            let systems: [(&str, Runner); 3] = [
-                ("dsync", run_dsync),
-                ("yrs", run_yrs),
-                ("diamond-types", run_diamond),
-            ];
-            for (system, runner) in systems {
-                if only.as_deref().is_some_and(|o| o != system) {
+    for trace in &traces {
+        for every in cli.every.iter().map(|&e| e as usize) {
+            for system in System::ALL {
+                if cli.only.is_some_and(|o| o != system) {
                     continue;
                 }
+                let name = system.name();
                 let base = rss_bytes();
-                match runner(&trace, every) {
+                match system.runner()(trace, every) {
                     Ok(r) => {
                         let peak = peak_rss_since(base);
-                        let wire = r.wire_bytes as f64 / r.ops as f64;
+                        let wire = r.wire_bytes as f64 / r.ops.max(1) as f64;
                         out!(
                             "{:<15} {:<16} {:>5} {:>12.0} {:>14.1} {:>12.1}",
-                            system,
                             name,
+                            trace.name,
                             every,
                             r.ops_per_sec(),
                             wire,
                             peak as f64 / (1 << 20) as f64
                         );
-                        rows.push(format!(
-                            "{{\"system\":\"{system}\",\"trace\":\"{name}\",\"every\":{every},\"ops_per_sec\":{:.1},\"wire_bytes_per_op\":{:.2},\"peak_bytes\":{peak}}}",
-                            r.ops_per_sec(),
-                            wire
-                        ));
+                        rows.push(serde_json::json!({
+                            "system": name,
+                            "trace": trace.name,
+                            "every": every,
+                            "ops": r.ops,
+                            "ops_per_sec": (r.ops_per_sec() * 10.0).round() / 10.0,
+                            "wire_bytes_per_op": (wire * 100.0).round() / 100.0,
+                            "peak_bytes": peak,
+                        }));
                     }
                     Err(e) => {
-                        eprintln!("FAILED {system} {name} every {every}: {e}");
+                        eprintln!("FAILED {name} {} every {every}: {e}", trace.name);
                         failed = true;
                     }
                 }
             }
         }
     }
-    let json = format!("[\n  {}\n]\n", rows.join(",\n  "));
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-report.json");
-    if let Err(e) = std::fs::create_dir_all(out.parent().unwrap_or(std::path::Path::new(".")))
-        .and_then(|_| std::fs::write(&out, json))
+    let json = match serde_json::to_string_pretty(&rows) {
+        Ok(j) => j + "\n",
+        Err(e) => {
+            eprintln!("error: encoding the report: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parent = cli.out.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Err(e) = parent
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::write(&cli.out, json))
     {
-        eprintln!("error: writing {}: {e}", out.display());
-        return std::process::ExitCode::FAILURE;
+        eprintln!("error: writing {}: {e}", cli.out.display());
+        return ExitCode::FAILURE;
     }
     out!(
         "wrote {}{}",
-        out.display(),
-        if quick {
-            " (quick: first 20,000 transactions of each trace)"
-        } else {
-            ""
+        cli.out.display(),
+        match limit {
+            Some(n) => format!(" (first {n} transactions of each trace)"),
+            None => String::new(),
         }
     );
     if failed {
-        std::process::ExitCode::FAILURE
+        ExitCode::FAILURE
     } else {
-        std::process::ExitCode::SUCCESS
+        ExitCode::SUCCESS
     }
 }
 
