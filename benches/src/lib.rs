@@ -107,9 +107,7 @@ pub fn load_trace_file(path: &Path, limit: Option<usize>) -> Result<Trace, Strin
         .as_str()
         .ok_or_else(|| bad("endContent missing"))?
         .to_string();
-    let txns = v["txns"]
-        .as_array()
-        .ok_or_else(|| bad("txns missing"))?;
+    let txns = v["txns"].as_array().ok_or_else(|| bad("txns missing"))?;
     let n = limit.unwrap_or(txns.len()).min(txns.len());
     let mut rope = ropey::Rope::from_str(&start);
     let (mut chars, mut bytes, mut utf16) = (
@@ -123,8 +121,12 @@ pub fn load_trace_file(path: &Path, limit: Option<usize>) -> Result<Trace, Strin
             .as_array()
             .ok_or_else(|| bad("a transaction without patches"))?
         {
-            let pos = p[0].as_u64().ok_or_else(|| bad("a patch without a position"))? as usize;
-            let del = p[1].as_u64().ok_or_else(|| bad("a patch without a count"))? as usize;
+            let pos = p[0]
+                .as_u64()
+                .ok_or_else(|| bad("a patch without a position"))? as usize;
+            let del = p[1]
+                .as_u64()
+                .ok_or_else(|| bad("a patch without a count"))? as usize;
             let ins = p[2]
                 .as_str()
                 .ok_or_else(|| bad("a patch without inserted text"))?

@@ -4,11 +4,26 @@
 //!
 //! Invariants: the engine is driven as everywhere (feed one input, drain every output, re-arm
 //! the timer from `poll_timeout`); unacknowledged edits live in the engine and survive any
-//! number of reconnections; every wait is bounded.
+//! number of reconnections; every wait is bounded; every queue is bounded (edits: 1,024
+//! requests, then `edit` waits; notices: [`MAX_NOTICES`], then the oldest are dropped and the
+//! reader is told how many).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use dsync_client::{Edit, Session, SessionConfig};
+//!
+//! let session = Session::start(SessionConfig::new("localhost:7878", "notes"), None);
+//! session.wait_connected(Duration::from_secs(5)).await?;
+//! session.edit(Edit::Append("hello".into())).await?;
+//! let synced = session.wait_converged(Duration::from_secs(5)).await?;
+//! println!("{}", synced.text);
+//! session.stop().await;
+//! # Ok(()) }
+//! ```
 
 pub mod load;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +31,171 @@ use dsync_engine::{ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, S
 use dsync_net::{decode_server, encode_client, LineBuffer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Most notices a session keeps for a reader that has not read them; past this the oldest are
+/// dropped and the reader gets [`Notice::Missed`].
+pub const MAX_NOTICES: usize = 256;
+
+/// Longest text kept in a [`Change`] for display (chars); the counts stay exact.
+pub const CHANGE_PREVIEW_CHARS: usize = 60;
+
+/// Something that happened to a session, as it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The document is open on the server (`resumed`: the previous session continued).
+    Connected {
+        /// True when the server resumed this client's session.
+        resumed: bool,
+    },
+    /// A connection attempt failed; the next one is in `retry_in`.
+    ConnectFailed {
+        /// Why (the resolver's or the socket's error).
+        cause: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// An open connection ended; unsent edits are kept and the next attempt is in `retry_in`.
+    Disconnected {
+        /// Why.
+        cause: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// Remote changes were merged into the text.
+    RemoteChange(Change),
+    /// The server replaced this client's copy with its text; local typing was merged onto it.
+    Reset,
+    /// The server refused something.
+    ServerError {
+        /// The protocol's error code (`bad_delta`, `too_many_clients`, …).
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A frame from the server could not be decoded; it was skipped.
+    BadFrame(String),
+    /// This reader fell behind and this many older notices were dropped.
+    Missed(u64),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = |d: &Duration| d.as_secs_f64();
+        match self {
+            Notice::Connected { resumed: true } => write!(f, "connected (session resumed)"),
+            Notice::Connected { resumed: false } => write!(f, "connected"),
+            Notice::ConnectFailed { cause, retry_in } => {
+                write!(
+                    f,
+                    "cannot connect: {cause}; retrying in {:.2} s",
+                    secs(retry_in)
+                )
+            }
+            Notice::Disconnected { cause, retry_in } => write!(
+                f,
+                "disconnected: {cause}; your edits are kept, reconnecting in {:.2} s",
+                secs(retry_in)
+            ),
+            Notice::RemoteChange(c) => write!(f, "remote: {c}"),
+            Notice::Reset => write!(
+                f,
+                "reset: the server's text replaced ours, local typing kept"
+            ),
+            Notice::ServerError { code, message } => write!(f, "server error {code}: {message}"),
+            Notice::BadFrame(e) => write!(f, "bad frame from the server (skipped): {e}"),
+            Notice::Missed(n) => write!(f, "({n} older notices dropped)"),
+        }
+    }
+}
+
+/// What remote changes did to the text, as one span: at `line:column` (1-based, in chars),
+/// `removed` chars were replaced by `inserted`. Several changes merged at once show as the one
+/// span that covers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Char position of the span.
+    pub at: usize,
+    /// Line of the span (1-based).
+    pub line: usize,
+    /// Column of the span (1-based, chars).
+    pub column: usize,
+    /// Chars removed.
+    pub removed: usize,
+    /// The removed text, cut to [`CHANGE_PREVIEW_CHARS`].
+    pub removed_text: String,
+    /// Chars inserted.
+    pub inserted: usize,
+    /// The inserted text, cut to [`CHANGE_PREVIEW_CHARS`].
+    pub inserted_text: String,
+}
+
+impl Change {
+    /// The span where `before` and `after` differ (common prefix and suffix removed), or
+    /// `None` when they are equal.
+    pub fn between(before: &str, after: &str) -> Option<Change> {
+        if before == after {
+            return None;
+        }
+        let prefix: usize = before
+            .chars()
+            .zip(after.chars())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a.len_utf8())
+            .sum();
+        let (b_rest, a_rest) = (&before[prefix..], &after[prefix..]);
+        let suffix: usize = b_rest
+            .chars()
+            .rev()
+            .zip(a_rest.chars().rev())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a.len_utf8())
+            .sum();
+        let removed = &b_rest[..b_rest.len() - suffix];
+        let inserted = &a_rest[..a_rest.len() - suffix];
+        let head = &before[..prefix];
+        let line = head.matches('\n').count() + 1;
+        let column = head.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let cut = |t: &str| -> String {
+            let n = t.chars().count();
+            if n <= CHANGE_PREVIEW_CHARS {
+                t.to_string()
+            } else {
+                let mut s: String = t.chars().take(CHANGE_PREVIEW_CHARS).collect();
+                s.push('…');
+                s
+            }
+        };
+        Some(Change {
+            at: head.chars().count(),
+            line,
+            column,
+            removed: removed.chars().count(),
+            removed_text: cut(removed),
+            inserted: inserted.chars().count(),
+            inserted_text: cut(inserted),
+        })
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} ", self.line, self.column)?;
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        match (self.removed, self.inserted) {
+            (0, n) => write!(f, "+{n} char{} {:?}", plural(n), self.inserted_text),
+            (n, 0) => write!(f, "-{n} char{} {:?}", plural(n), self.removed_text),
+            (r, i) => write!(
+                f,
+                "-{r} char{} {:?} +{i} char{} {:?}",
+                plural(r),
+                self.removed_text,
+                plural(i),
+                self.inserted_text
+            ),
+        }
+    }
+}
 
 /// What a session shows to its user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,8 +245,8 @@ pub struct Metrics {
 /// Session settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Server address.
-    pub server: SocketAddr,
+    /// Server address, `host:port` (a name is resolved again at every connection attempt).
+    pub server: String,
     /// Document name.
     pub doc: String,
     /// Client id (unique per run of the client).
@@ -80,19 +259,23 @@ pub struct SessionConfig {
     pub reconnect_max: Duration,
     /// Largest frame accepted from the server.
     pub max_frame_bytes: usize,
+    /// Describe each remote change as a [`Notice::RemoteChange`] (compares the text before and
+    /// after; the load generator turns it off).
+    pub describe_changes: bool,
 }
 
 impl SessionConfig {
-    /// Defaults for `doc` on `server`, with a fresh client id.
-    pub fn new(server: SocketAddr, doc: &str) -> Self {
+    /// Defaults for `doc` on `server` (`host:port`), with a fresh client id.
+    pub fn new(server: impl ToString, doc: &str) -> Self {
         SessionConfig {
-            server,
+            server: server.to_string(),
             doc: doc.to_string(),
             client_id: fresh_client_id(),
             engine: Config::default(),
             reconnect_min: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(5),
             max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
+            describe_changes: true,
         }
     }
 }
@@ -111,11 +294,11 @@ pub fn fresh_client_id() -> String {
 /// An edit and where to say whether it was applied.
 type EditRequest = (Edit, tokio::sync::oneshot::Sender<Result<(), String>>);
 
-/// A running session: send edits, watch the text.
+/// A running session: send edits, watch the text, read its notices.
 pub struct Session {
     edits: mpsc::Sender<EditRequest>,
     state: watch::Receiver<Snapshot>,
-    errors: mpsc::UnboundedReceiver<String>,
+    notices: broadcast::Receiver<Notice>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,12 +307,12 @@ impl Session {
     pub fn start(cfg: SessionConfig, metrics: Option<Arc<Metrics>>) -> Session {
         let (edits, edit_rx) = mpsc::channel(1024);
         let (state_tx, state) = watch::channel(Snapshot::default());
-        let (err_tx, errors) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(cfg, edit_rx, state_tx, err_tx, metrics));
+        let (notice_tx, notices) = broadcast::channel(MAX_NOTICES);
+        let task = tokio::spawn(run(cfg, edit_rx, state_tx, notice_tx, metrics));
         Session {
             edits,
             state,
-            errors,
+            notices,
             task,
         }
     }
@@ -159,13 +342,36 @@ impl Session {
         self.state.clone()
     }
 
-    /// Errors reported so far (bad commands, server `error` messages), oldest first.
-    pub fn take_errors(&mut self) -> Vec<String> {
+    /// The next notice, waiting for one; `None` once the session stopped.
+    pub async fn next_notice(&mut self) -> Option<Notice> {
+        match self.notices.recv().await {
+            Ok(n) => Some(n),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Notice::Missed(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The notices not read yet, oldest first, without waiting.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
         let mut v = Vec::new();
-        while let Ok(e) = self.errors.try_recv() {
-            v.push(e);
+        loop {
+            match self.notices.try_recv() {
+                Ok(n) => v.push(n),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => v.push(Notice::Missed(n)),
+                Err(_) => break,
+            }
         }
         v
+    }
+
+    /// Errors reported so far (server `error` messages, undecodable frames), oldest first;
+    /// other notices read on the way are dropped.
+    pub fn take_errors(&mut self) -> Vec<String> {
+        self.take_notices()
+            .into_iter()
+            .filter(|n| matches!(n, Notice::ServerError { .. } | Notice::BadFrame(_)))
+            .map(|n| n.to_string())
+            .collect()
     }
 
     /// Wait until the document is open (its text has arrived) or `timeout`.
@@ -202,11 +408,12 @@ struct Driver {
     engine: ClientEngine,
     start: Instant,
     state: watch::Sender<Snapshot>,
-    errors: mpsc::UnboundedSender<String>,
+    notices: broadcast::Sender<Notice>,
     metrics: Option<Arc<Metrics>>,
     sent_at: Vec<(u64, Instant)>,
     quiet: u32,
     remote: u64,
+    describe_changes: bool,
 }
 
 impl Driver {
@@ -246,9 +453,15 @@ impl Driver {
         let _ = reply.send(r.map_err(|e| e.to_string()));
     }
 
+    /// Tell readers (none listening is fine: a notice is then dropped).
+    fn notify(&self, n: Notice) {
+        let _ = self.notices.send(n);
+    }
+
     /// Drain outputs into `out` (frames to write); returns false when the server went silent.
     fn drain(&mut self, out: &mut String) -> bool {
         let mut alive = true;
+        let mut remote = false;
         while let Some(o) = self.engine.poll_output() {
             match o {
                 ClientOutput::Send(m) => {
@@ -266,18 +479,31 @@ impl Driver {
                     ClientEvent::RemoteChange => {
                         self.remote += 1;
                         self.quiet = 0;
+                        remote = true;
                     }
                     ClientEvent::ServerSilent => alive = false,
                     ClientEvent::ServerError { code, message } => {
                         if let Some(m) = &self.metrics {
                             m.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        let _ = self
-                            .errors
-                            .send(format!("server error {}: {message}", code.as_str()));
+                        self.notify(Notice::ServerError {
+                            code: code.as_str().to_string(),
+                            message,
+                        });
                     }
-                    ClientEvent::Reset | ClientEvent::Connected { .. } => {}
+                    ClientEvent::Reset => self.notify(Notice::Reset),
+                    ClientEvent::Connected { resumed } => {
+                        self.notify(Notice::Connected { resumed })
+                    }
                 },
+            }
+        }
+        // Describe remote changes against what readers saw last (the load generator's sessions
+        // skip the comparison).
+        if remote && self.describe_changes {
+            let before = &self.state.borrow().text;
+            if let Some(c) = Change::between(before, self.engine.text()) {
+                self.notify(Notice::RemoteChange(c));
             }
         }
         self.publish();
@@ -312,29 +538,38 @@ async fn run(
     cfg: SessionConfig,
     mut edits: mpsc::Receiver<EditRequest>,
     state: watch::Sender<Snapshot>,
-    errors: mpsc::UnboundedSender<String>,
+    notices: broadcast::Sender<Notice>,
     metrics: Option<Arc<Metrics>>,
 ) {
     let mut d = Driver {
         engine: ClientEngine::new(cfg.engine, cfg.client_id.clone(), cfg.doc.clone()),
         start: Instant::now(),
         state,
-        errors,
+        notices,
         metrics,
         sent_at: Vec::new(),
         quiet: 0,
         remote: 0,
+        describe_changes: cfg.describe_changes,
     };
     let mut backoff = cfg.reconnect_min;
     loop {
         let stream = match tokio::time::timeout(
             Duration::from_secs(5),
-            TcpStream::connect(cfg.server),
+            TcpStream::connect(cfg.server.as_str()),
         )
         .await
         {
             Ok(Ok(s)) => s,
-            _ => {
+            failed => {
+                let cause = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer within 5 s".to_string(),
+                };
+                d.notify(Notice::ConnectFailed {
+                    cause,
+                    retry_in: backoff,
+                });
                 // Keep taking edits while the server is away; they sync after reconnecting.
                 let deadline = tokio::time::Instant::now() + backoff;
                 loop {
@@ -351,7 +586,7 @@ async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
-        tracing::info!(server = %cfg.server, doc = %cfg.doc, "connected");
+        tracing::debug!(server = %cfg.server, doc = %cfg.doc, "connected");
         let (mut rd, mut wr) = stream.into_split();
         let mut frames = LineBuffer::new(cfg.max_frame_bytes);
         let mut buf = vec![0u8; 64 * 1024];
@@ -359,9 +594,11 @@ async fn run(
         let now = d.now();
         d.engine.connect(now);
         let mut ok = d.drain(&mut out);
+        let mut cause = "the server went silent (no answer to heartbeats)".to_string();
         while ok {
             if !out.is_empty() {
-                if wr.write_all(out.as_bytes()).await.is_err() {
+                if let Err(e) = wr.write_all(out.as_bytes()).await {
+                    cause = format!("write failed: {e}");
                     break;
                 }
                 out.clear();
@@ -373,7 +610,11 @@ async fn run(
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
             tokio::select! {
                 r = rd.read(&mut buf) => {
-                    let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
+                    let n = match r {
+                        Ok(0) => { cause = "the server closed the connection".into(); break }
+                        Err(e) => { cause = format!("read failed: {e}"); break }
+                        Ok(n) => n,
+                    };
                     frames.push(&buf[..n]);
                     while let Some(f) = frames.next_frame() {
                         match f.map_err(|e| e.to_string()).and_then(|t| decode_server(&t, cfg.engine.limits.max_delta_bytes).map_err(|e| e.to_string())) {
@@ -383,7 +624,7 @@ async fn run(
                                 }
                                 d.on_message(msg);
                             }
-                            Err(e) => { let _ = d.errors.send(format!("bad frame from server: {e}")); }
+                            Err(e) => d.notify(Notice::BadFrame(e)),
                         }
                     }
                 }
@@ -398,13 +639,27 @@ async fn run(
             }
             ok = d.drain(&mut out);
         }
-        tracing::warn!("connection lost; reconnecting");
+        tracing::debug!(%cause, "connection lost; reconnecting");
         if let Some(m) = &d.metrics {
             m.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         d.engine.disconnected();
         d.publish();
-        tokio::time::sleep(backoff).await;
+        d.notify(Notice::Disconnected {
+            cause,
+            retry_in: backoff,
+        });
+        // Keep taking edits while the server is away; they sync after reconnecting.
+        let deadline = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                e = edits.recv() => match e {
+                    Some(e) => d.apply(e),
+                    None => return,
+                },
+            }
+        }
         backoff = (backoff * 2).min(cfg.reconnect_max);
     }
 }
@@ -426,13 +681,19 @@ pub enum Command {
     Quit,
 }
 
+impl Command {
+    /// Empty the whole document: said explicitly, never by a `replace` with no text.
+    pub const CLEAR: Command = Command::Edit(Edit::Replace(String::new()));
+}
+
 /// The command language, for `help`.
 pub const HELP: &str = "commands:
   show | print            print the text
   insert POS TEXT         insert TEXT before char POS (\\n for a newline, \\\\ for a backslash)
   delete START END        delete chars START..END
   append TEXT             add TEXT at the end
-  replace TEXT            replace the whole text
+  replace TEXT            replace the whole text with TEXT (not empty)
+  clear                   empty the whole document
   wait [MS]               wait until in sync with the server (default 10000 ms)
   sleep MS                pause
   help                    this text
@@ -477,8 +738,16 @@ pub fn parse_command(line: &str) -> Result<Option<Command>, String> {
         "show" | "print" => Command::Show,
         "help" | "?" => Command::Help,
         "quit" | "exit" => Command::Quit,
+        "append" if rest.is_empty() => return Err("usage: append TEXT".into()),
         "append" => Command::Edit(Edit::Append(unescape(rest))),
+        "replace" if rest.is_empty() => {
+            return Err(
+                "usage: replace TEXT (it replaces the whole document; `clear` empties it)".into(),
+            )
+        }
         "replace" => Command::Edit(Edit::Replace(unescape(rest))),
+        "clear" if rest.trim().is_empty() => Command::CLEAR,
+        "clear" => return Err("usage: clear (no arguments; it empties the document)".into()),
         "insert" => {
             let (pos, text) = rest.split_once(' ').ok_or("usage: insert POS TEXT")?;
             Command::Edit(Edit::Insert(num(pos, "POS")?, unescape(text)))
@@ -507,6 +776,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn changes_are_described_by_place_and_text() {
+        let c = Change::between("ab\ncd", "ab\ncXd").unwrap();
+        assert_eq!((c.at, c.line, c.column), (4, 2, 2));
+        assert_eq!(c.to_string(), "2:2 +1 char \"X\"");
+        let c = Change::between("hello world", "hello").unwrap();
+        assert_eq!(c.to_string(), "1:6 -6 chars \" world\"");
+        let c = Change::between("été", "éTé").unwrap();
+        assert_eq!(c.to_string(), "1:2 -1 char \"t\" +1 char \"T\"");
+        assert_eq!(Change::between("same", "same"), None);
+        let long = "x".repeat(500);
+        let c = Change::between("", &long).unwrap();
+        assert_eq!(c.inserted, 500);
+        assert_eq!(c.inserted_text.chars().count(), CHANGE_PREVIEW_CHARS + 1);
+    }
+
+    #[test]
     fn commands_parse() {
         assert_eq!(
             parse_command("insert 3 a b\\n").unwrap(),
@@ -522,6 +807,11 @@ mod tests {
             Some(Command::Wait(Duration::from_secs(10)))
         );
         assert!(parse_command("insert x y").is_err());
+        // An empty document is asked for by name, never by a `replace` with no text.
+        assert!(parse_command("replace").unwrap_err().contains("clear"));
+        assert!(parse_command("replace ").is_err());
+        assert_eq!(parse_command("clear").unwrap(), Some(Command::CLEAR));
+        assert!(parse_command("append").is_err());
         assert!(parse_command("frobnicate")
             .unwrap_err()
             .contains("unknown command"));

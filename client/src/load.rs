@@ -11,12 +11,14 @@ use crate::{Edit, Metrics, Session, SessionConfig};
 pub const MAX_CLIENTS: usize = 5_000;
 /// Longest load run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// How long the clients have to open their documents before typing starts.
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
 /// Load settings.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Server (must be a loopback address).
-    pub server: SocketAddr,
+    /// Server, `host:port`; it must resolve to a loopback address.
+    pub server: String,
     /// Document name; with `docs` > 1, client i edits `{doc}-{i % docs}`.
     pub doc: String,
     /// Number of documents the clients are spread over.
@@ -44,8 +46,20 @@ pub struct LoadReport {
     pub edits_per_s: f64,
     /// Errors and lost connections.
     pub errors: u64,
-    /// Clients whose text equals that of the first client on the same document at the end.
+    /// Clients connected (their document open) at the end.
+    pub connected: usize,
+    /// Connected clients, in sync with the server, whose text equals that of the first such
+    /// client on the same document at the end.
     pub converged: usize,
+    /// Why the first client that could not open its document within [`CONNECT_WITHIN`] failed.
+    pub connect_failure: Option<String>,
+}
+
+impl LoadReport {
+    /// Every client connected and converged, and nothing went wrong.
+    pub fn ok(&self) -> bool {
+        self.connected == self.clients && self.converged == self.clients && self.errors == 0
+    }
 }
 
 /// Why a load run was refused.
@@ -53,7 +67,15 @@ pub struct LoadReport {
 pub enum LoadError {
     /// Not a loopback address.
     #[error("load mode only targets loopback addresses (127.0.0.0/8 or ::1), not {0}")]
-    NotLoopback(SocketAddr),
+    NotLoopback(String),
+    /// The server name did not resolve.
+    #[error("cannot resolve {server}: {error}")]
+    Resolve {
+        /// The name.
+        server: String,
+        /// Why.
+        error: String,
+    },
     /// Out of bounds.
     #[error("{0}")]
     Bounds(String),
@@ -61,9 +83,16 @@ pub enum LoadError {
 
 /// Run the load.
 pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
-    if !cfg.server.ip().is_loopback() {
-        return Err(LoadError::NotLoopback(cfg.server));
-    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(cfg.server.as_str())
+        .await
+        .map_err(|e| LoadError::Resolve {
+            server: cfg.server.clone(),
+            error: e.to_string(),
+        })?
+        .collect();
+    let Some(server) = addrs.iter().find(|a| a.ip().is_loopback()).copied() else {
+        return Err(LoadError::NotLoopback(cfg.server.clone()));
+    };
     if cfg.clients == 0 || cfg.clients > MAX_CLIENTS {
         return Err(LoadError::Bounds(format!(
             "--clients must be 1 to {MAX_CLIENTS}"
@@ -85,12 +114,56 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     let metrics = Arc::new(Metrics::default());
     let mut sessions = Vec::with_capacity(cfg.clients);
-    for _ in 0..cfg.clients {
-        sessions.push(Arc::new(Session::start(
-            SessionConfig::new(cfg.server, &cfg.doc),
-            Some(metrics.clone()),
-        )));
+    let doc_of = |i: usize| {
+        if cfg.docs == 1 {
+            cfg.doc.clone()
+        } else {
+            format!("{}-{}", cfg.doc, i % cfg.docs)
+        }
+    };
+    let mut started = Vec::with_capacity(cfg.clients);
+    for i in 0..cfg.clients {
+        let mut sc = SessionConfig::new(server, &doc_of(i));
+        sc.describe_changes = false;
+        started.push(Session::start(sc, Some(metrics.clone())));
     }
+    // Every client gets its document open before typing starts, bounded; why one could not is
+    // kept for the report.
+    let open_by = tokio::time::Instant::now() + CONNECT_WITHIN;
+    let mut connect_failure = None;
+    for s in &mut started {
+        let left = open_by.saturating_duration_since(tokio::time::Instant::now());
+        if s.wait_connected(left).await.is_err() && connect_failure.is_none() {
+            connect_failure = s.take_notices().into_iter().rev().find_map(|n| match n {
+                crate::Notice::ConnectFailed { cause, .. }
+                | crate::Notice::Disconnected { cause, .. } => Some(cause),
+                crate::Notice::ServerError { code, message } => Some(format!("{code}: {message}")),
+                _ => None,
+            });
+            connect_failure.get_or_insert_with(|| {
+                format!("not connected within {} s", CONNECT_WITHIN.as_secs())
+            });
+        }
+    }
+    let nobody = started.iter().all(|s| !s.snapshot().connected);
+    if nobody {
+        let connected = 0;
+        for s in started {
+            s.stop().await;
+        }
+        return Ok(LoadReport {
+            clients: cfg.clients,
+            round_trips: 0,
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            edits_per_s: 0.0,
+            errors: metrics.errors.load(std::sync::atomic::Ordering::Relaxed),
+            connected,
+            converged: 0,
+            connect_failure,
+        });
+    }
+    sessions.extend(started.into_iter().map(Arc::new));
     let start = Instant::now();
     let typed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut typists = Vec::new();
@@ -122,13 +195,21 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     for s in &sessions {
         let _ = tokio::time::timeout_at(settle, s.wait_converged(Duration::from_secs(30))).await;
     }
-    let texts: Vec<String> = sessions.iter().map(|s| s.snapshot().text).collect();
+    let snaps: Vec<crate::Snapshot> = sessions.iter().map(|s| s.snapshot()).collect();
+    let connected = snaps.iter().filter(|s| s.connected).count();
+    // Per document, the text of its first converged client is the reference.
     let docs = cfg.docs.max(1);
-    let converged = texts
-        .iter()
-        .enumerate()
-        .filter(|(i, t)| **t == texts[i % docs])
-        .count();
+    let mut reference: Vec<Option<&str>> = vec![None; docs];
+    let mut converged = 0;
+    for (i, s) in snaps.iter().enumerate() {
+        if !s.converged() {
+            continue;
+        }
+        let r = reference[i % docs].get_or_insert(s.text.as_str());
+        if *r == s.text {
+            converged += 1;
+        }
+    }
     for s in sessions {
         if let Ok(s) = Arc::try_unwrap(s) {
             s.stop().await;
@@ -151,6 +232,8 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         edits_per_s: typed.load(std::sync::atomic::Ordering::Relaxed) as f64
             / elapsed.as_secs_f64(),
         errors: metrics.errors.load(std::sync::atomic::Ordering::Relaxed),
+        connected,
         converged,
+        connect_failure,
     })
 }

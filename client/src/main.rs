@@ -9,38 +9,47 @@ macro_rules! out {
     }};
 }
 
+mod repl;
+
 use std::io::BufRead;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dsync_client::{load, parse_command, Command, Session, SessionConfig, HELP};
+use dsync_client::{load, parse_command, Command, Notice, Session, SessionConfig, HELP};
 
-/// dsync terminal client.
+/// dsync terminal client: an interactive editor prompt on a shared document (the default),
+/// a script runner, or a load generator.
 #[derive(Parser)]
 #[command(name = "dsync-client", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Mode>,
-    /// Server address.
+    /// Server address, `host:port` (names such as `localhost:7878` are resolved).
     #[arg(long, default_value = "127.0.0.1:7878", global = true)]
-    server: SocketAddr,
+    server: String,
     /// Document name.
     #[arg(long, default_value = "welcome", global = true)]
     doc: String,
+    /// Write diagnostic logs (level from RUST_LOG, default `info`) to this file. Without it the
+    /// interactive mode logs nothing, so the prompt stays clean; the other modes log warnings
+    /// to standard error.
+    #[arg(long, value_name = "FILE", global = true)]
+    log: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Mode {
-    /// Run commands from a file (or `-` for standard input), then print the final text.
+    /// Run commands from a file (or `-` for standard input, read as it arrives), then wait
+    /// until in sync and print the final text.
     Script {
-        /// The command file.
+        /// The command file, or `-`.
         file: PathBuf,
     },
     /// Start N clients typing into one document on a loopback server and report latencies.
+    /// Exits 1 unless every client connected, converged and saw no error.
     Load {
         /// Number of clients.
         #[arg(long, default_value_t = 100)]
@@ -58,14 +67,11 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log.as_deref(), cli.command.is_none()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,44 +84,114 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            None => interactive(cli.server, &cli.doc).await,
-            Some(Mode::Script { file }) => script(cli.server, &cli.doc, &file).await,
-            Some(Mode::Load { clients, duration, rate, docs }) => {
-                let cfg = load::LoadConfig {
-                    server: cli.server,
-                    doc: cli.doc.clone(),
-                    docs,
-                    clients,
-                    duration: Duration::from_secs(duration),
-                    rate_per_s: rate,
-                };
-                let r = load::run(cfg).await?;
-                out!(
-                    "load     clients={} docs={docs} duration={}s rate={}/s per client",
-                    r.clients, duration, rate
-                );
-                out!(
-                    "result   round_trips={} rtt_p50={:.2}ms rtt_p99={:.2}ms edits_per_s={:.0} errors={} converged={}/{}",
-                    r.round_trips,
-                    r.p50.as_secs_f64() * 1e3,
-                    r.p99.as_secs_f64() * 1e3,
-                    r.edits_per_s,
-                    r.errors,
-                    r.converged,
-                    r.clients
-                );
-                Ok(())
-            }
+            None => repl::interactive(&cli.server, &cli.doc).await,
+            Some(Mode::Script { file }) => script(&cli.server, &cli.doc, &file).await,
+            Some(Mode::Load {
+                clients,
+                duration,
+                rate,
+                docs,
+            }) => load_mode(&cli, clients, duration, rate, docs).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Logs go to `file` when given; else nowhere in interactive mode, standard error otherwise.
+fn init_logging(file: Option<&Path>, interactive: bool) -> anyhow::Result<()> {
+    let filter = |default: &str| {
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into())
+    };
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the log file {}", path.display()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter("info"))
+                .with_writer(std::sync::Mutex::new(f))
+                .with_ansi(false)
+                .init();
+        }
+        None if interactive => {}
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter("warn"))
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
+}
+
+async fn load_mode(
+    cli: &Cli,
+    clients: usize,
+    duration: u64,
+    rate: f64,
+    docs: usize,
+) -> anyhow::Result<ExitCode> {
+    let cfg = load::LoadConfig {
+        server: cli.server.clone(),
+        doc: cli.doc.clone(),
+        docs,
+        clients,
+        duration: Duration::from_secs(duration),
+        rate_per_s: rate,
+    };
+    let r = load::run(cfg).await?;
+    out!(
+        "load     clients={} docs={docs} duration={}s rate={}/s per client",
+        r.clients,
+        duration,
+        rate
+    );
+    out!(
+        "result   {}/{} connected, {}/{} converged, round_trips={} rtt_p50={:.2}ms rtt_p99={:.2}ms edits_per_s={:.0} errors={}",
+        r.connected,
+        r.clients,
+        r.converged,
+        r.clients,
+        r.round_trips,
+        r.p50.as_secs_f64() * 1e3,
+        r.p99.as_secs_f64() * 1e3,
+        r.edits_per_s,
+        r.errors,
+    );
+    if r.ok() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut why = Vec::new();
+    if r.connected < r.clients {
+        why.push(format!(
+            "{}/{} connected{}",
+            r.connected,
+            r.clients,
+            r.connect_failure
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        ));
+    }
+    if r.converged < r.clients {
+        why.push(format!("{}/{} converged", r.converged, r.clients));
+    }
+    if r.errors > 0 {
+        why.push(format!("{} errors or lost connections", r.errors));
+    }
+    eprintln!("error: load run failed: {}", why.join("; "));
+    Ok(ExitCode::FAILURE)
+}
+
+/// How long a script waits for its document to open.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
 /// Run one command; `Ok(false)` means quit.
 async fn execute(session: &mut Session, cmd: Command) -> anyhow::Result<bool> {
@@ -129,32 +205,89 @@ async fn execute(session: &mut Session, cmd: Command) -> anyhow::Result<bool> {
             session.wait_converged(d).await?;
         }
     }
-    for e in session.take_errors() {
-        eprintln!("error: {e}");
-    }
     Ok(true)
 }
 
-async fn script(server: SocketAddr, doc: &str, file: &std::path::Path) -> anyhow::Result<()> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+/// Scripts report what goes wrong on standard error; remote changes and connection changes
+/// are not their output (the final text is).
+fn report_script_notices(session: &mut Session) {
+    for n in session.take_notices() {
+        match n {
+            Notice::ServerError { .. } | Notice::BadFrame(_) | Notice::Disconnected { .. } => {
+                eprintln!("warning: {n}")
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn script(server: &str, doc: &str, file: &Path) -> anyhow::Result<ExitCode> {
+    let name = if file.as_os_str() == "-" {
+        "<stdin>".to_string()
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        file.display().to_string()
     };
+    // Lines are read on their own thread and handed over as they arrive, so `script -` acts
+    // on each command at once (a pipe that stays open keeps the session going).
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(64);
+    let reader: Box<dyn BufRead + Send> = if file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("reading {name}"))?,
+        ))
+    };
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let stop = line.is_err();
+            if tx.blocking_send(line).is_err() || stop {
+                break;
+            }
+        }
+    });
     let mut session = Session::start(SessionConfig::new(server, doc), None);
-    // Positions in the script refer to the document as the server has it.
-    session
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
-    for (n, line) in text.lines().enumerate() {
-        let cmd = parse_command(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), n + 1))?;
+    // Positions in the script refer to the document as the server has it. Failed attempts are
+    // reported as they happen.
+    let mut state = session.watch();
+    let give_up = tokio::time::Instant::now() + CONNECT_WITHIN;
+    let mut cause = None;
+    loop {
+        tokio::select! {
+            open = state.wait_for(|s| s.connected) => {
+                if open.is_err() {
+                    anyhow::bail!("the session stopped");
+                }
+                break;
+            }
+            n = session.next_notice() => {
+                if let Some(Notice::ConnectFailed { cause: c, .. }) = &n {
+                    cause = Some(c.clone());
+                }
+                if let Some(n @ (Notice::ConnectFailed { .. } | Notice::ServerError { .. })) = n {
+                    eprintln!("warning: {n}");
+                }
+            }
+            _ = tokio::time::sleep_until(give_up) => {
+                session.stop().await;
+                anyhow::bail!(
+                    "connecting to {server}: {} (gave up after {} s)",
+                    cause.unwrap_or_else(|| "no answer".into()),
+                    CONNECT_WITHIN.as_secs()
+                );
+            }
+        }
+    }
+    let mut n = 0usize;
+    while let Some(line) = lines.recv().await {
+        n += 1;
+        let line = line.with_context(|| format!("reading {name}"))?;
+        let cmd = parse_command(&line).map_err(|e| anyhow::anyhow!("{name}:{n}: {e}"))?;
         if let Some(cmd) = cmd {
-            if !execute(&mut session, cmd)
+            let go_on = execute(&mut session, cmd)
                 .await
-                .with_context(|| format!("{}:{}", file.display(), n + 1))?
-            {
+                .with_context(|| format!("{name}:{n}"))?;
+            report_script_notices(&mut session);
+            if !go_on {
                 break;
             }
         }
@@ -164,63 +297,8 @@ async fn script(server: SocketAddr, doc: &str, file: &std::path::Path) -> anyhow
         .wait_converged(Duration::from_secs(30))
         .await
         .context("final sync")?;
+    report_script_notices(&mut session);
     out!("{}", snap.text);
     session.stop().await;
-    Ok(())
-}
-
-async fn interactive(server: SocketAddr, doc: &str) -> anyhow::Result<()> {
-    let mut session = Session::start(SessionConfig::new(server, doc), None);
-    out!("dsync-client: document {doc:?} on {server}; `help` lists commands");
-    if let Err(e) = session.wait_connected(Duration::from_secs(10)).await {
-        eprintln!("warning: {e}; edits will sync once the server answers");
-    }
-    out!("{}", session.snapshot().text);
-    // Standard input is read on its own thread so remote changes show while the user types.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            match line {
-                Ok(l) => {
-                    if tx.blocking_send(l).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    });
-    let mut state = session.watch();
-    let mut shown = (false, 0u64);
-    loop {
-        tokio::select! {
-            line = rx.recv() => {
-                let Some(line) = line else { break };
-                match parse_command(&line) {
-                    Ok(Some(cmd)) => {
-                        if !execute(&mut session, cmd).await.unwrap_or_else(|e| { eprintln!("error: {e:#}"); true }) {
-                            break;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => eprintln!("error: {e}"),
-                }
-            }
-            changed = state.changed() => {
-                if changed.is_err() { break; }
-                let s = state.borrow_and_update().clone();
-                if s.connected != shown.0 {
-                    out!("{}", if s.connected { "[connected]" } else { "[disconnected; reconnecting…]" });
-                }
-                if s.remote_changes != shown.1 {
-                    out!("[remote] {}", s.text);
-                }
-                shown = (s.connected, s.remote_changes);
-            }
-        }
-    }
-    // Give unsent typing a moment to reach the server before leaving.
-    let _ = session.wait_converged(Duration::from_secs(3)).await;
-    session.stop().await;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

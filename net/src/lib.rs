@@ -17,7 +17,14 @@ use serde::{Deserialize, Serialize};
 /// Default maximum frame size: 8 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
 
-/// Why a frame could not be decoded.
+impl From<DeltaError> for DecodeError {
+    fn from(e: DeltaError) -> Self {
+        DecodeError::BadDelta(e)
+    }
+}
+
+/// Why a frame could not be decoded. Messages hold their cause (no `source()` chain): they go to
+/// peers as text and print once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The frame is longer than the maximum.
@@ -49,7 +56,7 @@ pub enum DecodeError {
     BadEdit,
     /// A delta's text is malformed.
     #[error("bad delta: {0}")]
-    BadDelta(#[from] DeltaError),
+    BadDelta(DeltaError),
     /// An error code this side does not know.
     #[error("unknown error code {0:?}")]
     UnknownErrorCode(String),

@@ -59,24 +59,25 @@ impl Default for ServerConfig {
     }
 }
 
-/// Why the server stopped.
+/// Why the server stopped. Each message holds its cause, so it prints once: the causes are
+/// part of the text, not a `source()` chain (which `{:#}` would print a second time).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The listener could not be set up.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The store could not be opened or failed.
-    #[error("store {path}: {source}")]
+    #[error("store {path}: {error}")]
     Store {
         /// The database file.
         path: PathBuf,
         /// The store error.
-        source: StoreError,
+        error: StoreError,
     },
     /// The engine thread died.
     #[error("engine thread stopped unexpectedly")]
@@ -84,7 +85,7 @@ pub enum ServerError {
 }
 
 enum Input {
-    Open(PeerId, mpsc::Sender<String>),
+    Open(PeerId, SocketAddr, mpsc::Sender<String>),
     Frame(PeerId, String),
     Bad(PeerId, dsync_net::DecodeError),
     Closed(PeerId),
@@ -109,22 +110,20 @@ impl Running {
 
 /// Open the store, bind, and serve in the background until [`Running::shutdown`].
 pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
-    let store = Store::open(&cfg.db).map_err(|source| ServerError::Store {
+    let store = Store::open(&cfg.db).map_err(|error| ServerError::Store {
         path: cfg.db.clone(),
-        source,
+        error,
     })?;
     let listener = TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| ServerError::Listen {
+        .map_err(|error| ServerError::Listen {
             addr: cfg.listen,
-            source,
+            error,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|error| ServerError::Listen {
+        addr: cfg.listen,
+        error,
+    })?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(serve(cfg, store, listener, stop_rx));
     Ok(Running { addr, stop, task })
@@ -163,13 +162,14 @@ async fn serve(
                     continue;
                 }
                 open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(peer = peer.0, %remote, "connected");
+                tracing::info!(peer = peer.0, %remote, "connection opened");
                 let tx = tx.clone();
                 let open = open.clone();
                 let (max_frame, max_queue) = (cfg.max_frame_bytes, cfg.max_queued_frames);
                 tokio::spawn(async move {
-                    connection(peer, stream, tx, max_frame, max_queue).await;
+                    let why = connection(peer, remote, stream, tx, max_frame, max_queue).await;
                     open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(peer = peer.0, %remote, reason = %why, "connection closed");
                 });
             }
         }
@@ -192,17 +192,19 @@ async fn refuse(mut stream: TcpStream, max: usize) {
     let _ = stream.shutdown().await;
 }
 
+/// Serve one connection until it ends; returns why it ended (for the log).
 async fn connection(
     peer: PeerId,
+    remote: SocketAddr,
     stream: TcpStream,
     tx: std_mpsc::Sender<Input>,
     max_frame: usize,
     max_queue: usize,
-) {
+) -> String {
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<String>(max_queue);
-    if tx.send(Input::Open(peer, out_tx)).is_err() {
-        return;
+    if tx.send(Input::Open(peer, remote, out_tx)).is_err() {
+        return "the server is stopping".into();
     }
     let writer = tokio::spawn(async move {
         while let Some(line) = out_rx.recv().await {
@@ -214,9 +216,10 @@ async fn connection(
     });
     let mut frames = LineBuffer::new(max_frame);
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    let why = loop {
         let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break "the peer closed it".to_string(),
+            Err(e) => break format!("read failed: {e}"),
             Ok(n) => n,
         };
         frames.push(&buf[..n]);
@@ -226,15 +229,17 @@ async fn connection(
                 Err(e) => Input::Bad(peer, e),
             };
             if tx.send(input).is_err() {
-                return;
+                writer.abort();
+                return "the server is stopping".into();
             }
         }
         if writer.is_finished() {
-            break; // the engine closed this connection
+            break "the server closed it".to_string();
         }
-    }
+    };
     let _ = tx.send(Input::Closed(peer));
     writer.abort();
+    why
 }
 
 fn engine_thread(
@@ -246,10 +251,12 @@ fn engine_thread(
     let now = || Time(start.elapsed().as_millis() as u64);
     let mut engine = ServerEngine::new(cfg.engine);
     let mut conns: BTreeMap<PeerId, mpsc::Sender<String>> = BTreeMap::new();
+    // Peer addresses, for the log only.
+    let mut remotes: BTreeMap<PeerId, SocketAddr> = BTreeMap::new();
     let max_delta = cfg.engine.limits.max_delta_bytes;
-    let store_err = |source| ServerError::Store {
+    let store_err = |error| ServerError::Store {
         path: cfg.db.clone(),
-        source,
+        error,
     };
     loop {
         let wait = engine
@@ -272,8 +279,9 @@ fn engine_thread(
         for input in batch {
             let t = now();
             match input {
-                Input::Open(peer, out) => {
+                Input::Open(peer, remote, out) => {
                     conns.insert(peer, out);
+                    remotes.insert(peer, remote);
                 }
                 Input::Frame(peer, text) => match decode_client(&text, max_delta) {
                     Ok(msg) => {
@@ -289,6 +297,7 @@ fn engine_thread(
                 Input::Bad(peer, e) => engine.reject(peer, None, e.code(), e.to_string()),
                 Input::Closed(peer) => {
                     conns.remove(&peer);
+                    remotes.remove(&peer);
                     engine.handle_disconnect(t, peer);
                 }
                 Input::Shutdown => shutdown = true,
@@ -315,6 +324,7 @@ fn engine_thread(
         for out in sends {
             match out {
                 ServerOutput::Send { to, msg } => {
+                    log_reply(to, remotes.get(&to), &msg);
                     if let Some(c) = conns.get(&to) {
                         if c.try_send(encode_server(&msg)).is_err() {
                             tracing::warn!(peer = to.0, "peer too slow or gone; dropping it");
@@ -339,6 +349,39 @@ fn engine_thread(
     Ok(())
 }
 
+/// Log what an operator wants to see of a reply: sessions opened, resets and refusals.
+fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
+    let remote = remote.map_or_else(|| "-".to_string(), SocketAddr::to_string);
+    match msg {
+        ServerMsg::ConnectOk {
+            doc,
+            resumed,
+            server_version,
+            ..
+        } => {
+            tracing::info!(peer = peer.0, %remote, doc, resumed, version = server_version, "session opened");
+        }
+        ServerMsg::ServerSync { doc, edits, .. } => {
+            for e in edits {
+                if let dsync_engine::Edit::Full { version, .. } = e {
+                    tracing::info!(peer = peer.0, %remote, doc, version, "reset: full text sent");
+                }
+            }
+        }
+        ServerMsg::Error { doc, code, message } => {
+            tracing::info!(
+                peer = peer.0,
+                %remote,
+                doc = doc.as_deref().unwrap_or("-"),
+                code = code.as_str(),
+                message,
+                "refused"
+            );
+        }
+        ServerMsg::Ping | ServerMsg::Pong => {}
+    }
+}
+
 /// Load the document a `connect` names, if needed. False when it could not be loaded (the
 /// peer got an `error`).
 fn load_if_needed(engine: &mut ServerEngine, store: &Store, msg: &ClientMsg, peer: PeerId) -> bool {
@@ -358,6 +401,7 @@ fn load_if_needed(engine: &mut ServerEngine, store: &Store, msg: &ClientMsg, pee
             return false;
         }
     };
+    let (bytes, version) = (stored.text.len(), stored.version);
     if let Err(e) = engine.load_document(&doc, stored) {
         let code = match e {
             dsync_engine::EngineError::TooManyDocuments(_) => ErrorCode::TooManyConnections,
@@ -367,5 +411,6 @@ fn load_if_needed(engine: &mut ServerEngine, store: &Store, msg: &ClientMsg, pee
         engine.reject(peer, Some(doc), code, e.to_string());
         return false;
     }
+    tracing::info!(doc, bytes, version, "document loaded");
     true
 }

@@ -22,12 +22,18 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// Store failures.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// Store failures. Messages hold their cause (no `source()` chain), so they print once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite reported an error.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("SQLite: {0}")]
+    Sqlite(rusqlite::Error),
     /// The file was written by a newer dsync.
     #[error("database schema version {found} is newer than this program's {SCHEMA_VERSION}")]
     NewerSchema {

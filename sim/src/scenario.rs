@@ -386,12 +386,12 @@ pub enum ScenarioError {
         message: String,
     },
     /// The file could not be read.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Io {
         /// File name.
         file: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -417,9 +417,9 @@ impl Scenario {
     /// Read and parse a file.
     pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Io {
             file: file.clone(),
-            source,
+            error,
         })?;
         Scenario::parse(&text, &file)
     }

@@ -76,7 +76,10 @@ pub fn verdict_line(v: &Verdict, expect: Expect, converge_ms: Option<u64>) -> St
         } => {
             let what = format!("{} check at {}: {detail}", check.name(), fmt_time(*at_ms));
             if expected {
-                format!("EXPECTED FAIL: {what} (the scenario expects {}: expect: {expect:?})", expect.describe())
+                format!(
+                    "EXPECTED FAIL: {what} (the scenario expects {}: expect: {expect:?})",
+                    expect.describe()
+                )
             } else {
                 format!("FAIL: {what}")
             }

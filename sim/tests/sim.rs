@@ -190,20 +190,31 @@ fn cli_exit_codes_say_pass_fail_and_bad_input() {
     // A failure the scenario declares is its expected verdict: exit 0, said as such.
     let (code, out, _) = sim(&["../scenarios/overwrite_loses_edits.ron"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("verdict  EXPECTED FAIL: intent check at t="), "{out}");
+    assert!(
+        out.contains("verdict  EXPECTED FAIL: intent check at t="),
+        "{out}"
+    );
     // The same run expected to pass is a plain failure: exit 1.
     let dir = std::env::temp_dir().join(format!("dsync-sim-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string("../scenarios/overwrite_loses_edits.ron").unwrap();
     let must_pass = dir.join("must_pass.ron");
-    std::fs::write(&must_pass, text.replace("expect: FailIntent", "expect: Pass")).unwrap();
+    std::fs::write(
+        &must_pass,
+        text.replace("expect: FailIntent", "expect: Pass"),
+    )
+    .unwrap();
     let (code, out, _) = sim(&[must_pass.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("verdict  FAIL: intent check at t="), "{out}");
     // A pass where a failure was expected is not what the scenario says: exit 1.
     let text = std::fs::read_to_string("../scenarios/partition.ron").unwrap();
     let must_fail = dir.join("must_fail.ron");
-    std::fs::write(&must_fail, text.replace("Scenario(", "Scenario(\n    expect: FailIntent,")).unwrap();
+    std::fs::write(
+        &must_fail,
+        text.replace("Scenario(", "Scenario(\n    expect: FailIntent,"),
+    )
+    .unwrap();
     let (code, out, _) = sim(&[must_fail.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("verdict  UNEXPECTED PASS"), "{out}");
@@ -246,7 +257,13 @@ fn swarm_names_the_coverage_counters_that_stayed_at_zero() {
     let mut r = dsync_sim::swarm::SweepResult::default();
     assert_eq!(
         r.zero_counters(),
-        ["rollbacks", "retransmits", "duplicates_skipped", "resets", "patches_dropped"]
+        [
+            "rollbacks",
+            "retransmits",
+            "duplicates_skipped",
+            "resets",
+            "patches_dropped"
+        ]
     );
     r.totals.rollbacks = 1;
     r.totals.resets = 2;

@@ -40,8 +40,13 @@ fn text_files() -> Vec<(PathBuf, String)> {
         .into_iter()
         .filter(|p| {
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            matches!(ext, "rs" | "md" | "toml" | "ron" | "sh" | "py" | "html" | "js")
-                || p.parent().is_some_and(|d| d.ends_with(".ci"))
+            matches!(
+                ext,
+                "rs" | "md" | "toml" | "ron" | "sh" | "py" | "html" | "js"
+            ) || p
+                .parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|n| n == ".ci")
         })
         .filter_map(|p| {
             let text = String::from_utf8(std::fs::read(&p).ok()?).ok()?;
@@ -145,7 +150,10 @@ fn the_checks_see_planted_offences() {
             root().join("x.rs"),
             format!("// see {}/guide/protocol.md", concat!("..", "/shared")),
         ),
-        (root().join("y.rs"), "// pitfall 3 of nowhere.md".to_string()),
+        (
+            root().join("y.rs"),
+            "// pitfall 3 of nowhere.md".to_string(),
+        ),
         (root().join("README.md"), "fine".to_string()),
         (root().join("docs/protocol.md"), "held".to_string()),
     ];

@@ -1,0 +1,205 @@
+//! The `dsync-client` binary against a real server on loopback: scripts stream their commands,
+//! failures say what failed and exit non-zero, the load mode never reports success it did not
+//! see.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dsync_client::{Session, SessionConfig};
+use dsync_server::{start, Running, ServerConfig};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn server() -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("documents.db"),
+        ..ServerConfig::default()
+    };
+    let running = start(cfg).await.unwrap();
+    (dir, running)
+}
+
+fn client(server: &str, doc: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dsync-client"));
+    c.args(["--server", server, "--doc", doc]).args(args);
+    c.env(
+        "DSYNC_HISTORY",
+        std::env::temp_dir().join("dsync-test-history"),
+    );
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_from_stdin_acts_on_each_line_as_it_arrives() {
+    let (_dir, srv) = server().await;
+    let addr = srv.addr.to_string();
+    let mut child = client(&addr, "stream", &["script", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"append streamed\n").unwrap();
+    stdin.flush().unwrap();
+    // With standard input still open, the edit reaches the server.
+    let watcher = Session::start(SessionConfig::new(&addr, "stream"), None);
+    let mut state = watcher.watch();
+    tokio::time::timeout(T, state.wait_for(|s| s.text == "streamed"))
+        .await
+        .expect("the line took effect before standard input closed")
+        .unwrap();
+    stdin.write_all(b"append !\n").unwrap();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "streamed!\n");
+    watcher.stop().await;
+    srv.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_without_text_is_refused_and_changes_nothing() {
+    let (_dir, srv) = server().await;
+    let addr = srv.addr.to_string();
+    let target = addr.clone();
+    let run = move |input: &'static str| {
+        let mut child = client(&target, "keep", &["script", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run("append keep me\n")
+    })
+    .await
+    .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let refused = tokio::task::spawn_blocking(move || run("replace\n"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("<stdin>:1: usage: replace TEXT"), "{err}");
+    assert!(err.contains("`clear`"), "{err}");
+    let check = Session::start(SessionConfig::new(&addr, "keep"), None);
+    assert_eq!(check.wait_converged(T).await.unwrap().text, "keep me");
+    check.stop().await;
+    srv.shutdown().await.unwrap();
+}
+
+#[test]
+fn load_with_nothing_listening_fails_and_says_so() {
+    // Port 1 on loopback: nothing listens there.
+    let out = client(
+        "127.0.0.1:1",
+        "load",
+        &["load", "--clients", "5", "--duration", "1"],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("0/5 connected"), "{stdout}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[test]
+fn a_script_with_no_server_names_the_cause() {
+    let out = client("127.0.0.1:1", "x", &["script", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    // Each failed attempt is reported at once; the last line says why it gave up, once.
+    assert!(
+        stderr.starts_with("warning: cannot connect: Connection refused"),
+        "{stderr}"
+    );
+    let last = stderr.lines().last().unwrap();
+    assert_eq!(last.matches("Connection refused").count(), 1, "{last}");
+    assert!(
+        last.starts_with("error: connecting to 127.0.0.1:1:"),
+        "{last}"
+    );
+}
+
+/// The first line of standard output that contains `want`, waiting for it (bounded).
+async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) -> String {
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(T, rx.recv()).await {
+            Ok(Some(l)) => {
+                if l.contains(want) {
+                    return l;
+                }
+                seen.push(l);
+            }
+            _ => panic!("no line with {want:?}; saw {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interactive_client_reports_remote_changes_compactly() {
+    let (_dir, srv) = server().await;
+    let addr = srv.addr.to_string();
+    let mut child = client(&addr, "live", &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    expect(&mut rx, "[connected] 0 chars").await;
+    stdin.write_all(b"append hello world\n").unwrap();
+    stdin.flush().unwrap();
+    let other = Session::start(SessionConfig::new(&addr, "live"), None);
+    let mut state = other.watch();
+    tokio::time::timeout(T, state.wait_for(|s| s.text == "hello world"))
+        .await
+        .unwrap()
+        .unwrap();
+    other
+        .edit(dsync_client::Edit::Insert(6, "big ".into()))
+        .await
+        .unwrap();
+    // What changed and where, not the whole text.
+    let line = expect(&mut rx, "[remote: ").await;
+    assert_eq!(line, "[remote: 1:7 +4 chars \"big \"]");
+    stdin.write_all(b"show\nquit\n").unwrap();
+    drop(stdin);
+    expect(&mut rx, "hello big world").await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    other.stop().await;
+    srv.shutdown().await.unwrap();
+}
