@@ -4,7 +4,7 @@
 //! drain [`ClientEngine::poll_output`] until `None`, then arm a timer for
 //! [`ClientEngine::poll_timeout`] and call [`ClientEngine::handle_timeout`] when it fires.
 //!
-//! Invariants:
+//! Invariants ("pitfall N" is numbered in `docs/protocol.md`, section *Pitfalls*):
 //! - At most one `client_sync` is in flight; a reply whose `seq` is not the one in flight is
 //!   stale and ignored (pitfall 9), and a request with no reply is resent after
 //!   `retransmit_ms` under a new `seq`.

@@ -15,6 +15,56 @@
 //! - [`dmp`]: the fuzzy matcher and patcher, ported from the reference diff-match-patch.
 //!
 //! Invariants: no `HashMap` iteration, no wall clock, no panics on peer input.
+//!
+//! # Example
+//!
+//! A client and a server in one process. The loop carries messages between them; a real
+//! driver carries them over a socket, loads documents from its store and commits every
+//! [`ServerOutput::Persist`] before sending what follows it (see `examples/in_process.rs` for
+//! two clients and timers).
+//!
+//! ```
+//! use dsync_engine::{
+//!     ClientEngine, ClientOutput, Config, PeerId, ServerEngine, ServerOutput, StoredDocument,
+//!     Time,
+//! };
+//!
+//! /// Deliver messages both ways until neither side has anything to send.
+//! fn pump(client: &mut ClientEngine, server: &mut ServerEngine, now: Time) {
+//!     let mut moved = true;
+//!     while moved {
+//!         moved = false;
+//!         while let Some(out) = client.poll_output() {
+//!             if let ClientOutput::Send(msg) = out {
+//!                 server.handle_message(now, PeerId(1), msg);
+//!                 moved = true;
+//!             }
+//!         }
+//!         while let Some(out) = server.poll_output() {
+//!             if let ServerOutput::Send { msg, .. } = out {
+//!                 client.handle_message(now, msg);
+//!                 moved = true;
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let cfg = Config::default();
+//! let mut server = ServerEngine::new(cfg);
+//! let stored = StoredDocument { text: "world".into(), ..StoredDocument::default() };
+//! server.load_document("notes", stored)?;
+//!
+//! let mut client = ClientEngine::new(cfg, "alice", "notes");
+//! client.connect(Time(0));
+//! pump(&mut client, &mut server, Time(0));
+//! assert_eq!(client.text(), "world");
+//!
+//! client.insert(0, "hello ")?; // positions in chars
+//! client.sync_now(Time(1)); // or wait for the sync interval (`poll_timeout`)
+//! pump(&mut client, &mut server, Time(1));
+//! assert_eq!(server.master("notes"), Some("hello world"));
+//! # Ok::<(), dsync_engine::EngineError>(())
+//! ```
 
 pub mod client;
 pub mod config;

@@ -9,7 +9,7 @@
 //! that follows it is acted on. The acknowledgement of a client edit (`client_version` in a
 //! `server_sync`) always follows the `Persist` of the master that contains it.
 //!
-//! Invariants:
+//! Invariants ("pitfall N" is numbered in `docs/protocol.md`, section *Pitfalls*):
 //! - Anything a peer sends becomes a reply, an `error`, or is ignored as stale; never a panic,
 //!   and never a change to another client's session.
 //! - The backup shadow is refreshed on every accepted `client_sync` (pitfall 2) and restored
