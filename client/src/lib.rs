@@ -453,6 +453,25 @@ impl Driver {
         let _ = reply.send(r.map_err(|e| e.to_string()));
     }
 
+    /// Wait `delay` before the next connection attempt, applying edits meanwhile (they sync
+    /// after reconnecting). False when the session's owner has gone.
+    async fn wait_taking_edits(
+        &mut self,
+        edits: &mut mpsc::Receiver<EditRequest>,
+        delay: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return true,
+                e = edits.recv() => match e {
+                    Some(e) => self.apply(e),
+                    None => return false,
+                },
+            }
+        }
+    }
+
     /// Tell readers (none listening is fine: a notice is then dropped).
     fn notify(&self, n: Notice) {
         let _ = self.notices.send(n);
@@ -570,16 +589,8 @@ async fn run(
                     cause,
                     retry_in: backoff,
                 });
-                // Keep taking edits while the server is away; they sync after reconnecting.
-                let deadline = tokio::time::Instant::now() + backoff;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => break,
-                        e = edits.recv() => match e {
-                            Some(e) => d.apply(e),
-                            None => return,
-                        },
-                    }
+                if !d.wait_taking_edits(&mut edits, backoff).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(cfg.reconnect_max);
                 continue;
@@ -649,16 +660,8 @@ async fn run(
             cause,
             retry_in: backoff,
         });
-        // Keep taking edits while the server is away; they sync after reconnecting.
-        let deadline = tokio::time::Instant::now() + backoff;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                e = edits.recv() => match e {
-                    Some(e) => d.apply(e),
-                    None => return,
-                },
-            }
+        if !d.wait_taking_edits(&mut edits, backoff).await {
+            return;
         }
         backoff = (backoff * 2).min(cfg.reconnect_max);
     }

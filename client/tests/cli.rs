@@ -32,26 +32,36 @@ fn client(server: &str, doc: &str, args: &[&str]) -> Command {
     c
 }
 
+/// Start `cmd` with its three standard streams piped to the test.
+fn spawn_piped(mut cmd: Command) -> std::process::Child {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A session of its own on `doc`, returned once it sees `text` (bounded by `T`).
+async fn watch_until(addr: &str, doc: &str, text: &str) -> Session {
+    let s = Session::start(SessionConfig::new(addr, doc), None);
+    let mut state = s.watch();
+    tokio::time::timeout(T, state.wait_for(|snap| snap.text == text))
+        .await
+        .unwrap_or_else(|_| panic!("{doc} never held {text:?}"))
+        .unwrap();
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_from_stdin_acts_on_each_line_as_it_arrives() {
     let (_dir, srv) = server().await;
     let addr = srv.addr.to_string();
-    let mut child = client(&addr, "stream", &["script", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(client(&addr, "stream", &["script", "-"]));
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"append streamed\n").unwrap();
     stdin.flush().unwrap();
     // With standard input still open, the edit reaches the server.
-    let watcher = Session::start(SessionConfig::new(&addr, "stream"), None);
-    let mut state = watcher.watch();
-    tokio::time::timeout(T, state.wait_for(|s| s.text == "streamed"))
-        .await
-        .expect("the line took effect before standard input closed")
-        .unwrap();
+    let watcher = watch_until(&addr, "stream", "streamed").await;
     stdin.write_all(b"append !\n").unwrap();
     drop(stdin);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
@@ -69,12 +79,7 @@ async fn a_replace_without_text_is_refused_and_changes_nothing() {
     let addr = srv.addr.to_string();
     let target = addr.clone();
     let run = move |input: &'static str| {
-        let mut child = client(&target, "keep", &["script", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_piped(client(&target, "keep", &["script", "-"]));
         child
             .stdin
             .take()
@@ -161,12 +166,7 @@ async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &st
 async fn the_interactive_client_reports_remote_changes_compactly() {
     let (_dir, srv) = server().await;
     let addr = srv.addr.to_string();
-    let mut child = client(&addr, "live", &[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(client(&addr, "live", &[]));
     let mut stdin = child.stdin.take().unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -180,12 +180,7 @@ async fn the_interactive_client_reports_remote_changes_compactly() {
     expect(&mut rx, "[connected] 0 chars").await;
     stdin.write_all(b"append hello world\n").unwrap();
     stdin.flush().unwrap();
-    let other = Session::start(SessionConfig::new(&addr, "live"), None);
-    let mut state = other.watch();
-    tokio::time::timeout(T, state.wait_for(|s| s.text == "hello world"))
-        .await
-        .unwrap()
-        .unwrap();
+    let other = watch_until(&addr, "live", "hello world").await;
     other
         .edit(dsync_client::Edit::Insert(6, "big ".into()))
         .await

@@ -34,7 +34,9 @@ fn run() -> String {
         deliver(&mut server, &mut clients, peer, now);
         if !typed && clients.iter().all(ClientEngine::is_connected) {
             // Concurrent edits: neither client has seen the other's.
-            clients[0].insert(0, "Hello from Alice. ").expect("in range");
+            clients[0]
+                .insert(0, "Hello from Alice. ")
+                .expect("in range");
             clients[1].insert(0, "Bob was here.").expect("in range");
             typed = true;
         }
@@ -83,7 +85,11 @@ fn deliver(
                         moved = true;
                     }
                     ClientOutput::Event(ClientEvent::RemoteChange) => {
-                        println!("{}: remote change, text is now {:?}", c.client_id(), c.text());
+                        println!(
+                            "{}: remote change, text is now {:?}",
+                            c.client_id(),
+                            c.text()
+                        );
                     }
                     ClientOutput::Event(_) => {}
                 }

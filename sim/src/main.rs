@@ -155,7 +155,20 @@ fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
         sim_s / wall_s.max(1e-9)
     );
     if let Some(path) = &args.html {
-        let page = html::render(&sc, &report);
+        // The page carries the full trace; a run is deterministic, so when the terminal got
+        // only the summary, the same run again with the full trace is the same run.
+        let page = if opts.trace == TraceLevel::Full {
+            html::render(&sc, &report)
+        } else {
+            let full = run(
+                &sc,
+                Options {
+                    trace: TraceLevel::Full,
+                    ..opts
+                },
+            );
+            html::render(&sc, &full)
+        };
         std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
         out!("report   {}", path.display());
     }

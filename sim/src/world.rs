@@ -213,6 +213,9 @@ pub struct Report {
     pub chart: Option<Chart>,
     /// Final master text.
     pub final_text: String,
+    /// Every node's final text, server first (`S`, `c0`, `c1`, …); `None` for a node that is
+    /// down at the end.
+    pub node_texts: Vec<(String, Option<String>)>,
 }
 
 /// Format simulated time as the trace does.
@@ -1928,6 +1931,16 @@ impl<'a> Sim<'a> {
         s.resumes = server.resumes;
         let final_text = self.master_text();
         self.summary.final_digest = digest(&final_text);
+        let mut node_texts = vec![(
+            "S".to_string(),
+            self.server.as_ref().map(|_| final_text.clone()),
+        )];
+        for (i, c) in self.clients.iter().enumerate() {
+            node_texts.push((
+                format!("c{i}"),
+                c.engine.as_ref().map(|e| e.text().to_string()),
+            ));
+        }
         let line = self.summary.line();
         if self.opts.trace != TraceLevel::None {
             self.trace.push(line);
@@ -1940,6 +1953,7 @@ impl<'a> Sim<'a> {
             recorded: self.recorded,
             chart: self.chart,
             final_text,
+            node_texts,
         }
     }
 }

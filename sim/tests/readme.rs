@@ -12,7 +12,10 @@ fn sample(name: &str) -> Vec<String> {
         .find(&marker)
         .unwrap_or_else(|| panic!("README has no sample marked {name:?}"));
     let block = &readme[start..];
-    let open = block.find("```\n").expect("a fenced block after the marker") + 4;
+    let open = block
+        .find("```\n")
+        .expect("a fenced block after the marker")
+        + 4;
     let close = block[open..].find("```").expect("the block is closed") + open;
     block[open..close].lines().map(str::to_string).collect()
 }
@@ -34,7 +37,11 @@ fn sim(args: &[&str]) -> Vec<String> {
 fn the_first_commands_output_is_the_one_shown() {
     let shown = sample("partition-summary");
     let real = sim(&["../scenarios/partition.ron"]);
-    assert_eq!(shown.len(), real.len(), "shown:\n{shown:#?}\nreal:\n{real:#?}");
+    assert_eq!(
+        shown.len(),
+        real.len(),
+        "shown:\n{shown:#?}\nreal:\n{real:#?}"
+    );
     for (s, r) in shown.iter().zip(&real) {
         if s.starts_with("speed ") {
             // Wall time varies; the line's form does not.

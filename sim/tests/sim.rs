@@ -114,6 +114,27 @@ fn html_report_is_self_contained_and_shows_the_run() {
     );
     assert_eq!(page.matches("class=\"msg dropped\"").count(), 3);
     assert!(page.contains("data-client=\"c1\""));
+    // Both charts have a time axis; the page uses the window's width.
+    assert!(
+        page.contains(">0s</text>") && page.contains(">2s</text>"),
+        "time ticks"
+    );
+    assert_eq!(page.matches("<svg id=").count(), 2);
+    assert!(page.contains("svg{display:block;width:100%}"));
+    // Arrows carry type, seq and versions; every node's final text is there; the trace folds.
+    assert!(page.contains(">client_sync seq="), "message labels");
+    for node in ["S", "c0", "c1"] {
+        assert!(
+            page.contains(&format!("<summary>{node}: ")),
+            "final text of {node}"
+        );
+    }
+    assert!(page.contains("<details><summary>Trace ("));
+    // An expected failure says so.
+    let sc = Scenario::load(Path::new("../scenarios/overwrite_loses_edits.ron")).unwrap();
+    let r = run(&sc, opts(TraceLevel::Summary));
+    let page = html::render(&sc, &r);
+    assert!(page.contains("class=\"verdict expected\">EXPECTED FAIL: intent check"));
     // Nothing loaded from elsewhere.
     assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("@import"));
     assert!(!page.contains("href=\"http"));
@@ -197,25 +218,26 @@ fn cli_exit_codes_say_pass_fail_and_bad_input() {
     // The same run expected to pass is a plain failure: exit 1.
     let dir = std::env::temp_dir().join(format!("dsync-sim-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string("../scenarios/overwrite_loses_edits.ron").unwrap();
-    let must_pass = dir.join("must_pass.ron");
-    std::fs::write(
-        &must_pass,
-        text.replace("expect: FailIntent", "expect: Pass"),
-    )
-    .unwrap();
-    let (code, out, _) = sim(&[must_pass.to_str().unwrap()]);
+    // A shipped scenario with one edit, run from a temporary file.
+    let edited = |file: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(format!("../scenarios/{file}")).unwrap();
+        let path = dir.join(file);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        sim(&[path.to_str().unwrap()])
+    };
+    let (code, out, _) = edited(
+        "overwrite_loses_edits.ron",
+        "expect: FailIntent",
+        "expect: Pass",
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("verdict  FAIL: intent check at t="), "{out}");
     // A pass where a failure was expected is not what the scenario says: exit 1.
-    let text = std::fs::read_to_string("../scenarios/partition.ron").unwrap();
-    let must_fail = dir.join("must_fail.ron");
-    std::fs::write(
-        &must_fail,
-        text.replace("Scenario(", "Scenario(\n    expect: FailIntent,"),
-    )
-    .unwrap();
-    let (code, out, _) = sim(&[must_fail.to_str().unwrap()]);
+    let (code, out, _) = edited(
+        "partition.ron",
+        "Scenario(",
+        "Scenario(\n    expect: FailIntent,",
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("verdict  UNEXPECTED PASS"), "{out}");
     let bad = dir.join("bad.ron");
