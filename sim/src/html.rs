@@ -182,9 +182,9 @@ pub fn render(sc: &Scenario, report: &Report) -> String {
     divergence_plot(&mut out, sc, &chart, &sp, end);
     sequence_chart(&mut out, sc, &chart, &sp, end);
     final_texts(&mut out, report);
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<details><summary>Settings</summary><pre>{}</pre></details>\n",
+        "<details><summary>Settings</summary><pre>{}</pre></details>",
         esc(&report.settings.join("\n"))
     );
     trace(&mut out, report);
