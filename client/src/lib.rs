@@ -481,6 +481,9 @@ impl Driver {
     fn drain(&mut self, out: &mut String) -> bool {
         let mut alive = true;
         let mut remote = false;
+        // Notices go out after the snapshot is published, so a reader woken by one sees the
+        // state it describes.
+        let mut notices = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             match o {
                 ClientOutput::Send(m) => {
@@ -505,14 +508,14 @@ impl Driver {
                         if let Some(m) = &self.metrics {
                             m.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        self.notify(Notice::ServerError {
+                        notices.push(Notice::ServerError {
                             code: code.as_str().to_string(),
                             message,
                         });
                     }
-                    ClientEvent::Reset => self.notify(Notice::Reset),
+                    ClientEvent::Reset => notices.push(Notice::Reset),
                     ClientEvent::Connected { resumed } => {
-                        self.notify(Notice::Connected { resumed })
+                        notices.push(Notice::Connected { resumed })
                     }
                 },
             }
@@ -520,12 +523,14 @@ impl Driver {
         // Describe remote changes against what readers saw last (the load generator's sessions
         // skip the comparison).
         if remote && self.describe_changes {
-            let before = &self.state.borrow().text;
-            if let Some(c) = Change::between(before, self.engine.text()) {
-                self.notify(Notice::RemoteChange(c));
+            if let Some(c) = Change::between(&self.state.borrow().text, self.engine.text()) {
+                notices.push(Notice::RemoteChange(c));
             }
         }
         self.publish();
+        for n in notices {
+            self.notify(n);
+        }
         alive
     }
 
