@@ -440,6 +440,7 @@ impl ClientEngine {
             self.bad_streak = 0;
             self.acknowledge(client_version);
             if !self.reset_exact(&text, client_version, version, base.as_ref()) {
+                self.stats.inexact_resets += 1;
                 self.reset_to(text, client_version, version, Some(client_version));
             }
             return;
@@ -476,9 +477,10 @@ impl ClientEngine {
                     let b = base.get_or_insert(old);
                     theirs = Some(match theirs.take() {
                         None => op,
-                        Some(t) => t
-                            .compose(&op)
-                            .unwrap_or_else(|_| Operation::from_diff(b, &self.shadow.text)),
+                        Some(t) => t.compose(&op).unwrap_or_else(|_| {
+                            self.stats.merge_fallbacks += 1;
+                            Operation::from_diff(b, &self.shadow.text)
+                        }),
                     });
                     self.shadow.server_version += 1;
                     self.stats.edits_applied += 1;
@@ -520,6 +522,7 @@ impl ClientEngine {
                 Err(e) => {
                     // Bookkeeping broke (a bug): fall back to texts, which are always right.
                     tracing::error!(error = %e, "client merge of exact changes failed");
+                    self.stats.merge_fallbacks += 1;
                     let out = merge(
                         self.config.merge,
                         &self.config.fuzzy,

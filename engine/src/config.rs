@@ -43,6 +43,10 @@ pub struct Limits {
     pub max_name_bytes: usize,
     /// Most peers (connections) in one server engine.
     pub max_peers: usize,
+    /// Most exact master changes a document keeps for exact merging. A session whose link
+    /// reaches further back (idle while this many changes happened) merges by diff once
+    /// (counted in [`Stats::link_fallbacks`] after a [`Stats::log_overflows`]).
+    pub max_log_entries: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +61,7 @@ impl Default for Limits {
             max_clients_per_document: 2_048,
             max_name_bytes: 256,
             max_peers: 20_000,
+            max_log_entries: 4_096,
         }
     }
 }
@@ -124,6 +129,17 @@ pub struct Stats {
     pub resumes: u64,
     /// Messages whose edit failed its checksum or strict apply once, ignored as damaged.
     pub corrupt_ignored: u64,
+    /// Server: a session's exact change to the master was unknown (its link lost, or reaching
+    /// past the log) and a diff stood in. Legitimate only after a log overflow.
+    pub link_fallbacks: u64,
+    /// Change-log entries dropped while a session still needed them (the log was at
+    /// `max_log_entries`).
+    pub log_overflows: u64,
+    /// An exact merge or composition failed and texts were merged instead: a bookkeeping bug,
+    /// never legitimate (the simulator fails a run where it happens).
+    pub merge_fallbacks: u64,
+    /// Client: a reset whose base the client did not hold, merged by diff.
+    pub inexact_resets: u64,
 }
 
 impl Stats {
@@ -138,5 +154,9 @@ impl Stats {
         self.patches_dropped += o.patches_dropped;
         self.resumes += o.resumes;
         self.corrupt_ignored += o.corrupt_ignored;
+        self.link_fallbacks += o.link_fallbacks;
+        self.log_overflows += o.log_overflows;
+        self.merge_fallbacks += o.merge_fallbacks;
+        self.inexact_resets += o.inexact_resets;
     }
 }

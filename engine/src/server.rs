@@ -214,9 +214,6 @@ struct Document {
     log_base: u64,
 }
 
-/// Most master changes a document keeps for exact merging; older links fall back to diffs.
-const MAX_LOG: usize = 4_096;
-
 impl Document {
     fn log_end(&self) -> u64 {
         self.log_base + self.log.len() as u64
@@ -229,8 +226,9 @@ impl Document {
         })
     }
 
-    /// Forget log entries no session needs (and the oldest past `MAX_LOG`).
-    fn trim_log(&mut self) {
+    /// Forget log entries no session needs (and the oldest past `max_log`, counted in
+    /// `stats.log_overflows` when a session still needed them).
+    fn trim_log(&mut self, max_log: usize, stats: &mut Stats) {
         if self.log.len() < 32 {
             return;
         }
@@ -239,14 +237,26 @@ impl Document {
             base = self.log_base,
             "trimming the change log"
         );
+        // Every link still in use: the shadow's, the backup's, and the one a resent reset
+        // needs to tell the client where it started (dropping that one turned resets under
+        // corruption into diffs that split tokens: scenarios/regressions/).
         let needed = self
             .sessions
             .values()
-            .flat_map(|s| [&s.link, &s.backup_link])
-            .filter_map(|l| l.as_ref().map(|l| l.idx))
+            .flat_map(|s| {
+                [
+                    s.link.as_ref(),
+                    s.backup_link.as_ref(),
+                    s.reset_from.as_ref().and_then(|(_, l)| l.as_ref()),
+                ]
+            })
+            .filter_map(|l| l.map(|l| l.idx))
             .min()
             .unwrap_or(self.log_end());
-        while self.log_base < needed.min(self.log_end()) || self.log.len() > MAX_LOG {
+        while self.log_base < needed.min(self.log_end()) || self.log.len() > max_log.max(1) {
+            if self.log_base >= needed {
+                stats.log_overflows += 1;
+            }
             self.log.pop_front();
             self.log_base += 1;
         }
@@ -254,13 +264,14 @@ impl Document {
 }
 
 /// The exact change from `text` (a shadow) to `master`, from its link and the log when they
-/// reach, else from a diff.
+/// reach, else from a diff (counted in `stats.link_fallbacks`).
 fn to_master(
     master: &str,
     log: &VecDeque<Operation>,
     log_base: u64,
     text: &str,
     link: &Option<Link>,
+    stats: &mut Stats,
 ) -> Operation {
     if let Some(l) = link {
         if l.idx >= log_base && l.idx <= log_base + log.len() as u64 {
@@ -279,6 +290,7 @@ fn to_master(
             }
         }
     }
+    stats.link_fallbacks += 1;
     Operation::from_diff(text, master)
 }
 
@@ -450,8 +462,8 @@ impl ServerEngine {
         Some((&s.shadow, &s.backup))
     }
 
-    /// Exact master changes a document keeps (see `MAX_LOG`): stays small while every session
-    /// keeps up.
+    /// Exact master changes a document keeps (at most `Limits::max_log_entries`): stays small
+    /// while every session keeps up.
     pub fn log_len(&self, doc: &str) -> Option<usize> {
         Some(self.docs.get(doc)?.log.len())
     }
@@ -710,7 +722,7 @@ impl ServerEngine {
             &mut self.stats,
         );
         // The log may shrink now that this session moved on; the store can forget as much.
-        d.trim_log();
+        d.trim_log(self.config.limits.max_log_entries, &mut self.stats);
         if let SyncOutcome::Reply {
             persist: Some(p), ..
         }
@@ -757,7 +769,7 @@ impl ServerEngine {
             s.reset_from = Some((s.shadow.text.clone(), s.link.clone()));
         }
         let base = s.reset_from.as_ref().map(|(text, link)| {
-            let op = to_master(&d.master, &d.log, d.log_base, text, link);
+            let op = to_master(&d.master, &d.log, d.log_base, text, link, &mut self.stats);
             ResetBase {
                 checksum: Checksum::of(text),
                 delta: Delta::from_operation(&op, text),
@@ -953,7 +965,7 @@ fn sync_session(
     let mut refused: Option<(ErrorCode, String)> = None;
     let limits = config.limits;
     // The exact change from this client's shadow to the master, kept up to date below.
-    let mut ours = to_master(master, log, *log_base, &s.shadow.text, &s.link);
+    let mut ours = to_master(master, log, *log_base, &s.shadow.text, &s.link, stats);
     for edit in edits {
         let v = edit.version();
         if v < s.shadow.client_version {
@@ -1079,6 +1091,7 @@ fn sync_session(
         )
         .unwrap_or_else(|e| {
             tracing::error!(doc, error = %e, "exact merge failed; merging texts");
+            stats.merge_fallbacks += 1;
             let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
             OpMerge {
                 theirs_after: Operation::from_diff(master, &out.text),

@@ -148,6 +148,14 @@ pub struct Summary {
     pub patches_dropped: u64,
     /// Sessions resumed.
     pub resumes: u64,
+    /// Server: diffs that stood in for a session's lost exact change.
+    pub link_fallbacks: u64,
+    /// Server: change-log entries dropped while a session still needed them.
+    pub log_overflows: u64,
+    /// Exact merges that failed and fell back to texts (both sides): always a bug.
+    pub merge_fallbacks: u64,
+    /// Client resets merged by diff (the reset's base unknown to the client).
+    pub inexact_resets: u64,
     /// Local edits made.
     pub edits: u64,
     /// Time from the end of faults to convergence.
@@ -160,10 +168,11 @@ impl Summary {
     /// The one-line summary of the trace.
     pub fn line(&self) -> String {
         format!(
-            "summary  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} conn_resets={} edits={} resets={} rollbacks={} retransmits={} dups_skipped={} stale_skipped={} patches_dropped={} resumes={}",
+            "summary  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} conn_resets={} edits={} resets={} rollbacks={} retransmits={} dups_skipped={} stale_skipped={} patches_dropped={} resumes={} inexact_resets={} link_fallbacks={} log_overflows={} merge_fallbacks={}",
             self.sent, self.delivered, self.dropped, self.duplicated, self.reordered, self.corrupted,
             self.conn_resets, self.edits, self.resets, self.rollbacks, self.retransmits,
-            self.duplicates_skipped, self.stale_skipped, self.patches_dropped, self.resumes
+            self.duplicates_skipped, self.stale_skipped, self.patches_dropped, self.resumes,
+            self.inexact_resets, self.link_fallbacks, self.log_overflows, self.merge_fallbacks
         )
     }
 }
@@ -779,6 +788,7 @@ impl<'a> Sim<'a> {
 
     fn after_event(&mut self) {
         self.check_versions();
+        self.check_exact();
         self.sample();
         if let (Some(stop), None) = (self.stopped_at, &self.verdict) {
             if let Err(why) = self.converged() {
@@ -1772,6 +1782,33 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Safety: merges stay exact. A failed exact merge is a bookkeeping bug; a session whose
+    /// exact change was lost is one too, unless the change log overflowed its limit.
+    fn check_exact(&mut self) {
+        let mut server = self.server_past;
+        if let Some(s) = &self.server {
+            server.add(s.stats());
+        }
+        let mut merge_fallbacks = server.merge_fallbacks;
+        for c in &self.clients {
+            merge_fallbacks += c.past.merge_fallbacks;
+            merge_fallbacks += c.engine.as_ref().map_or(0, |e| e.stats().merge_fallbacks);
+        }
+        if merge_fallbacks > 0 {
+            return self.fail(
+                CheckKind::Safety,
+                format!("{merge_fallbacks} exact merges failed and fell back to texts"),
+            );
+        }
+        if server.link_fallbacks > 0 && server.log_overflows == 0 {
+            self.fail(
+                CheckKind::Safety,
+                "a session's exact change to the master was lost without a log overflow; a diff stood in"
+                    .into(),
+            );
+        }
+    }
+
     /// Safety (token runs): the master never holds a duplicated or invented token.
     fn check_master_tokens(&mut self, master: &str) {
         match tokens_in(master) {
@@ -1929,6 +1966,10 @@ impl<'a> Sim<'a> {
         s.stale_skipped = server.stale_skipped + client.stale_skipped;
         s.patches_dropped = server.patches_dropped + client.patches_dropped;
         s.resumes = server.resumes;
+        s.link_fallbacks = server.link_fallbacks;
+        s.log_overflows = server.log_overflows;
+        s.merge_fallbacks = server.merge_fallbacks + client.merge_fallbacks;
+        s.inexact_resets = client.inexact_resets;
         let final_text = self.master_text();
         self.summary.final_digest = digest(&final_text);
         let mut node_texts = vec![(

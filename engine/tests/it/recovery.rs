@@ -160,6 +160,61 @@ fn delta_that_does_not_fit_twice_resets_and_keeps_local_typing() {
     assert_eq!(net.server.stats().resets, 1);
 }
 
+/// A reset that is lost and sent again must still name the client's pre-reset shadow exactly,
+/// however far the master moved meanwhile. The change log used to be trimmed past the link the
+/// resent reset needs; its base then came from a diff that split the simulator's tokens
+/// (`scenarios/regressions/reset-under-corruption-min.ron`).
+#[test]
+fn a_resent_reset_stays_exact_after_the_log_moved_on() {
+    let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
+    // Client 1 types tokens at one place, delivered to the server and back to client 1 only.
+    let type_alone = |net: &mut Net, k: usize| {
+        net.type_at(1, 3, &format!("⟨y{k}⟩"));
+        net.sync(1);
+        while net.deliver_up(1) || net.deliver_down(1) {}
+    };
+    // Client 0 types at the same place; its edit is damaged in transit and refused once.
+    net.type_at(0, 3, "⟨x⟩");
+    net.sync(0);
+    flip_checksum(first_edit_mut(&mut net, 0));
+    net.deliver_up(0);
+    net.deliver_down(0);
+    // The master moves on; then the resent edit is damaged again: the server resets the
+    // session, and the reset is lost.
+    for k in 0..5 {
+        type_alone(&mut net, k);
+    }
+    damage_again(&mut net, 0, flip_checksum);
+    net.deliver_up(0);
+    match net.drop_down(0) {
+        Some(ServerMsg::ServerSync { edits, .. }) => {
+            assert!(matches!(edits[0], Edit::Full { .. }), "{edits:?}")
+        }
+        other => panic!("expected the reset, got {other:?}"),
+    }
+    // Client 1 goes on typing there: the log grows past its trimming threshold.
+    for k in 5..40 {
+        type_alone(&mut net, k);
+    }
+    net.settle(30_000);
+    let master = net.master();
+    assert!(
+        master.starts_with("⟨a⟩") && master.ends_with("⟨b⟩"),
+        "{master}"
+    );
+    assert_eq!(count(&master, "⟨x⟩"), 1, "{master}");
+    for k in 0..40 {
+        assert_eq!(count(&master, &format!("⟨y{k}⟩")), 1, "{master}");
+    }
+    assert_eq!(count(&master, "⟨"), 43, "{master}");
+    assert_eq!(count(&master, "⟩"), 43, "{master}");
+    // Exact all the way: no link was lost, no merge fell back to texts.
+    let s = net.server.stats();
+    assert_eq!((s.link_fallbacks, s.merge_fallbacks), (0, 0), "{s:?}");
+    assert_eq!(net.clients[0].stats().inexact_resets, 0);
+    assert_eq!(net.clients[0].stats().resets, 1);
+}
+
 #[test]
 fn damaged_server_edit_is_ignored_once_then_resent() {
     let mut net = Net::connected(2, cfg(), "abc");
