@@ -970,8 +970,13 @@ impl<'a> Sim<'a> {
                         self.book.lost_ok.insert(t.clone());
                     }
                 }
+                // A deletion that was not durable may vanish too: the token is in the store, or
+                // this incarnation inserted it and the insertion is still in flight (it can land
+                // after the crash, while the deletion never will).
                 for (t, who) in &self.book.deleted {
-                    if *who == (i, inc) && durable_tokens.contains(t) {
+                    let unsent_own = self.book.inserted.get(t) == Some(&(i, inc))
+                        && self.book.lost_ok.contains(t);
+                    if *who == (i, inc) && (durable_tokens.contains(t) || unsent_own) {
                         self.book.resurrect_ok.insert(t.clone());
                     }
                 }
@@ -1414,7 +1419,7 @@ impl<'a> Sim<'a> {
         let link = format!("{}->{}", node_name(f.from), node_name(f.to));
         match (f.to, f.payload) {
             (Node::Server, Payload::Up(msg)) => {
-                let Node::Client(i) = f.from else { return };
+                let Node::Client(_) = f.from else { return };
                 if self.server.is_none() {
                     self.summary.dropped += 1;
                     self.set_chart(f.chart, None, "dropped");
@@ -1424,7 +1429,11 @@ impl<'a> Sim<'a> {
                 self.set_chart(f.chart, Some(self.now), "sent");
                 self.log_full("deliver", || format!("{link:<12} {label}"));
                 self.ensure_loaded(&msg);
-                let peer = PeerId(self.clients[i].conn);
+                // The sender's address is the one it was sent from: a datagram from a client's
+                // previous life comes from that life's peer, never from the restarted client's
+                // (crediting it to the new one made the server skip the new client's requests as
+                // stale for a minute: scenarios/regressions/old-datagram-after-restart-min.ron).
+                let peer = PeerId(f.conn);
                 let now = Time(self.now);
                 if let Some(s) = self.server.as_mut() {
                     s.handle_message(now, peer, msg);
