@@ -33,6 +33,12 @@ pub struct FuzzySettings {
     pub patch_margin: usize,
     /// Cost of an empty edit in chars, for efficiency cleanup (pitfall 14: 4, never 0).
     pub diff_edit_cost: usize,
+    /// Where a patch's context matched only approximately, apply it only if every character it
+    /// deletes is exactly the one it meant to delete; else drop the patch. The reference
+    /// deletes whatever lands at the mapped place, which can delete a neighbour and, with the
+    /// insertion beside it, duplicate text (swarm seed 593: "foxvl" became "gfoxvyvi"). On by
+    /// default; off in [`FuzzySettings::reference`], which the fixture corpus checks.
+    pub exact_deletions: bool,
 }
 
 /// The Bitap bit width: patterns longer than this are matched by their two ends.
@@ -46,6 +52,7 @@ impl Default for FuzzySettings {
             patch_delete_threshold: 0.5,
             patch_margin: 4,
             diff_edit_cost: 4,
+            exact_deletions: true,
         }
     }
 }
@@ -55,6 +62,7 @@ impl FuzzySettings {
     pub fn reference() -> Self {
         FuzzySettings {
             match_threshold: 0.5,
+            exact_deletions: false,
             ..FuzzySettings::default()
         }
     }
@@ -1143,6 +1151,9 @@ pub fn patch_apply(patches: &[Patch], text: &[char], s: &FuzzySettings) -> (Vec<
                 *results.last_mut().expect("pushed above") = false;
             } else {
                 cleanup_semantic_lossless(&mut diffs);
+                // Kept to undo this patch if a deletion would take the wrong characters.
+                let undo = s.exact_deletions.then(|| text.clone());
+                let mut wrong_deletion = false;
                 let mut index1 = 0usize;
                 for (op, data) in &patch.diffs {
                     let index2 = if *op != Op::Equal {
@@ -1160,6 +1171,10 @@ pub fn patch_apply(patches: &[Patch], text: &[char], s: &FuzzySettings) -> (Vec<
                             let b = (start_loc + diff_x_index(&diffs, index1 + data.len()))
                                 .min(text.len())
                                 .max(a);
+                            if s.exact_deletions && text[a..b] != data[..] {
+                                wrong_deletion = true;
+                                break;
+                            }
                             text.drain(a..b);
                         }
                         Op::Equal => {}
@@ -1167,6 +1182,10 @@ pub fn patch_apply(patches: &[Patch], text: &[char], s: &FuzzySettings) -> (Vec<
                     if *op != Op::Delete {
                         index1 += data.len();
                     }
+                }
+                if let (true, Some(before)) = (wrong_deletion, undo) {
+                    text = before;
+                    *results.last_mut().expect("pushed above") = false;
                 }
             }
         }

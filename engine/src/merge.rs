@@ -78,12 +78,49 @@ pub fn merge(
             let t: Vec<char> = current.chars().collect();
             let patches = dmp::patch_make(&b, &c, fuzzy);
             let (out, applied) = dmp::patch_apply(&patches, &t, fuzzy);
+            // All or nothing: a change is applied whole or dropped whole. Applying part of one
+            // (the insertion half of a move whose deletion did not fit) duplicates text.
+            if applied.iter().any(|ok| !ok) || !within_patches(&t, &patches, &out) {
+                // The reference algorithm can leak its padding characters (U+0001…) into the
+                // text or apply an insertion twice when a patch lands across another. Fuzzy
+                // patch may drop a change but never duplicate or invent text: drop them all.
+                return MergeOutcome {
+                    text: current.to_string(),
+                    patches_dropped: patches.len().max(1) as u32,
+                };
+            }
             MergeOutcome {
                 text: out.into_iter().collect(),
                 patches_dropped: applied.iter().filter(|&&ok| !ok).count() as u32,
             }
         }
     }
+}
+
+/// The fuzzy-patch contract, by counts: no character is in `out` more often than in `current`
+/// plus the patches' insertions of it (nothing duplicated, nothing invented).
+fn within_patches(current: &[char], patches: &[dmp::Patch], out: &[char]) -> bool {
+    let mut budget: std::collections::BTreeMap<char, i64> = std::collections::BTreeMap::new();
+    for &ch in current {
+        *budget.entry(ch).or_insert(0) += 1;
+    }
+    for p in patches {
+        for (op, text) in &p.diffs {
+            if *op == dmp::Op::Insert {
+                for &ch in text {
+                    *budget.entry(ch).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    for &ch in out {
+        let left = budget.entry(ch).or_insert(0);
+        *left -= 1;
+        if *left < 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// How insertions at the same gap are collapsed in a three-way merge.
@@ -267,6 +304,21 @@ mod tests {
             current,
         )
         .text
+    }
+
+    /// Swarm seed 593: the reference deleted a neighbour where the context only nearly matched,
+    /// and the insertion beside it duplicated text ("foxvl" became "gfoxvyvi", losing the "l").
+    #[test]
+    fn fuzzy_patch_drops_rather_than_deleting_the_wrong_text() {
+        let o = merge(
+            MergeStrategy::FuzzyPatch,
+            &FuzzySettings::default(),
+            "the quick brown foxv",
+            "the quick brown gfoxyvi",
+            "the quick brown foxvl",
+        );
+        assert_eq!(o.text.matches('v').count(), 1, "{}", o.text);
+        assert!(o.text.contains('l'), "{}", o.text);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! seed always give the same trace, byte for byte.
 
 pub mod html;
+pub mod oracle;
 pub mod scenario;
 pub mod shrink;
 pub mod swarm;

@@ -187,8 +187,10 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
     } else {
         Vec::new()
     };
-    // Tokens (intent checked) under three-way merge, or typing (convergence checked), which is
-    // also where the fuzzy strategy runs: its dropped patches are expected, not failures.
+    // Tokens under three-way merge, or typing, which is also where the fuzzy strategy runs.
+    // Intent is checked on both: the character ledger always (for fuzzy patch, only that
+    // nothing is duplicated or invented: dropped patches are its contract), the token checks on
+    // token runs.
     let tokens = r.random_bool(0.7);
     let merge = if tokens || r.random_bool(0.5) {
         Merge::ThreeWay
@@ -251,7 +253,7 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
         checks: Checks {
             stop_faults_at_ms: stop,
             converge_within_ms: 60_000,
-            intent: tokens,
+            intent: true,
         },
         expect: Expect::Pass,
     };

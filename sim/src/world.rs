@@ -19,6 +19,7 @@ use dsync_server::Store;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::oracle::{Ledger, TokenOrder};
 use crate::scenario::{
     Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed,
 };
@@ -439,6 +440,28 @@ fn excerpt(s: &str) -> String {
 }
 
 /// Char positions where a token may be inserted: the start and after each token.
+/// The tokens of a text with their byte spans, in order (malformed fragments skipped).
+fn token_spans(text: &str) -> Vec<(usize, usize, &str)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(open) = text[from..].find('⟨') {
+        let b = from + open;
+        let Some(close) = text[b..].find('⟩') else {
+            break;
+        };
+        let e = b + close + '⟩'.len_utf8();
+        let token = &text[b..e];
+        if token[3..].contains('⟨') {
+            // `⟨⟨…⟩`: start again at the inner opening.
+            from = b + '⟨'.len_utf8();
+            continue;
+        }
+        out.push((b, e, token));
+        from = e;
+    }
+    out
+}
+
 fn token_slots(text: &str) -> Vec<usize> {
     let mut slots = vec![0];
     for (i, c) in text.chars().enumerate() {
@@ -492,6 +515,12 @@ pub struct Sim<'a> {
     stopped_at: Option<u64>,
     deadline: Option<u64>,
     book: TokenBook,
+    /// What users' edits did, per character (intent: the final text must account for it).
+    ledger: Ledger,
+    /// Where users placed their tokens relative to others (intent: order kept).
+    order: TokenOrder,
+    /// A plain insert or delete happened (then text between tokens is not known).
+    plain_edits: bool,
     trace: Vec<String>,
     recorded: Vec<Timed>,
     chart: Option<Chart>,
@@ -606,6 +635,9 @@ impl<'a> Sim<'a> {
             stopped_at: None,
             deadline: None,
             book: TokenBook::default(),
+            ledger: Ledger::new(&sc.topology.initial_text, sc.topology.clients),
+            order: TokenOrder::default(),
+            plain_edits: sc.workload.typing.is_some(),
             trace: Vec::new(),
             recorded: Vec::new(),
             chart: opts.chart.then(Chart::default),
@@ -951,6 +983,7 @@ impl<'a> Sim<'a> {
                     return;
                 };
                 self.fault(format!("crash c{i} (unsent typing lost)"));
+                self.ledger.crashed(i);
                 let inc = self.clients[i].incarnation;
                 self.clients[i].past.add(e.stats());
                 self.clients[i].timer_at = None;
@@ -1678,6 +1711,8 @@ impl<'a> Sim<'a> {
         };
         let before = engine.text().to_string();
         let len = before.chars().count();
+        // Where a token went (char position), for the order oracle.
+        let mut token_at = None;
         let (desc, recorded) = match &edit {
             LocalEdit::Insert { pos, text } => {
                 let p = (*pos).min(len);
@@ -1708,6 +1743,7 @@ impl<'a> Sim<'a> {
                 let slots = token_slots(&before);
                 let p = slots[slot % slots.len()];
                 let _ = engine.insert(p, token);
+                token_at = Some(p);
                 (
                     format!("+{token}@{p}"),
                     Event::InsertToken {
@@ -1737,6 +1773,24 @@ impl<'a> Sim<'a> {
         };
         let after = engine.text().to_string();
         self.summary.edits += 1;
+        self.ledger.edit(i, &before, &after);
+        match &edit {
+            LocalEdit::Insert { .. } | LocalEdit::Delete { .. } => self.plain_edits = true,
+            LocalEdit::InsertToken { token, .. } if before != after => {
+                // Its neighbours where it went: the last token ending at or before it, the
+                // first starting at or after it.
+                let p = token_at.unwrap_or(0);
+                let at = before
+                    .char_indices()
+                    .nth(p)
+                    .map_or(before.len(), |(b, _)| b);
+                let spans = token_spans(&before);
+                let left = spans.iter().rev().find(|(_, e, _)| *e <= at).map(|s| s.2);
+                let right = spans.iter().find(|(b, _, _)| *b >= at).map(|s| s.2);
+                self.order.placed(left, token, right);
+            }
+            _ => {}
+        }
         if self.sc.checks.intent {
             let b = tokens_in(&before).unwrap_or_default();
             let a = tokens_in(&after).unwrap_or_default();
@@ -1777,6 +1831,10 @@ impl<'a> Sim<'a> {
             let Some(e) = self.clients[i].engine.as_ref() else {
                 continue;
             };
+            // Everything this client typed so far is acknowledged, hence durable.
+            if self.ledger.has_unsettled(i) && e.is_settled() {
+                self.ledger.settled(i);
+            }
             let sh = e.shadow();
             let now = (sh.client_version, sh.server_version, e.stats().resets);
             let (n0, m0, r0) = self.clients[i].last_versions;
@@ -1842,6 +1900,15 @@ impl<'a> Sim<'a> {
         if !self.sc.checks.intent {
             return;
         }
+        // Every run: the text accounts for what users typed and deleted.
+        let may_drop = self.config.merge == MergeStrategy::FuzzyPatch;
+        match self.ledger.check(master, may_drop) {
+            Ok(line) => self.log("check", line),
+            Err(why) => return self.fail(CheckKind::Intent, why),
+        }
+        if self.book.inserted.is_empty() && self.book.deleted.is_empty() {
+            return;
+        }
         self.check_master_tokens(master);
         if self.verdict.is_some() {
             return;
@@ -1878,11 +1945,41 @@ impl<'a> Sim<'a> {
                 ),
             );
         }
+        // Order: a token stays between the tokens it was placed between.
+        let positions: BTreeMap<&str, usize> = token_spans(master)
+            .into_iter()
+            .enumerate()
+            .map(|(k, (_, _, t))| (t, k))
+            .collect();
+        let judged = match self.order.check(&positions) {
+            Ok(n) => n,
+            Err(why) => return self.fail(CheckKind::Intent, why),
+        };
+        // Text between tokens: with tokens only, it is the initial text, untouched.
+        if !self.plain_edits {
+            let mut between = String::with_capacity(master.len());
+            let mut last = 0;
+            for (b, e, _) in token_spans(master) {
+                between.push_str(&master[last..b]);
+                last = e;
+            }
+            between.push_str(&master[last..]);
+            if between != self.sc.topology.initial_text {
+                return self.fail(
+                    CheckKind::Intent,
+                    format!(
+                        "the text between tokens changed: {:?}, expected the initial {:?}",
+                        excerpt(&between),
+                        excerpt(&self.sc.topology.initial_text)
+                    ),
+                );
+            }
+        }
         let kept = present.len();
         self.log(
             "check",
             format!(
-                "intent ok: {kept} tokens present, {} inserted, {} deleted",
+                "intent ok: {kept} tokens present, {} inserted, {} deleted, {judged} orders kept",
                 self.book.inserted.len(),
                 self.book.deleted.len()
             ),

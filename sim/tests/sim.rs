@@ -95,6 +95,24 @@ fn overwrite_baseline_is_caught_losing_edits() {
     }
 }
 
+/// Typing runs are checked for the text they end with, not only for agreement: the overwrite
+/// merge converges (everyone agrees on the last writer's text) but loses typing.
+#[test]
+fn a_typing_run_that_converges_on_lost_typing_fails() {
+    let ok = Scenario::load(Path::new("../scenarios/unicode.ron")).unwrap();
+    assert!(ok.workload.typing.is_some() && ok.checks.intent);
+    assert_eq!(run(&ok, opts(TraceLevel::None)).verdict, Verdict::Pass);
+    let mut overwrite = ok.clone();
+    overwrite.engine.merge = dsync_sim::scenario::Merge::Overwrite;
+    match run(&overwrite, opts(TraceLevel::None)).verdict {
+        Verdict::Fail { check, detail, .. } => {
+            assert_eq!(check, dsync_sim::CheckKind::Intent);
+            assert!(detail.starts_with("typing lost: "), "{detail}");
+        }
+        v => panic!("overwrite passed: {v:?}"),
+    }
+}
+
 #[test]
 fn html_report_is_self_contained_and_shows_the_run() {
     let sc = Scenario::load(Path::new("../scenarios/lost_reply_backup_shadow.ron")).unwrap();

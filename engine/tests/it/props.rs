@@ -227,4 +227,46 @@ proptest! {
         let (a2, b2) = Operation::transform(&a, &b).unwrap();
         prop_assert_eq!(b2.apply(&ta).unwrap(), a2.apply(&tb).unwrap());
     }
+
+    /// The fuzzy-patch contract: a change is applied whole or dropped whole, so nothing is
+    /// duplicated or invented. Counted per character: the result holds a character at most as
+    /// often as the text it was applied to plus what the change added of it.
+    #[test]
+    fn fuzzy_patch_never_duplicates_or_invents(
+        base in "[abv ]{0,16}",
+        changed_edits in prop::collection::vec((0.0..=1.0f64, 0usize..3, "[gvy]{0,2}"), 0..4),
+        current_edits in prop::collection::vec((0.0..=1.0f64, 0usize..3, "[lv]{0,2}"), 0..4),
+    ) {
+        let edit = |edits: &[(f64, usize, String)]| -> String {
+            let mut text: Vec<char> = base.chars().collect();
+            for (at, del, ins) in edits {
+                let pos = ((text.len() as f64) * at) as usize;
+                let end = (pos + del).min(text.len());
+                text.splice(pos..end, ins.chars());
+            }
+            text.into_iter().collect()
+        };
+        let (changed, current) = (edit(&changed_edits), edit(&current_edits));
+        let out = dsync_engine::merge::merge(
+            dsync_engine::MergeStrategy::FuzzyPatch,
+            &FuzzySettings::default(),
+            &base,
+            &changed,
+            &current,
+        );
+        let count = |t: &str, c: char| t.chars().filter(|&x| x == c).count();
+        for c in out.text.chars() {
+            let inserted = count(&changed, c).saturating_sub(count(&base, c));
+            prop_assert!(
+                count(&out.text, c) <= count(&current, c) + inserted,
+                "{:?} duplicated: base {:?} changed {:?} current {:?} -> {:?}",
+                c, base, changed, current, out.text
+            );
+            prop_assert!(current.contains(c) || changed.contains(c), "{:?} invented", c);
+        }
+        // Whole or nothing: a drop leaves the current text as it was.
+        if out.patches_dropped > 0 {
+            prop_assert_eq!(&out.text, &current);
+        }
+    }
 }
