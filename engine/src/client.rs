@@ -207,6 +207,7 @@ impl ClientEngine {
             server_version: self.shadow.server_version,
         });
         self.send_connect(now, resume);
+        self.assert_invariants();
     }
 
     fn send_connect(&mut self, now: Time, resume: Option<Resume>) {
@@ -242,6 +243,7 @@ impl ClientEngine {
         // A whole new text: the change is only known as a diff.
         self.local = Operation::from_diff(&self.shadow.text, &text);
         self.text = text.into_owned();
+        self.assert_invariants();
         Ok(())
     }
 
@@ -270,6 +272,7 @@ impl ClientEngine {
             });
         }
         self.edit(Operation::insertion(self.text.len(), byte, &s));
+        self.assert_invariants();
         Ok(())
     }
 
@@ -303,6 +306,7 @@ impl ClientEngine {
             .delete(delete)
             .retain(self.text.len() - end);
         self.edit(op);
+        self.assert_invariants();
         Ok(())
     }
 
@@ -314,6 +318,7 @@ impl ClientEngine {
         let a = char_to_byte(&self.text, start)?;
         let b = char_to_byte(&self.text, end)?;
         self.edit(Operation::deletion(self.text.len(), a..b));
+        self.assert_invariants();
         Ok(())
     }
 
@@ -323,6 +328,7 @@ impl ClientEngine {
         if self.conn == Conn::Connected && self.in_flight.is_none() {
             self.cycle(now);
         }
+        self.assert_invariants();
     }
 
     /// One cycle: stack the local change (if any) and send the pending stack.
@@ -362,6 +368,11 @@ impl ClientEngine {
 
     /// Feed a message from the server.
     pub fn handle_message(&mut self, now: Time, msg: ServerMsg) {
+        self.on_message(now, msg);
+        self.assert_invariants();
+    }
+
+    fn on_message(&mut self, now: Time, msg: ServerMsg) {
         self.last_heard = now;
         match msg {
             ServerMsg::ConnectOk {
@@ -728,6 +739,11 @@ impl ClientEngine {
 
     /// Time has passed: resend, sync or give up on a silent server as due.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.on_timeout(now);
+        self.assert_invariants();
+    }
+
+    fn on_timeout(&mut self, now: Time) {
         match self.conn {
             Conn::Disconnected => {}
             Conn::Connecting { sent_at, .. } => {
@@ -752,6 +768,42 @@ impl ClientEngine {
                 }
             }
         }
+    }
+
+    /// The state's invariants, checked at the exit of every public method that changes it, in
+    /// builds with debug assertions (tests, and the simulator's `sim` profile).
+    fn assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        assert_eq!(
+            (self.local.base_len(), self.local.target_len()),
+            (self.shadow.text.len(), self.text.len()),
+            "local must turn the shadow into the text"
+        );
+        assert_eq!(
+            self.local.apply(&self.shadow.text).as_deref(),
+            Ok(self.text.as_str()),
+            "local must turn the shadow into the text"
+        );
+        assert_eq!(
+            self.befores.len(),
+            self.pending.len(),
+            "one base per pending edit"
+        );
+        assert!(self.pending_sent <= self.pending.len());
+        let n = self.pending.len() as u64;
+        for (i, e) in self.pending.iter().enumerate() {
+            assert_eq!(
+                e.version() + (n - i as u64),
+                self.shadow.client_version,
+                "pending edits are numbered up to the shadow's version"
+            );
+        }
+        assert!(
+            self.in_flight.is_none() || self.conn == Conn::Connected,
+            "a request in flight needs a connection"
+        );
     }
 
     /// The next output for the driver, if any.

@@ -496,6 +496,11 @@ impl ServerEngine {
 
     /// Feed one message from `peer`.
     pub fn handle_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
+        self.on_message(now, peer, msg);
+        self.assert_invariants();
+    }
+
+    fn on_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
         if !self.peers.contains_key(&peer) {
             if self.peers.len() >= self.config.limits.max_peers {
                 self.reject(
@@ -841,6 +846,11 @@ impl ServerEngine {
 
     /// The connection to `peer` is gone: its sessions stay resumable.
     pub fn handle_disconnect(&mut self, now: Time, peer: PeerId) {
+        self.on_disconnect(now, peer);
+        self.assert_invariants();
+    }
+
+    fn on_disconnect(&mut self, now: Time, peer: PeerId) {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
@@ -861,6 +871,58 @@ impl ServerEngine {
 
     /// Time has passed: ping quiet peers, drop silent ones.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.on_timeout(now);
+        self.assert_invariants();
+    }
+
+    /// Every document's state agrees with itself, checked at the exit of the public methods that
+    /// change it, in builds with debug assertions (tests, and the simulator's `sim` profile):
+    /// each session's shadow, backup and pending-reset links fit their texts (and the master,
+    /// where they reach the log's end), pending server edits are numbered up to the shadow's
+    /// version, and a backup is never ahead of its shadow.
+    fn assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for (name, d) in &self.docs {
+            let end = d.log_end();
+            let fits = |link: &Option<Link>, text: &str, what: &str| {
+                if let Some(l) = link {
+                    assert_eq!(l.op.base_len(), text.len(), "{name}: {what} link base");
+                    assert!(l.idx <= end, "{name}: {what} link past the log");
+                    if l.idx == end {
+                        assert_eq!(
+                            l.op.target_len(),
+                            d.master.len(),
+                            "{name}: {what} link target"
+                        );
+                    }
+                }
+            };
+            for (id, sess) in &d.sessions {
+                fits(&sess.link, &sess.shadow.text, id);
+                fits(&sess.backup_link, &sess.backup.text, id);
+                if let Some((text, link)) = &sess.reset_from {
+                    fits(link, text, id);
+                }
+                let n = sess.pending.len() as u64;
+                for (i, e) in sess.pending.iter().enumerate() {
+                    assert_eq!(
+                        e.version() + (n - i as u64),
+                        sess.shadow.server_version,
+                        "{name}/{id}: pending server edits numbered up to the shadow's version"
+                    );
+                }
+                assert!(
+                    sess.backup.client_version <= sess.shadow.client_version
+                        && sess.backup.server_version <= sess.shadow.server_version,
+                    "{name}/{id}: backup ahead of its shadow"
+                );
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now: Time) {
         let hb = self.config.heartbeat_ms;
         let silent = self.config.silent_timeout_ms();
         let mut dead = Vec::new();

@@ -365,6 +365,28 @@ fn add(t: &mut Summary, s: &Summary) {
     t.edits += s.edits;
 }
 
+/// Run one swarm scenario; a panic (an engine invariant's assertion, an overflow) becomes a
+/// safety failure of that seed instead of ending the sweep.
+fn run_catching(sc: &Scenario) -> crate::world::Report {
+    let opts = Options {
+        seed: None,
+        trace: TraceLevel::None,
+        record: false,
+        chart: false,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(sc, opts))) {
+        Ok(report) => report,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            crate::world::Report::panicked(msg)
+        }
+    }
+}
+
 /// Run every seed of `range` on `jobs` threads. Results are combined in seed order, so the
 /// outcome does not depend on scheduling.
 pub fn sweep(
@@ -395,15 +417,7 @@ pub fn sweep(
                     break;
                 }
                 let sc = profile(seed, base);
-                let report = run(
-                    &sc,
-                    Options {
-                        seed: None,
-                        trace: TraceLevel::None,
-                        record: false,
-                        chart: false,
-                    },
-                );
+                let report = run_catching(&sc);
                 if !as_expected(&report.verdict, sc.expect) {
                     let f = failed.fetch_add(1, Ordering::Relaxed) + 1;
                     bar.set_message(format!("{f} failed"));

@@ -228,6 +228,26 @@ pub struct Report {
     pub node_texts: Vec<(String, Option<String>)>,
 }
 
+impl Report {
+    /// The report of a run that panicked: a safety failure with the panic's message.
+    pub fn panicked(message: String) -> Report {
+        Report {
+            settings: Vec::new(),
+            trace: Vec::new(),
+            summary: Summary::default(),
+            verdict: Verdict::Fail {
+                check: CheckKind::Safety,
+                at_ms: 0,
+                detail: format!("panicked: {message}"),
+            },
+            recorded: Vec::new(),
+            chart: None,
+            final_text: String::new(),
+            node_texts: Vec::new(),
+        }
+    }
+}
+
 /// Format simulated time as the trace does.
 pub fn fmt_time(ms: u64) -> String {
     format!("t={:06}.{:03}", ms / 1000, ms % 1000)
