@@ -99,16 +99,19 @@ fn spans(faults: &[(u64, String)], end: u64) -> Spans {
         partitions: Vec::new(),
         down: Vec::new(),
     };
-    let mut open_partition: Option<(u64, String)> = None;
+    let mut open_partitions: Vec<(u64, String)> = Vec::new();
     let mut open_down: Vec<(usize, u64)> = Vec::new();
     for (t, label) in faults {
         if label.starts_with("partition") {
-            if let Some((from, l)) = open_partition.take() {
+            open_partitions.push((*t, label.clone()));
+        } else if let Some(which) = label.strip_prefix("heal ") {
+            // One partition lifted by itself: `heal partition [..] | [..] kind`.
+            if let Some(i) = open_partitions.iter().position(|p| p.1 == which) {
+                let (from, l) = open_partitions.remove(i);
                 out.partitions.push((from, *t, l));
             }
-            open_partition = Some((*t, label.clone()));
         } else if label == "heal" || label.starts_with("stop faults") {
-            if let Some((from, l)) = open_partition.take() {
+            for (from, l) in open_partitions.drain(..) {
                 out.partitions.push((from, *t, l));
             }
         }
@@ -125,7 +128,7 @@ fn spans(faults: &[(u64, String)], end: u64) -> Spans {
             }
         }
     }
-    if let Some((from, l)) = open_partition {
+    for (from, l) in open_partitions {
         out.partitions.push((from, end, l));
     }
     for (lane, from) in open_down {
@@ -603,14 +606,17 @@ mod tests {
     fn partitions_and_outages_become_spans() {
         let faults = vec![
             (1_000, "partition [c1] | [S,c0] symmetric".to_string()),
+            (1_500, "partition [c2] | [S] one-way".to_string()),
             (2_000, "crash c0 (unsent typing lost)".to_string()),
+            (2_500, "heal partition [c2] | [S] one-way".to_string()),
             (3_000, "heal".to_string()),
             (4_000, "restart c0 as c0b".to_string()),
             (5_000, "crash S (uncommitted state lost)".to_string()),
         ];
         let sp = spans(&faults, 9_000);
-        assert_eq!(sp.partitions.len(), 1);
-        assert_eq!((sp.partitions[0].0, sp.partitions[0].1), (1_000, 3_000));
+        assert_eq!(sp.partitions.len(), 2);
+        assert_eq!((sp.partitions[0].0, sp.partitions[0].1), (1_500, 2_500));
+        assert_eq!((sp.partitions[1].0, sp.partitions[1].1), (1_000, 3_000));
         assert_eq!(sp.down, vec![(1, 2_000, 4_000), (0, 5_000, 9_000)]);
     }
 

@@ -53,7 +53,8 @@ pub struct Topology {
     #[serde(default)]
     pub link: LinkModel,
     /// Per-client clock drift in percent (index = client); missing entries are 0. A client
-    /// with +10 runs its timers 10% slow relative to the server.
+    /// with +10 has a clock that runs 10% fast relative to the server's: its timers fire 10%
+    /// early. From -50 to +100.
     #[serde(default)]
     pub clock_drift_pct: Vec<i32>,
 }
@@ -248,11 +249,18 @@ pub enum Event {
         /// Only `a` → `b` is blocked.
         #[serde(default)]
         one_way: bool,
+        /// Lift this partition (only this one) after this long; without it the partition lasts
+        /// until a `Heal` or the end of faults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_ms: Option<u64>,
     },
     /// Lift every partition.
     Heal,
     /// Crash a node (a client loses its unsent typing; the server keeps what it committed).
     Crash(Node),
+    /// Crash a node for good: the end of faults does not restart it (only an explicit
+    /// `Restart` does). A server down for good makes the run fail its liveness check.
+    Halt(Node),
     /// Restart a crashed node (a client comes back as a new client id).
     Restart(Node),
     /// Client inserts text at a char position (clamped).
@@ -477,6 +485,22 @@ impl Scenario {
             }
             Ok(())
         };
+        if self.topology.clock_drift_pct.len() > n {
+            return Err(format!(
+                "topology.clock_drift_pct has {} entries for {n} clients",
+                self.topology.clock_drift_pct.len()
+            ));
+        }
+        if let Some(d) = self
+            .topology
+            .clock_drift_pct
+            .iter()
+            .find(|d| !(-50..=100).contains(*d))
+        {
+            return Err(format!(
+                "topology.clock_drift_pct: {d} is outside -50..=100 (percent)"
+            ));
+        }
         faults_ok(&self.network, "network")?;
         for (i, l) in self.links.iter().enumerate() {
             client_ok(l.client, &format!("links[{i}]"))?;
@@ -518,7 +542,9 @@ impl Scenario {
                         node_ok(node, &what)?;
                     }
                 }
-                Event::Crash(node) | Event::Restart(node) => node_ok(node, &what)?,
+                Event::Crash(node) | Event::Restart(node) | Event::Halt(node) => {
+                    node_ok(node, &what)?
+                }
                 Event::Insert { client, .. }
                 | Event::Delete { client, .. }
                 | Event::InsertToken { client, .. }

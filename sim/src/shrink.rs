@@ -56,7 +56,11 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
         .filter(|t| {
             matches!(
                 t.event,
-                Event::Partition { .. } | Event::Heal | Event::Crash(_) | Event::Restart(_)
+                Event::Partition { .. }
+                    | Event::Heal
+                    | Event::Crash(_)
+                    | Event::Halt(_)
+                    | Event::Restart(_)
             )
         })
         .cloned()

@@ -147,13 +147,15 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
             std::mem::swap(&mut a, &mut b);
         }
         let one_way = r.random_bool(0.3);
+        // Each partition lifts itself, so overlapping ones end one by one.
         timeline.push(Timed {
             at_ms: at,
-            event: Event::Partition { a, b, one_way },
-        });
-        timeline.push(Timed {
-            at_ms: (at + dur).min(stop),
-            event: Event::Heal,
+            event: Event::Partition {
+                a,
+                b,
+                one_way,
+                for_ms: Some(dur.min(stop - at).max(1)),
+            },
         });
     }
     if r.random_bool(0.35) {

@@ -382,6 +382,7 @@ enum Ev {
     Token(usize),
     Reconnect(usize),
     Deadline,
+    Unpartition(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -492,6 +493,14 @@ fn token_slots(text: &str) -> Vec<usize> {
     slots
 }
 
+/// `S,c0,c2`: nodes as a fault line names them.
+fn node_list(v: &[Node]) -> String {
+    v.iter()
+        .map(|n| node_name(*n))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn divergence(a: &str, b: &str) -> u64 {
     if a == b {
         return 0;
@@ -521,7 +530,14 @@ pub struct Sim<'a> {
     server_past: Stats,
     store: Store,
     clients: Vec<ClientSlot>,
-    partitions: Vec<(Vec<Node>, Vec<Node>, bool)>,
+    /// Partitions in force: (id, one side, other side, one way).
+    partitions: Vec<(u64, Vec<Node>, Vec<Node>, bool)>,
+    next_partition: u64,
+    /// Events handled, in all and at the current instant (livelock guards).
+    events: u64,
+    instant_events: u64,
+    /// Nodes crashed for good (`Halt`): the end of faults leaves them down.
+    halted: BTreeSet<Node>,
     link_counts: BTreeMap<(Node, Node), u64>,
     fates: BTreeMap<(Node, Node, u64), Fate>,
     flights: Vec<Option<Flight>>,
@@ -559,8 +575,12 @@ const RECONNECT_MIN_MS: u64 = 250;
 const RECONNECT_MAX_MS: u64 = 4_000;
 /// A run never goes past this much virtual time, whatever the file says.
 pub const MAX_SIM_MS: u64 = 24 * 3_600_000;
-/// A run handles at most this many events (a livelock shows as a failure, not a hang).
-pub const MAX_EVENTS: u64 = 2_000_000;
+/// Events one instant of virtual time may hold before the run counts as a livelock: time
+/// stands still while events keep coming (a busy run moves time on, however many clients poll).
+pub const MAX_EVENTS_PER_INSTANT: u64 = 100_000;
+/// A run handles at most this many events in all: a bound on the work of any scenario (256
+/// clients polling every 100 ms for a simulated hour stay well below it).
+pub const MAX_EVENTS: u64 = 200_000_000;
 
 fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream)
@@ -613,13 +633,7 @@ impl<'a> Sim<'a> {
                 reconnect_pending: false,
                 timer_gen: 0,
                 timer_at: None,
-                drift_pct: sc
-                    .topology
-                    .clock_drift_pct
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .clamp(-50, 100) as i64,
+                drift_pct: sc.topology.clock_drift_pct.get(i).copied().unwrap_or(0) as i64,
                 past: Stats::default(),
                 last_versions: (0, 0, 0),
                 next_token: 1,
@@ -643,6 +657,10 @@ impl<'a> Sim<'a> {
             store,
             clients,
             partitions: Vec::new(),
+            next_partition: 0,
+            events: 0,
+            instant_events: 0,
+            halted: BTreeSet::new(),
             link_counts: BTreeMap::new(),
             fates,
             flights: Vec::new(),
@@ -818,11 +836,26 @@ impl<'a> Sim<'a> {
                 );
                 break;
             };
+            if item.at > self.now {
+                self.instant_events = 0;
+            }
             self.now = item.at;
-            if self.seq > MAX_EVENTS {
+            self.instant_events += 1;
+            if self.instant_events > MAX_EVENTS_PER_INSTANT {
                 self.fail(
                     CheckKind::Liveness,
-                    format!("more than {MAX_EVENTS} events: a livelock"),
+                    format!(
+                        "more than {MAX_EVENTS_PER_INSTANT} events at t={}: a livelock",
+                        fmt_time(self.now)
+                    ),
+                );
+                break;
+            }
+            self.events += 1;
+            if self.events > MAX_EVENTS {
+                self.fail(
+                    CheckKind::Liveness,
+                    format!("more than {MAX_EVENTS} events: the run is too long to finish"),
                 );
                 break;
             }
@@ -888,6 +921,7 @@ impl<'a> Sim<'a> {
             Ev::Token(i) => self.token_action(i),
             Ev::Reconnect(i) => self.reconnect(i),
             Ev::Deadline => {}
+            Ev::Unpartition(id) => self.unpartition(id),
         }
     }
 
@@ -1242,7 +1276,7 @@ impl<'a> Sim<'a> {
     }
 
     fn blocked(&self, from: Node, to: Node) -> bool {
-        self.partitions.iter().any(|(a, b, one_way)| {
+        self.partitions.iter().any(|(_, a, b, one_way)| {
             (a.contains(&from) && b.contains(&to))
                 || (!one_way && b.contains(&from) && a.contains(&to))
         })
@@ -1540,7 +1574,32 @@ impl<'a> Sim<'a> {
 
     fn heal(&mut self) {
         self.partitions.clear();
-        let links: Vec<(Node, Node)> = self.stalled.keys().copied().collect();
+        self.release_stalled();
+    }
+
+    /// Lift one partition (its `for_ms` ran out).
+    fn unpartition(&mut self, id: u64) {
+        let Some(i) = self.partitions.iter().position(|p| p.0 == id) else {
+            return;
+        };
+        let (_, a, b, one_way) = self.partitions.remove(i);
+        self.fault(format!(
+            "heal partition [{}] | [{}] {}",
+            node_list(&a),
+            node_list(&b),
+            if one_way { "one-way" } else { "symmetric" }
+        ));
+        self.release_stalled();
+    }
+
+    /// Send on what stalled on links that no partition blocks any more.
+    fn release_stalled(&mut self) {
+        let links: Vec<(Node, Node)> = self
+            .stalled
+            .keys()
+            .copied()
+            .filter(|&(from, to)| !self.blocked(from, to))
+            .collect();
         for link in links {
             let ids: Vec<usize> = self
                 .stalled
@@ -1561,23 +1620,38 @@ impl<'a> Sim<'a> {
 
     fn script(&mut self, ev: Event) {
         match ev {
-            Event::Partition { a, b, one_way } => {
-                let name = |v: &[Node]| {
-                    v.iter()
-                        .map(|n| node_name(*n))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
+            Event::Partition {
+                a,
+                b,
+                one_way,
+                for_ms,
+            } => {
                 let kind = if one_way { "one-way" } else { "symmetric" };
-                self.fault(format!("partition [{}] | [{}] {kind}", name(&a), name(&b)));
-                self.partitions.push((a, b, one_way));
+                self.fault(format!(
+                    "partition [{}] | [{}] {kind}",
+                    node_list(&a),
+                    node_list(&b)
+                ));
+                let id = self.next_partition;
+                self.next_partition += 1;
+                self.partitions.push((id, a, b, one_way));
+                if let Some(d) = for_ms {
+                    self.schedule(self.now + d, Ev::Unpartition(id));
+                }
             }
             Event::Heal => {
                 self.fault("heal".into());
                 self.heal();
             }
             Event::Crash(n) => self.crash(n),
-            Event::Restart(n) => self.restart(n),
+            Event::Halt(n) => {
+                self.halted.insert(n);
+                self.crash(n);
+            }
+            Event::Restart(n) => {
+                self.halted.remove(&n);
+                self.restart(n);
+            }
             Event::Insert { client, pos, text } => {
                 self.local_edit(client, LocalEdit::Insert { pos, text })
             }
@@ -1606,11 +1680,11 @@ impl<'a> Sim<'a> {
         self.schedule(self.now + self.sc.checks.converge_within_ms, Ev::Deadline);
         self.fault("stop faults: heal, restart crashed nodes, quiet network".into());
         self.heal();
-        if self.server.is_none() {
+        if self.server.is_none() && !self.halted.contains(&Node::Server) {
             self.restart(Node::Server);
         }
         for i in 0..self.clients.len() {
-            if self.clients[i].engine.is_none() {
+            if self.clients[i].engine.is_none() && !self.halted.contains(&Node::Client(i)) {
                 self.restart(Node::Client(i));
             }
         }

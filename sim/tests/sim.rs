@@ -324,6 +324,14 @@ fn invalid_scenarios_are_refused_with_a_reason() {
             base.replace("converge_within_ms: 10000", "converge_within_ms: 0"),
             "converge_within_ms",
         ),
+        (
+            base.replace("clients: 3,", "clients: 3, clock_drift_pct: [0, 200],"),
+            "clock_drift_pct: 200 is outside -50..=100",
+        ),
+        (
+            base.replace("clients: 3,", "clients: 3, clock_drift_pct: [0, 0, 0, 5],"),
+            "4 entries for 3 clients",
+        ),
     ];
     for (text, want) in cases {
         let e = Scenario::parse(&text, "case").unwrap_err().to_string();
