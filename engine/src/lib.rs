@@ -82,7 +82,7 @@ pub use merge::{MergeOutcome, MergeStrategy};
 pub use msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
 pub use op::{OpError, Operation};
 pub use server::{
-    PeerId, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,
+    PeerId, PendingReset, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,
 };
 
 /// Errors from the engine's local API (a user's edit or a driver's call, never a peer's

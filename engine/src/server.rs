@@ -53,6 +53,21 @@ pub struct SessionRecord {
     pub shadow_is_master: bool,
     /// The backup's text was left out (empty) because it equals the shadow's.
     pub backup_is_shadow: bool,
+    /// A reset sent and not yet acknowledged: kept so that a restarted server (or a document
+    /// loaded again) sends it again naming the same pre-reset shadow, and the client's
+    /// re-merge stays exact.
+    pub reset: Option<PendingReset>,
+}
+
+/// A reset the client has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReset {
+    /// The server version the reset set; the client acknowledges it by sending it back.
+    pub version: u64,
+    /// The session's shadow text before the reset.
+    pub from_text: String,
+    /// How that shadow became the master: (exact change, document version it reaches).
+    pub from_link: Option<(Operation, u64)>,
 }
 
 impl SessionRecord {
@@ -198,6 +213,14 @@ impl Session {
             backup_link: link(&self.backup_link),
             shadow_is_master,
             backup_is_shadow,
+            reset: self
+                .awaiting_reset
+                .zip(self.reset_from.as_ref())
+                .map(|(version, (text, l))| PendingReset {
+                    version,
+                    from_text: text.clone(),
+                    from_link: link(l),
+                }),
         }
     }
 }
@@ -398,6 +421,10 @@ impl ServerEngine {
             .sessions
             .into_iter()
             .map(|r| {
+                let reset = r.reset.map(|p| {
+                    let from_link = p.from_link.map(|(op, idx)| Link { op, idx });
+                    (p.version, (p.from_text, from_link))
+                });
                 (
                     r.client_id,
                     Session {
@@ -408,8 +435,8 @@ impl ServerEngine {
                         backup_link: r.backup_link.map(|(op, idx)| Link { op, idx }),
                         pending: Vec::new(),
                         last_seq: r.last_seq,
-                        awaiting_reset: None,
-                        reset_from: None,
+                        awaiting_reset: reset.as_ref().map(|r| r.0),
+                        reset_from: reset.map(|r| r.1),
                         bad_streak: 0,
                         last_active: Time(0),
                     },
@@ -790,6 +817,8 @@ impl ServerEngine {
         s.backup_link = now_link;
         s.pending.clear();
         s.awaiting_reset = Some(m);
+        // A fresh start: the next damaged edit is again taken for damage in transit.
+        s.bad_streak = 0;
         self.stats.resets += 1;
         let n = s.shadow.client_version;
         let record = s.record(client_id, log_end);
@@ -1000,6 +1029,7 @@ fn sync_session(
     }
     s.last_seq = seq;
     s.last_active = now;
+    let acknowledged_reset = s.awaiting_reset.is_some();
     if let Some(want) = s.awaiting_reset {
         if m_ack != want {
             // The reset was lost or this request crossed it: send it again.
@@ -1008,7 +1038,8 @@ fn sync_session(
         s.awaiting_reset = None;
         s.reset_from = None;
     }
-    let mut dirty = false;
+    // The store must forget an acknowledged reset, or a reload would send it again.
+    let mut dirty = acknowledged_reset;
     // Step 1: a lost reply shows as m_ack == backup's m. Restore before anything else.
     if m_ack == s.shadow.server_version {
     } else if m_ack == s.backup.server_version {
@@ -1056,8 +1087,14 @@ fn sync_session(
                     };
                 }
             },
-            Edit::Full { text, checksum, .. } => {
-                (Operation::from_diff(&s.shadow.text, &text), checksum)
+            Edit::Full { .. } => {
+                // Full-text edits go from server to client only (docs/protocol.md): refused,
+                // with the rest of the request answered as usual.
+                refused = Some((
+                    ErrorCode::BadMessage,
+                    format!("edit {v} refused: full-text edits go from server to client only"),
+                ));
+                break;
             }
         };
         // The master holds no `\r`; only text the change inserts can bring one, so only that is

@@ -2,12 +2,14 @@
 //! the simulator, so a simulated crash loses exactly what a real one would: whatever was not
 //! committed.
 //!
-//! Schema (version 1, in `PRAGMA user_version`):
+//! Schema (version 2, in `PRAGMA user_version`; a version 1 file is migrated on open):
 //! - `documents(name PRIMARY KEY, text, version, updated_at_ms)`
 //! - `sessions(doc, client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n,
 //!   backup_m, last_seq, link_op, link_version, backup_link_op, backup_link_version,
-//!   updated_at_ms, PRIMARY KEY(doc, client_id))`: the link columns hold the exact change
-//!   from the shadow to the master at a document version (NULL: unknown);
+//!   updated_at_ms, reset_version, reset_from_text, reset_link_op, reset_link_version,
+//!   PRIMARY KEY(doc, client_id))`: the link columns hold the exact change from the shadow to
+//!   the master at a document version (NULL: unknown); the `reset_*` columns (version 2) a
+//!   reset the client has not acknowledged (NULL: none), so it is sent again exactly;
 //! - `changes(doc, version, op, PRIMARY KEY(doc, version))`: recent exact master changes,
 //!   kept while some session's link still needs them, so merges stay exact across restarts.
 //!
@@ -16,11 +18,11 @@
 
 use std::path::Path;
 
-use dsync_engine::{Operation, PersistRecord, SessionRecord, Shadow, StoredDocument};
+use dsync_engine::{Operation, PendingReset, PersistRecord, SessionRecord, Shadow, StoredDocument};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -126,6 +128,10 @@ impl Store {
                      backup_link_op TEXT,
                      backup_link_version INTEGER,
                      updated_at_ms INTEGER NOT NULL,
+                     reset_version INTEGER,
+                     reset_from_text TEXT,
+                     reset_link_op TEXT,
+                     reset_link_version INTEGER,
                      PRIMARY KEY (doc, client_id)
                  );
                  CREATE TABLE IF NOT EXISTS changes (
@@ -134,7 +140,18 @@ impl Store {
                      op TEXT NOT NULL,
                      PRIMARY KEY (doc, version)
                  );
-                 PRAGMA user_version = 1;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )?;
+        } else if found == 1 {
+            // Version 2 added the pending reset; a version 1 file has none.
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE sessions ADD COLUMN reset_version INTEGER;
+                 ALTER TABLE sessions ADD COLUMN reset_from_text TEXT;
+                 ALTER TABLE sessions ADD COLUMN reset_link_op TEXT;
+                 ALTER TABLE sessions ADD COLUMN reset_link_version INTEGER;
+                 PRAGMA user_version = 2;
                  COMMIT;",
             )?;
         }
@@ -153,7 +170,8 @@ impl Store {
         let mut sessions = Vec::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n, backup_m, last_seq,
-                    link_op, link_version, backup_link_op, backup_link_version
+                    link_op, link_version, backup_link_op, backup_link_version,
+                    reset_version, reset_from_text, reset_link_op, reset_link_version
              FROM sessions WHERE doc = ?1 ORDER BY client_id",
         )?;
         let rows = stmt.query_map(params![doc], |r| {
@@ -171,10 +189,26 @@ impl Store {
                     r.get::<_, Option<String>>(10)?,
                     r.get::<_, Option<i64>>(11)?,
                 ),
+                (
+                    r.get::<_, Option<i64>>(12)?,
+                    r.get::<_, Option<String>>(13)?,
+                    (
+                        r.get::<_, Option<String>>(14)?,
+                        r.get::<_, Option<i64>>(15)?,
+                    ),
+                ),
             ))
         })?;
         for row in rows {
-            let (client_id, st, sn, sm, bt, bn, bm, seq, link, backup_link) = row?;
+            let (client_id, st, sn, sm, bt, bn, bm, seq, link, backup_link, reset) = row?;
+            let reset = match reset {
+                (Some(v), Some(from_text), link) => Some(PendingReset {
+                    version: to_u64(v, "sessions")?,
+                    from_text,
+                    from_link: parse_link(link)?,
+                }),
+                _ => None,
+            };
             let t = "sessions";
             sessions.push(SessionRecord {
                 client_id,
@@ -193,6 +227,7 @@ impl Store {
                 backup_link: parse_link(backup_link)?,
                 shadow_is_master: false,
                 backup_is_shadow: false,
+                reset,
             });
         }
         let mut changes = Vec::new();
@@ -244,11 +279,12 @@ impl Store {
             let mut sess_stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
                  backup_text, backup_n, backup_m, last_seq, link_op, link_version, backup_link_op,
-                 backup_link_version, updated_at_ms)
+                 backup_link_version, updated_at_ms, reset_version, reset_from_text,
+                 reset_link_op, reset_link_version)
                  VALUES (?1, ?2,
                          COALESCE(?3, (SELECT text FROM documents WHERE name = ?1)), ?4, ?5,
                          COALESCE(?6, ?3, (SELECT text FROM documents WHERE name = ?1)), ?7, ?8,
-                         ?9, ?10, ?11, ?12, ?13, ?14)",
+                         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?;
             let mut change_stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)",
@@ -289,6 +325,16 @@ impl Store {
                         s.backup_link.as_ref().map(|l| l.0.to_text()),
                         s.backup_link.as_ref().map(|l| to_i64(l.1)),
                         to_i64(now_ms),
+                        s.reset.as_ref().map(|r| to_i64(r.version)),
+                        s.reset.as_ref().map(|r| &r.from_text),
+                        s.reset
+                            .as_ref()
+                            .and_then(|r| r.from_link.as_ref())
+                            .map(|l| l.0.to_text()),
+                        s.reset
+                            .as_ref()
+                            .and_then(|r| r.from_link.as_ref())
+                            .map(|l| to_i64(l.1)),
                     ])?;
                 }
                 for (v, op) in &r.changes {
@@ -351,6 +397,7 @@ mod tests {
                 backup_link: None,
                 shadow_is_master: false,
                 backup_is_shadow: false,
+                reset: None,
             }],
             removed_sessions: vec![],
             changes: vec![(version, Operation::identity(5))],
@@ -408,6 +455,67 @@ mod tests {
         let d = s.load("d").unwrap().unwrap();
         assert_eq!(d.sessions[0].shadow.text, "the master");
         assert_eq!(d.sessions[0].backup.text, "s");
+    }
+
+    #[test]
+    fn a_pending_reset_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("documents.db");
+        let mut s = Store::open(&path).unwrap();
+        let mut r = record(Some("master"), 2);
+        r.sessions[0].reset = Some(PendingReset {
+            version: 4,
+            from_text: "before the reset".into(),
+            from_link: Some((Operation::identity(16), 1)),
+        });
+        s.commit(&[r.clone()], 0).unwrap();
+        s.close().unwrap();
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.load("d").unwrap().unwrap().sessions, r.sessions);
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE documents (name TEXT PRIMARY KEY NOT NULL, text TEXT NOT NULL,
+                 version INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);
+             CREATE TABLE sessions (doc TEXT NOT NULL, client_id TEXT NOT NULL,
+                 shadow_text TEXT NOT NULL, shadow_n INTEGER NOT NULL, shadow_m INTEGER NOT NULL,
+                 backup_text TEXT NOT NULL, backup_n INTEGER NOT NULL, backup_m INTEGER NOT NULL,
+                 last_seq INTEGER NOT NULL, link_op TEXT, link_version INTEGER,
+                 backup_link_op TEXT, backup_link_version INTEGER,
+                 updated_at_ms INTEGER NOT NULL, PRIMARY KEY (doc, client_id));
+             CREATE TABLE changes (doc TEXT NOT NULL, version INTEGER NOT NULL,
+                 op TEXT NOT NULL, PRIMARY KEY (doc, version));
+             INSERT INTO documents VALUES ('d', 'old text', 3, 0);
+             INSERT INTO sessions VALUES ('d', 'c', 'old text', 1, 2, 'old text', 1, 2, 7,
+                 NULL, NULL, NULL, NULL, 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut s = Store::open(&path).unwrap();
+        let d = s.load("d").unwrap().unwrap();
+        assert_eq!((d.text.as_str(), d.version), ("old text", 3));
+        assert_eq!(d.sessions[0].last_seq, 7);
+        assert_eq!(d.sessions[0].reset, None);
+        // And it takes version 2 records.
+        let mut r = record(None, 3);
+        r.sessions[0].reset = Some(PendingReset {
+            version: 9,
+            from_text: "x".into(),
+            from_link: None,
+        });
+        s.commit(&[r], 1).unwrap();
+        assert!(s.load("d").unwrap().unwrap().sessions[0].reset.is_some());
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 
     #[test]

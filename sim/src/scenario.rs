@@ -96,6 +96,10 @@ pub struct EngineSettings {
     pub heartbeat_ms: u64,
     /// Merge strategy.
     pub merge: Merge,
+    /// Most exact master changes the server keeps (default: the engine's 4,096). A small value
+    /// makes idle sessions outrun the log, so their next merge falls back to a diff once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_log_entries: Option<usize>,
 }
 
 impl Default for EngineSettings {
@@ -105,6 +109,7 @@ impl Default for EngineSettings {
             retransmit_ms: 2_000,
             heartbeat_ms: 30_000,
             merge: Merge::ThreeWay,
+            max_log_entries: None,
         }
     }
 }

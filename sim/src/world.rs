@@ -597,13 +597,16 @@ impl<'a> Sim<'a> {
     fn new(sc: &'a Scenario, opts: Options) -> Sim<'a> {
         let seed = opts.seed.or(sc.seed);
         let s = seed.unwrap_or(0);
-        let config = Config {
+        let mut config = Config {
             sync_interval_ms: sc.engine.sync_interval_ms,
             retransmit_ms: sc.engine.retransmit_ms,
             heartbeat_ms: sc.engine.heartbeat_ms,
             merge: merge_of(sc.engine.merge),
             ..Config::default()
         };
+        if let Some(n) = sc.engine.max_log_entries {
+            config.limits.max_log_entries = n;
+        }
         // An in-memory SQLite database: same schema, same transactions as dsync-server's file.
         let store = Store::open_in_memory().expect("in-memory SQLite always opens");
         let mut fates = BTreeMap::new();
@@ -704,11 +707,14 @@ impl<'a> Sim<'a> {
                 sc.topology.clock_drift_pct
             ),
             format!(
-                "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}",
+                "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}{}",
                 sc.engine.sync_interval_ms,
                 sc.engine.retransmit_ms,
                 sc.engine.heartbeat_ms,
-                sc.engine.merge
+                sc.engine.merge,
+                sc.engine
+                    .max_log_entries
+                    .map_or(String::new(), |n| format!(" max_log_entries={n}"))
             ),
             format!(
                 "network latency_ms={}..{} drop={} duplicate={} reorder={} (+{} ms) corrupt={}",

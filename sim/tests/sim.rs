@@ -302,14 +302,20 @@ fn swarm_names_the_coverage_counters_that_stayed_at_zero() {
             "retransmits",
             "duplicates_skipped",
             "resets",
-            "patches_dropped"
+            "patches_dropped",
+            "log_overflows"
         ]
     );
     r.totals.rollbacks = 1;
     r.totals.resets = 2;
     assert_eq!(
         r.zero_counters(),
-        ["retransmits", "duplicates_skipped", "patches_dropped"]
+        [
+            "retransmits",
+            "duplicates_skipped",
+            "patches_dropped",
+            "log_overflows"
+        ]
     );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -247,6 +247,82 @@ fn version_from_the_future_resets() {
     assert_eq!(net.server.stats().resets, 1);
 }
 
+/// A reset the client never received is part of the session's durable state: a server that
+/// restarts (or loads the document again) sends it again naming the same pre-reset shadow, so
+/// the client re-merges its typing exactly. It used to be forgotten on reload; the next reset
+/// then named the reset text itself, the client could not match it and merged by diff, which
+/// split a token (swarm seed 558 of the corruption-storm profile).
+#[test]
+fn a_reset_the_client_never_saw_survives_a_server_restart() {
+    let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
+    net.type_at(0, 3, "⟨x⟩");
+    net.sync(0);
+    flip_checksum(first_edit_mut(&mut net, 0));
+    net.deliver_up(0);
+    net.deliver_down(0);
+    // The master moves on, so the reset's text is not client 0's shadow.
+    net.type_at(1, 3, "⟨y⟩");
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+    damage_again(&mut net, 0, flip_checksum);
+    net.deliver_up(0);
+    match net.drop_down(0) {
+        Some(ServerMsg::ServerSync { edits, .. }) => {
+            assert!(matches!(edits[0], Edit::Full { .. }), "{edits:?}")
+        }
+        other => panic!("expected the reset, got {other:?}"),
+    }
+    net.crash_server();
+    net.settle(30_000);
+    let master = net.master();
+    for t in ["⟨a⟩", "⟨x⟩", "⟨y⟩", "⟨b⟩"] {
+        assert_eq!(count(&master, t), 1, "{master}");
+    }
+    assert_eq!(count(&master, "⟨"), 4, "{master}");
+    assert_eq!(
+        net.clients[0].stats().inexact_resets,
+        0,
+        "the re-merge was exact"
+    );
+    assert_eq!(net.clients[0].stats().resets, 1);
+}
+
+/// Full-text edits go from server to client only: one from a client is refused with
+/// `bad_message` and changes nothing (the server used to take it as a diff against its shadow).
+#[test]
+fn a_full_text_edit_from_a_client_is_refused() {
+    let mut net = Net::connected(1, cfg(), "keep me");
+    net.sync(0);
+    let m = match net.up[0].pop_front() {
+        Some(ClientMsg::ClientSync {
+            doc,
+            seq,
+            server_version,
+            ..
+        }) => ClientMsg::ClientSync {
+            doc,
+            seq,
+            server_version,
+            edits: vec![Edit::Full {
+                version: 0,
+                text: "hijacked".into(),
+                checksum: Checksum::of("hijacked"),
+                base: None,
+            }],
+        },
+        other => panic!("expected a client_sync, got {other:?}"),
+    };
+    net.send_to_server(0, m);
+    assert_eq!(net.master(), "keep me");
+    match net.down[0].pop_front() {
+        Some(ServerMsg::Error { code, message, .. }) => {
+            assert_eq!(code, dsync_engine::ErrorCode::BadMessage);
+            assert!(message.contains("server to client only"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 #[test]
 fn server_restart_resumes_persisted_sessions() {
     let mut net = Net::connected(2, cfg(), "base");
