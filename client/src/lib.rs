@@ -66,6 +66,12 @@ pub enum Notice {
     RemoteChange(Change),
     /// The server replaced this client's copy with its text; local typing was merged onto it.
     Reset,
+    /// Typing that could never be accepted was dropped (the document would exceed the server's
+    /// size limit); the text is the server's again.
+    LocalChangeDropped {
+        /// The protocol's error code (`document_too_large`).
+        reason: String,
+    },
     /// The server refused something.
     ServerError {
         /// The protocol's error code (`bad_delta`, `too_many_clients`, …).
@@ -103,6 +109,10 @@ impl std::fmt::Display for Notice {
                 "reset: the server's text replaced ours, local typing kept"
             ),
             Notice::ServerError { code, message } => write!(f, "server error {code}: {message}"),
+            Notice::LocalChangeDropped { reason } => write!(
+                f,
+                "your latest typing was dropped ({reason}): the document would pass the server's size limit"
+            ),
             Notice::BadFrame(e) => write!(f, "bad frame from the server (skipped): {e}"),
             Notice::Missed(n) => write!(f, "({n} older notices dropped)"),
         }
@@ -514,6 +524,11 @@ impl Driver {
                         });
                     }
                     ClientEvent::Reset => notices.push(Notice::Reset),
+                    ClientEvent::LocalChangeDropped { reason } => {
+                        notices.push(Notice::LocalChangeDropped {
+                            reason: reason.as_str().to_string(),
+                        })
+                    }
                     ClientEvent::Connected { resumed } => {
                         notices.push(Notice::Connected { resumed })
                     }

@@ -213,7 +213,10 @@ async fn execute(session: &mut Session, cmd: Command) -> anyhow::Result<bool> {
 fn report_script_notices(session: &mut Session) {
     for n in session.take_notices() {
         match n {
-            Notice::ServerError { .. } | Notice::BadFrame(_) | Notice::Disconnected { .. } => {
+            Notice::ServerError { .. }
+            | Notice::BadFrame(_)
+            | Notice::Disconnected { .. }
+            | Notice::LocalChangeDropped { .. } => {
                 eprintln!("warning: {n}")
             }
             _ => {}

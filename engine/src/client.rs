@@ -63,6 +63,14 @@ pub enum ClientEvent {
         /// The server's message.
         message: String,
     },
+    /// Local typing that can never be accepted was dropped, and the text is the server's again:
+    /// it would make the document larger than the limit (`document_too_large`). Without this,
+    /// the client would resend it after every reset, forever, and nothing typed afterwards
+    /// would reach anyone.
+    LocalChangeDropped {
+        /// Why.
+        reason: ErrorCode,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +109,9 @@ pub struct ClientEngine {
     /// A string buffer freed by an acknowledgement, reused for the next shadow.
     spare: Option<String>,
     has_session: bool,
+    /// The server refused our edits for good (`document_too_large`): the reset it sends with
+    /// the refusal replaces our unacknowledged typing instead of having it merged again.
+    refused: Option<ErrorCode>,
     /// Consecutive server replies whose edit failed its strict apply or checksum: the first
     /// is taken for damage in transit (ignored; the next cycle asks again), a second one for
     /// real divergence (resync).
@@ -131,6 +142,7 @@ impl ClientEngine {
             confirmed: None,
             spare: None,
             has_session: false,
+            refused: None,
             bad_streak: 0,
             conn: Conn::Disconnected,
             in_flight: None,
@@ -333,6 +345,16 @@ impl ClientEngine {
 
     /// One cycle: stack the local change (if any) and send the pending stack.
     fn cycle(&mut self, now: Time) {
+        if self.text.len() > self.config.limits.max_document_bytes {
+            // Merged remote changes left no room for our typing: the server would
+            // refuse it (document_too_large) however often it came. Drop it, say so.
+            self.text.clone_from(&self.shadow.text);
+            self.local = Operation::identity(self.text.len());
+            self.outputs
+                .push_back(ClientOutput::Event(ClientEvent::LocalChangeDropped {
+                    reason: ErrorCode::DocumentTooLarge,
+                }));
+        }
         let resent = self.pending_sent.min(self.pending.len());
         self.stats.retransmits += resent as u64;
         let held: usize = self.befores.iter().map(String::len).sum();
@@ -425,6 +447,9 @@ impl ClientEngine {
                         code,
                         message,
                     }));
+                if code == ErrorCode::DocumentTooLarge {
+                    self.refused = Some(code);
+                }
                 if code == ErrorCode::UnknownSession && self.conn == Conn::Connected {
                     // The server forgot us (restart, eviction): reopen, resuming if it can.
                     self.connect(now);
@@ -450,6 +475,20 @@ impl ClientEngine {
             }
             self.bad_streak = 0;
             self.acknowledge(client_version);
+            if let Some(reason) = self.refused.take() {
+                // What we had not got acknowledged can never be: take the server's text.
+                self.stats.resets += 1;
+                self.outputs
+                    .push_back(ClientOutput::Event(ClientEvent::Reset));
+                self.outputs
+                    .push_back(ClientOutput::Event(ClientEvent::LocalChangeDropped {
+                        reason,
+                    }));
+                self.text.clone_from(&text);
+                self.local = Operation::identity(text.len());
+                self.adopt_shadow(text, client_version, version);
+                return;
+            }
             if !self.reset_exact(&text, client_version, version, base.as_ref()) {
                 self.stats.inexact_resets += 1;
                 self.reset_to(text, client_version, version, Some(client_version));

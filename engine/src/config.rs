@@ -31,7 +31,8 @@ pub struct Limits {
     /// Most bytes a client holds for its pending edits (a copy of the shadow before each): at
     /// the limit it stops stacking, as at `max_pending_edits`.
     pub max_pending_bytes: usize,
-    /// Largest delta text, in bytes.
+    /// Largest delta text, in bytes. At least [`Limits::worst_delta_bytes`] of the document
+    /// limit, so that every change between two documents within the limit can be sent.
     pub max_delta_bytes: usize,
     /// Most edits in one `client_sync`.
     pub max_edits_per_message: usize,
@@ -51,18 +52,104 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_document_bytes: 4 << 20,
-            max_pending_edits: 256,
-            max_pending_bytes: 64 << 20,
-            max_delta_bytes: 4 << 20,
-            max_edits_per_message: 256,
-            max_documents: 10_000,
-            max_clients_per_document: 2_048,
-            max_name_bytes: 256,
-            max_peers: 20_000,
-            max_log_entries: 4_096,
+        Limits::DEFAULT
+    }
+}
+
+/// Limits that do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// A limit of zero: nothing could ever be stored or sent.
+    #[error("limit {0} must be above 0")]
+    Zero(&'static str),
+    /// Deltas smaller than the worst change between two documents within the limit.
+    #[error(
+        "max_delta_bytes {delta} is below {needed}, the most a change between two documents of \
+         max_document_bytes {document} encodes to: some edits could never be sent"
+    )]
+    DeltaTooSmall {
+        /// The delta limit.
+        delta: usize,
+        /// What documents of this size may need.
+        needed: usize,
+        /// The document limit.
+        document: usize,
+    },
+}
+
+/// Bytes of JSON overhead (field names, versions, checksums, names) a frame may carry beyond
+/// its texts.
+const FRAME_OVERHEAD: usize = 64 << 10;
+
+impl Limits {
+    /// The defaults: 4 MiB documents, and deltas and frames sized so that any of them fits.
+    pub const DEFAULT: Limits = Limits {
+        max_document_bytes: 4 << 20,
+        max_pending_edits: 256,
+        max_pending_bytes: 64 << 20,
+        max_delta_bytes: Limits::worst_delta_bytes(4 << 20),
+        max_edits_per_message: 256,
+        max_documents: 10_000,
+        max_clients_per_document: 2_048,
+        max_name_bytes: 256,
+        max_peers: 20_000,
+        max_log_entries: 4_096,
+    };
+
+    /// The longest delta text a change between two texts of at most `document_bytes` UTF-8
+    /// bytes can encode to: a base byte costs at most 3 (`=1` or `-1` and a tab, when every
+    /// char is its own operation), an inserted byte at most 5 (`%XX` plus the share of its
+    /// operation's `+` and tab), so 8 per document byte, plus a little.
+    pub const fn worst_delta_bytes(document_bytes: usize) -> usize {
+        document_bytes.saturating_mul(8).saturating_add(64)
+    }
+
+    /// The longest frame (one JSON line) either side may need: a full text JSON-escaped (at
+    /// most 6 bytes a byte, `\u00XX` for control characters) plus a delta JSON-escaped (its
+    /// tabs become `\t`: at most a third more), plus fixed overhead. Frame limits below this
+    /// make some documents impossible to open or some edits impossible to send.
+    pub const fn frame_bytes(&self) -> usize {
+        self.max_document_bytes
+            .saturating_mul(6)
+            .saturating_add(self.max_delta_bytes)
+            .saturating_add(self.max_delta_bytes / 3)
+            .saturating_add(FRAME_OVERHEAD)
+    }
+
+    /// Check that the limits fit together.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        for (name, v) in [
+            ("max_document_bytes", self.max_document_bytes),
+            ("max_pending_edits", self.max_pending_edits),
+            ("max_pending_bytes", self.max_pending_bytes),
+            ("max_delta_bytes", self.max_delta_bytes),
+            ("max_edits_per_message", self.max_edits_per_message),
+            ("max_documents", self.max_documents),
+            ("max_clients_per_document", self.max_clients_per_document),
+            ("max_name_bytes", self.max_name_bytes),
+            ("max_peers", self.max_peers),
+            ("max_log_entries", self.max_log_entries),
+        ] {
+            if v == 0 {
+                return Err(LimitsError::Zero(name));
+            }
         }
+        let needed = Limits::worst_delta_bytes(self.max_document_bytes);
+        if self.max_delta_bytes < needed {
+            return Err(LimitsError::DeltaTooSmall {
+                delta: self.max_delta_bytes,
+                needed,
+                document: self.max_document_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// These limits for documents of at most `bytes`, with the delta limit that goes with it.
+    pub const fn with_document_bytes(mut self, bytes: usize) -> Limits {
+        self.max_document_bytes = bytes;
+        self.max_delta_bytes = Limits::worst_delta_bytes(bytes);
+        self
     }
 }
 

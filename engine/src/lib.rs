@@ -76,7 +76,7 @@ pub mod op;
 pub mod server;
 
 pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow};
-pub use config::{Config, Limits, Stats, Time};
+pub use config::{Config, Limits, LimitsError, Stats, Time};
 pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
 pub use msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};

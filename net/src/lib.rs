@@ -14,8 +14,8 @@ use dsync_engine::delta::{Checksum, Delta, DeltaError};
 use dsync_engine::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg};
 use serde::{Deserialize, Serialize};
 
-/// Default maximum frame size: 8 MiB.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
+/// Default maximum frame size: what the default limits need (`Limits::frame_bytes`, ~67 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = dsync_engine::Limits::DEFAULT.frame_bytes();
 
 impl From<DeltaError> for DecodeError {
     fn from(e: DeltaError) -> Self {

@@ -30,10 +30,11 @@ struct Cli {
     /// Heartbeat in ms: a silent peer is pinged after this, dropped after 3 of them.
     #[arg(long, default_value_t = 30_000)]
     heartbeat_ms: u64,
-    /// Largest frame (one JSON line) in bytes.
-    #[arg(long, default_value_t = dsync_net::DEFAULT_MAX_FRAME_BYTES)]
-    max_frame_bytes: usize,
-    /// Largest document in bytes.
+    /// Largest frame (one JSON line) in bytes [default: what the document limit needs, about
+    /// 16× it; a smaller value is refused, as some documents could never be opened].
+    #[arg(long)]
+    max_frame_bytes: Option<usize>,
+    /// Largest document in bytes (the delta limit follows: 8× plus a little).
     #[arg(long, default_value_t = Limits::default().max_document_bytes)]
     max_document_bytes: usize,
     /// Most clients (sessions) per document.
@@ -74,11 +75,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let limits = Limits {
-        max_document_bytes: cli.max_document_bytes,
         max_clients_per_document: cli.max_clients_per_document,
         max_peers: cli.max_connections,
-        ..Limits::default()
+        ..Limits::default().with_document_bytes(cli.max_document_bytes)
     };
+    limits
+        .validate()
+        .context("the limits do not fit together")?;
+    let max_frame_bytes = cli.max_frame_bytes.unwrap_or(limits.frame_bytes());
+    if max_frame_bytes < limits.frame_bytes() {
+        anyhow::bail!(
+            "--max-frame-bytes {max_frame_bytes} is below {}, what a document of {} bytes may need on the wire (leave it out to use that)",
+            limits.frame_bytes(),
+            limits.max_document_bytes
+        );
+    }
     let engine = Config {
         heartbeat_ms: cli.heartbeat_ms.max(1),
         merge: match cli.merge {
@@ -93,7 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         listen: cli.listen,
         db: cli.db,
         engine,
-        max_frame_bytes: cli.max_frame_bytes,
+        max_frame_bytes,
         max_connections: cli.max_connections,
         ..ServerConfig::default()
     };

@@ -87,6 +87,44 @@ async fn two_clients_converge_and_a_late_third_gets_the_text() {
     server.shutdown().await.unwrap();
 }
 
+/// Limits on the wire, with the default limits: a paste that triples when percent-encoded
+/// (1.5 MB of CJK, a 4.5 MB delta) reaches the other client, and a document of exactly the
+/// maximum size made of quotes (which JSON doubles) can be opened. Both used to be refused
+/// forever: the delta limit was the document limit, and the frame limit 8 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_biggest_paste_and_the_biggest_document_go_through() {
+    let (_dir, db) = db_path("documents.db");
+    let server = start(server_cfg(db)).await.unwrap();
+    let a = session(server.addr, "big");
+    let b = session(server.addr, "big");
+    a.wait_connected(T).await.unwrap();
+    b.wait_connected(T).await.unwrap();
+    let paste = "漢".repeat(500_000);
+    a.edit(Edit::Append(paste.clone())).await.unwrap();
+    let long = Duration::from_secs(120);
+    let mut state = b.watch();
+    tokio::time::timeout(long, state.wait_for(|s| s.text == paste))
+        .await
+        .expect("the paste reached the other client")
+        .unwrap();
+    for s in [a, b] {
+        s.stop().await;
+    }
+    // The largest document there may be, of the character JSON escapes.
+    let max = dsync_engine::Limits::default().max_document_bytes;
+    let c = session(server.addr, "quotes");
+    c.wait_connected(T).await.unwrap();
+    c.edit(Edit::Append("\"".repeat(max))).await.unwrap();
+    c.wait_converged(long).await.unwrap();
+    let d = session(server.addr, "quotes");
+    let opened = d.wait_connected(long).await.unwrap();
+    assert_eq!(opened.text.len(), max);
+    for s in [c, d] {
+        s.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
+
 fn spawn_server(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dsync-server"))
         .args(["--listen", listen, "--db"])

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use dsync_engine::{
-    ClientEngine, ClientMsg, ClientOutput, Config, PeerId, PersistRecord, ServerEngine, ServerMsg,
-    ServerOutput, StoredDocument, Time,
+    ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, PeerId, PersistRecord,
+    ServerEngine, ServerMsg, ServerOutput, StoredDocument, Time,
 };
 
 pub const DOC: &str = "doc";
@@ -50,6 +50,8 @@ pub struct Net {
     pub store: MemStore,
     /// Every output the server produced, in order (for ordering checks).
     pub server_log: Vec<ServerOutput>,
+    /// Per client: every event it reported, in order.
+    pub events: Vec<Vec<ClientEvent>>,
     /// Peer numbers: a client gets a new one after each reconnection.
     pub peer_of: Vec<PeerId>,
     next_peer: u64,
@@ -77,6 +79,7 @@ impl Net {
             down: vec![VecDeque::new(); n],
             store,
             server_log: Vec::new(),
+            events: vec![Vec::new(); n],
             peer_of: (0..n as u64).map(PeerId).collect(),
             next_peer: n as u64,
         }
@@ -101,8 +104,9 @@ impl Net {
     pub fn pump(&mut self) {
         for i in 0..self.clients.len() {
             while let Some(o) = self.clients[i].poll_output() {
-                if let ClientOutput::Send(m) = o {
-                    self.up[i].push_back(m);
+                match o {
+                    ClientOutput::Send(m) => self.up[i].push_back(m),
+                    ClientOutput::Event(e) => self.events[i].push(e),
                 }
             }
         }

@@ -323,6 +323,37 @@ fn a_full_text_edit_from_a_client_is_refused() {
     }
 }
 
+/// Two clients' typing together passes the document limit: the server refuses the second
+/// with `document_too_large` and resets that client, which drops the typing that can never be
+/// accepted and says so, instead of merging it again and resending it after every reset.
+#[test]
+fn typing_past_the_document_limit_is_dropped_and_said_not_resent_forever() {
+    let mut config = cfg();
+    config.limits = config.limits.with_document_bytes(20);
+    let mut net = Net::connected(2, config, "");
+    net.type_at(0, 0, "aaaaaaaaaaaa");
+    net.type_at(1, 0, "bbbbbbbbbbbb");
+    net.sync(0);
+    net.flush();
+    net.sync(1);
+    net.settle(20_000);
+    assert_eq!(net.master(), "aaaaaaaaaaaa");
+    assert!(
+        net.events[1].contains(&ClientEvent::LocalChangeDropped {
+            reason: dsync_engine::ErrorCode::DocumentTooLarge
+        }),
+        "{:?}",
+        net.events[1]
+    );
+    assert_eq!(net.clients[1].text(), "aaaaaaaaaaaa");
+    assert!(net.clients[1].is_settled());
+    // Nothing is resent after it settled.
+    let sent_before = net.server.stats().edits_applied;
+    net.advance(10_000);
+    net.settle(5_000);
+    assert_eq!(net.server.stats().edits_applied, sent_before);
+}
+
 #[test]
 fn server_restart_resumes_persisted_sessions() {
     let mut net = Net::connected(2, cfg(), "base");
