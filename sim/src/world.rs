@@ -533,6 +533,8 @@ pub struct Sim<'a> {
     /// Partitions in force: (id, one side, other side, one way).
     partitions: Vec<(u64, Vec<Node>, Vec<Node>, bool)>,
     next_partition: u64,
+    /// When everything first agreed after faults stopped, and the master's digest then.
+    converged_at: Option<(u64, String)>,
     /// Events handled, in all and at the current instant (livelock guards).
     events: u64,
     instant_events: u64,
@@ -661,6 +663,7 @@ impl<'a> Sim<'a> {
             clients,
             partitions: Vec::new(),
             next_partition: 0,
+            converged_at: None,
             events: 0,
             instant_events: 0,
             halted: BTreeSet::new(),
@@ -836,6 +839,11 @@ impl<'a> Sim<'a> {
                     self.stop_faults();
                     continue;
                 }
+                if self.converged_at.is_some() {
+                    // Converged, and nothing can happen any more: it stays so.
+                    self.verdict = Some(Verdict::Pass);
+                    break;
+                }
                 self.fail(
                     CheckKind::Liveness,
                     "no events left and not converged".into(),
@@ -881,6 +889,41 @@ impl<'a> Sim<'a> {
         self.check_versions();
         self.check_exact();
         self.sample();
+        if let (Some((at, digest_then)), None) = (&self.converged_at, &self.verdict) {
+            // Convergence must hold, not only happen: nobody types any more, so the master
+            // never changes again, and at the end of the window everything still agrees.
+            let (at, digest_then) = (*at, digest_then.clone());
+            let master = self.master_text();
+            if digest(&master) != digest_then {
+                return self.fail(
+                    CheckKind::Liveness,
+                    format!(
+                        "converged at {} on {digest_then}, then the master changed to {}",
+                        fmt_time(at),
+                        digest(&master)
+                    ),
+                );
+            }
+            if self.now >= at + self.stable_ms() {
+                match self.converged() {
+                    Ok(()) => {
+                        self.log(
+                            "check",
+                            format!(
+                                "still converged {:.3}s later",
+                                (self.now - at) as f64 / 1000.0
+                            ),
+                        );
+                        self.verdict = Some(Verdict::Pass);
+                    }
+                    Err(why) => self.fail(
+                        CheckKind::Liveness,
+                        format!("converged at {}, then diverged: {why}", fmt_time(at)),
+                    ),
+                }
+            }
+            return;
+        }
         if let (Some(stop), None) = (self.stopped_at, &self.verdict) {
             if let Err(why) = self.converged() {
                 if self.deadline.is_some_and(|d| self.now >= d) {
@@ -908,10 +951,17 @@ impl<'a> Sim<'a> {
                 );
                 self.check_intent_final(&master);
                 if self.verdict.is_none() {
-                    self.verdict = Some(Verdict::Pass);
+                    self.converged_at = Some((self.now, digest(&master)));
+                    let end = self.now + self.stable_ms();
+                    self.schedule(end, Ev::Deadline);
                 }
             }
         }
+    }
+
+    /// How long convergence must hold before the run passes: two sync cycles, at least 1 s.
+    fn stable_ms(&self) -> u64 {
+        (2 * self.config.sync_interval_ms).max(1_000)
     }
 
     fn handle(&mut self, ev: Ev) {
