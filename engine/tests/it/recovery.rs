@@ -147,6 +147,31 @@ fn checksum_mismatch_twice_resets_and_keeps_local_typing() {
     assert_eq!(net.clients[0].stats().resets, 1);
 }
 
+/// A reset is a fresh start: one damaged edit right after it is refused once, like any first
+/// damaged edit, not taken for a second failure (the count used to survive the reset).
+#[test]
+fn one_damaged_edit_after_a_reset_is_refused_once_not_reset_again() {
+    let mut net = Net::connected(2, cfg(), "shared");
+    net.type_at(0, 0, "mine ");
+    net.sync(0);
+    flip_checksum(first_edit_mut(&mut net, 0));
+    net.deliver_up(0);
+    net.deliver_down(0);
+    damage_again(&mut net, 0, flip_checksum);
+    net.deliver_up(0);
+    net.deliver_down(0);
+    assert_eq!(net.server.stats().resets, 1);
+    assert_eq!(net.clients[0].stats().resets, 1);
+    // The first request after the reset carries the re-merged typing: damage it once.
+    let ignored = net.server.stats().corrupt_ignored;
+    net.sync(0);
+    flip_checksum(first_edit_mut(&mut net, 0));
+    net.settle(10_000);
+    assert_eq!(net.master(), "mine shared");
+    assert_eq!(net.server.stats().corrupt_ignored, ignored + 1);
+    assert_eq!(net.server.stats().resets, 1, "no second reset");
+}
+
 #[test]
 fn delta_that_does_not_fit_twice_resets_and_keeps_local_typing() {
     let mut net = Net::connected(1, cfg(), "shared");
