@@ -517,7 +517,8 @@ impl ServerEngine {
 
     /// Send an `error` to `peer` (drivers use this for frames that did not decode).
     pub fn reject(&mut self, peer: PeerId, doc: Option<String>, code: ErrorCode, message: String) {
-        tracing::warn!(peer = peer.0, code = code.as_str(), %message, "rejected peer input");
+        // The driver logs refusals with the peer's address; this is for engine-level tracing.
+        tracing::debug!(peer = peer.0, code = code.as_str(), %message, "rejected peer input");
         self.send(peer, ServerMsg::Error { doc, code, message });
     }
 

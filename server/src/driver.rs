@@ -251,8 +251,9 @@ fn engine_thread(
     let now = || Time(start.elapsed().as_millis() as u64);
     let mut engine = ServerEngine::new(cfg.engine);
     let mut conns: BTreeMap<PeerId, mpsc::Sender<String>> = BTreeMap::new();
-    // Peer addresses, for the log only.
+    // Peer addresses and the documents in memory, for the log only.
     let mut remotes: BTreeMap<PeerId, SocketAddr> = BTreeMap::new();
+    let mut loaded: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let max_delta = cfg.engine.limits.max_delta_bytes;
     let store_err = |error| ServerError::Store {
         path: cfg.db.clone(),
@@ -286,7 +287,11 @@ fn engine_thread(
                 Input::Frame(peer, text) => match decode_client(&text, max_delta) {
                     Ok(msg) => {
                         if load_if_needed(&mut engine, &store, &msg, peer) {
+                            let opens = connect_doc(&msg).map(str::to_string);
                             engine.handle_message(t, peer, msg);
+                            if let Some(doc) = opens.filter(|d| engine.is_loaded(d)) {
+                                loaded.insert(doc);
+                            }
                         }
                     }
                     Err(e) => {
@@ -306,6 +311,14 @@ fn engine_thread(
         if engine.poll_timeout().is_some_and(|d| d <= now()) {
             engine.handle_timeout(now());
         }
+        // The engine lets a document go when its last session detaches (the store has it).
+        loaded.retain(|doc| {
+            let still = engine.is_loaded(doc);
+            if !still {
+                tracing::info!(doc, "document unloaded: no session attached");
+            }
+            still
+        });
         // Commit every persist record of the batch in one transaction, then answer.
         let mut records = Vec::new();
         let mut sends = Vec::new();
@@ -349,6 +362,14 @@ fn engine_thread(
     Ok(())
 }
 
+/// The document a `connect` opens.
+fn connect_doc(msg: &ClientMsg) -> Option<&str> {
+    match msg {
+        ClientMsg::Connect { doc, .. } => Some(doc),
+        _ => None,
+    }
+}
+
 /// Log what an operator wants to see of a reply: sessions opened, resets and refusals.
 fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
     let remote = remote.map_or_else(|| "-".to_string(), SocketAddr::to_string);
@@ -374,7 +395,7 @@ fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
                 %remote,
                 doc = doc.as_deref().unwrap_or("-"),
                 code = code.as_str(),
-                message,
+                reason = %message,
                 "refused"
             );
         }
