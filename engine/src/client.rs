@@ -831,14 +831,7 @@ impl ClientEngine {
             "one base per pending edit"
         );
         assert!(self.pending_sent <= self.pending.len());
-        let n = self.pending.len() as u64;
-        for (i, e) in self.pending.iter().enumerate() {
-            assert_eq!(
-                e.version() + (n - i as u64),
-                self.shadow.client_version,
-                "pending edits are numbered up to the shadow's version"
-            );
-        }
+        crate::msg::assert_numbered_up_to(&self.pending, self.shadow.client_version, "client");
         assert!(
             self.in_flight.is_none() || self.conn == Conn::Connected,
             "a request in flight needs a connection"

@@ -935,14 +935,11 @@ impl ServerEngine {
                 if let Some((text, link)) = &sess.reset_from {
                     fits(link, text, id);
                 }
-                let n = sess.pending.len() as u64;
-                for (i, e) in sess.pending.iter().enumerate() {
-                    assert_eq!(
-                        e.version() + (n - i as u64),
-                        sess.shadow.server_version,
-                        "{name}/{id}: pending server edits numbered up to the shadow's version"
-                    );
-                }
+                crate::msg::assert_numbered_up_to(
+                    &sess.pending,
+                    sess.shadow.server_version,
+                    &format!("{name}/{id}"),
+                );
                 assert!(
                     sess.backup.client_version <= sess.shadow.client_version
                         && sess.backup.server_version <= sess.shadow.server_version,

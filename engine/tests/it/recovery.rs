@@ -109,6 +109,26 @@ fn damage_again(net: &mut Net, i: usize, damage: fn(&mut Edit)) {
     panic!("client {i} never resent");
 }
 
+/// Damage client `i`'s queued request and deliver it: the server refuses the edit once; the
+/// client gets the refusal.
+fn refuse_damaged(net: &mut Net, i: usize) {
+    flip_checksum(first_edit_mut(net, i));
+    net.deliver_up(i);
+    net.deliver_down(i);
+}
+
+/// Damage client `i`'s resent request too: the server resets the session; the reset is lost.
+fn lose_the_reset_after_a_second_damage(net: &mut Net, i: usize) {
+    damage_again(net, i, flip_checksum);
+    net.deliver_up(i);
+    match net.drop_down(i) {
+        Some(ServerMsg::ServerSync { edits, .. }) => {
+            assert!(matches!(edits[0], Edit::Full { .. }), "{edits:?}")
+        }
+        other => panic!("expected the reset, got {other:?}"),
+    }
+}
+
 fn flip_checksum(e: &mut Edit) {
     if let Edit::Delta { checksum, .. } = e {
         *checksum = Checksum(checksum.0 ^ 1);
@@ -154,9 +174,7 @@ fn one_damaged_edit_after_a_reset_is_refused_once_not_reset_again() {
     let mut net = Net::connected(2, cfg(), "shared");
     net.type_at(0, 0, "mine ");
     net.sync(0);
-    flip_checksum(first_edit_mut(&mut net, 0));
-    net.deliver_up(0);
-    net.deliver_down(0);
+    refuse_damaged(&mut net, 0);
     damage_again(&mut net, 0, flip_checksum);
     net.deliver_up(0);
     net.deliver_down(0);
@@ -201,22 +219,13 @@ fn a_resent_reset_stays_exact_after_the_log_moved_on() {
     // Client 0 types at the same place; its edit is damaged in transit and refused once.
     net.type_at(0, 3, "⟨x⟩");
     net.sync(0);
-    flip_checksum(first_edit_mut(&mut net, 0));
-    net.deliver_up(0);
-    net.deliver_down(0);
+    refuse_damaged(&mut net, 0);
     // The master moves on; then the resent edit is damaged again: the server resets the
     // session, and the reset is lost.
     for k in 0..5 {
         type_alone(&mut net, k);
     }
-    damage_again(&mut net, 0, flip_checksum);
-    net.deliver_up(0);
-    match net.drop_down(0) {
-        Some(ServerMsg::ServerSync { edits, .. }) => {
-            assert!(matches!(edits[0], Edit::Full { .. }), "{edits:?}")
-        }
-        other => panic!("expected the reset, got {other:?}"),
-    }
+    lose_the_reset_after_a_second_damage(&mut net, 0);
     // Client 1 goes on typing there: the log grows past its trimming threshold.
     for k in 5..40 {
         type_alone(&mut net, k);
@@ -282,21 +291,12 @@ fn a_reset_the_client_never_saw_survives_a_server_restart() {
     let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
     net.type_at(0, 3, "⟨x⟩");
     net.sync(0);
-    flip_checksum(first_edit_mut(&mut net, 0));
-    net.deliver_up(0);
-    net.deliver_down(0);
+    refuse_damaged(&mut net, 0);
     // The master moves on, so the reset's text is not client 0's shadow.
     net.type_at(1, 3, "⟨y⟩");
     net.sync(1);
     while net.deliver_up(1) || net.deliver_down(1) {}
-    damage_again(&mut net, 0, flip_checksum);
-    net.deliver_up(0);
-    match net.drop_down(0) {
-        Some(ServerMsg::ServerSync { edits, .. }) => {
-            assert!(matches!(edits[0], Edit::Full { .. }), "{edits:?}")
-        }
-        other => panic!("expected the reset, got {other:?}"),
-    }
+    lose_the_reset_after_a_second_damage(&mut net, 0);
     net.crash_server();
     net.settle(30_000);
     let master = net.master();
