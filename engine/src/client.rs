@@ -435,7 +435,12 @@ impl ClientEngine {
                 }
                 self.in_flight = None;
                 self.apply_server_sync(now, client_version, edits);
-                if self.text != self.shadow.text && now >= self.next_sync_at {
+                // Unless that reply made us reconnect (too many damaged replies: resync), in which
+                // case the next cycle waits for `connect_ok` (found by the swarm's self-check).
+                if self.conn == Conn::Connected
+                    && self.text != self.shadow.text
+                    && now >= self.next_sync_at
+                {
                     self.cycle(now);
                 }
             }

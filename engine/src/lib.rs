@@ -75,7 +75,7 @@ pub mod msg;
 pub mod op;
 pub mod server;
 
-pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow};
+pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow, DAMAGED_MAX};
 pub use config::{Config, Limits, LimitsError, Stats, Time};
 pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};

@@ -3,7 +3,7 @@
 
 use dsync_engine::{
     Checksum, ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, Delta, Edit, PeerId,
-    ServerMsg, ServerOutput,
+    ServerMsg, ServerOutput, DAMAGED_MAX,
 };
 
 use crate::harness::{Net, DOC};
@@ -468,4 +468,47 @@ fn silent_server_is_reported_by_the_client() {
     let at = silent_at.expect("client never noticed the silent server");
     assert_eq!(at.ms_since(start), 90_000);
     assert!(!c.is_connected());
+}
+
+/// [`DAMAGED_MAX`] + 1 damaged server edits in a row make the client ask for the text afresh
+/// (`connect`). With typing of its own pending and its sync interval already past, it must wait
+/// for `connect_ok` before it syncs again: it used to start a cycle while reconnecting and trip
+/// its own self-check (swarm seeds 98415, 103834, 114816 and 167621 of the 200,000-seed soak).
+#[test]
+fn a_resync_after_damaged_replies_with_typing_pending_waits_for_the_reconnect() {
+    let mut net = Net::connected(2, cfg(), "abc");
+    net.type_at(1, 0, "B");
+    net.sync(1);
+    net.flush();
+    let rounds = DAMAGED_MAX as usize + 1;
+    for k in 0..rounds {
+        net.type_at(0, 0, &k.to_string());
+        net.sync(0);
+        net.deliver_up(0);
+        match net.down[0].front_mut() {
+            Some(ServerMsg::ServerSync { edits, .. }) => flip_checksum(&mut edits[0]),
+            other => panic!("expected the server's reply, got {other:?}"),
+        }
+        // More typing, and the reply arrives after the next sync was due.
+        net.type_at(0, 0, "x");
+        net.advance(cfg().sync_interval_ms);
+        net.deliver_down(0);
+    }
+    assert_eq!(net.clients[0].stats().corrupt_ignored, DAMAGED_MAX as u64);
+    assert!(
+        matches!(net.up[0].back(), Some(ClientMsg::Connect { .. })),
+        "the last damaged reply asks for the text afresh: {:?}",
+        net.up[0]
+    );
+    net.settle(10_000);
+    let master = net.master();
+    assert_eq!(count(&master, "x"), rounds, "{master}");
+    for t in ["B", "abc"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..rounds).map(|k| k.to_string()))
+    {
+        assert_eq!(count(&master, &t), 1, "{master}");
+    }
+    assert_eq!(net.clients[0].stats().resets, 1);
 }
