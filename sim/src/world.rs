@@ -380,7 +380,8 @@ enum Ev {
     Timer(Node, u64),
     Typing(usize),
     Token(usize),
-    Reconnect(usize),
+    /// A stream client's reconnect attempt: (client, generation); stale ones are ignored.
+    Reconnect(usize, u64),
     Deadline,
     Unpartition(u64),
 }
@@ -408,7 +409,10 @@ struct ClientSlot {
     conn: u64,
     conn_up: bool,
     backoff_ms: u64,
-    reconnect_pending: bool,
+    /// The generation of the one reconnect attempt scheduled, if any. Opening a connection
+    /// any other way (a restart) makes it stale: a client never opens two connections.
+    reconnect_pending: Option<u64>,
+    reconnect_gen: u64,
     timer_gen: u64,
     timer_at: Option<u64>,
     drift_pct: i64,
@@ -635,7 +639,8 @@ impl<'a> Sim<'a> {
                 conn: 0,
                 conn_up: false,
                 backoff_ms: RECONNECT_MIN_MS,
-                reconnect_pending: false,
+                reconnect_pending: None,
+                reconnect_gen: 0,
                 timer_gen: 0,
                 timer_at: None,
                 drift_pct: sc.topology.clock_drift_pct.get(i).copied().unwrap_or(0) as i64,
@@ -975,7 +980,11 @@ impl<'a> Sim<'a> {
             Ev::Timer(node, gen) => self.timer(node, gen),
             Ev::Typing(i) => self.typing(i),
             Ev::Token(i) => self.token_action(i),
-            Ev::Reconnect(i) => self.reconnect(i),
+            Ev::Reconnect(i, gen) => {
+                if self.clients[i].reconnect_pending == Some(gen) {
+                    self.reconnect(i);
+                }
+            }
             Ev::Deadline => {}
             Ev::Unpartition(id) => self.unpartition(id),
         }
@@ -1022,7 +1031,7 @@ impl<'a> Sim<'a> {
     /// Stream: open a connection if the server is up (else retry with backoff). Datagram:
     /// send `connect` again.
     fn reconnect(&mut self, i: usize) {
-        self.clients[i].reconnect_pending = false;
+        self.clients[i].reconnect_pending = None;
         if self.clients[i].engine.is_none() {
             return;
         }
@@ -1045,13 +1054,15 @@ impl<'a> Sim<'a> {
     }
 
     fn schedule_reconnect(&mut self, i: usize) {
-        if self.clients[i].reconnect_pending || self.clients[i].engine.is_none() {
+        if self.clients[i].reconnect_pending.is_some() || self.clients[i].engine.is_none() {
             return;
         }
         let delay = self.clients[i].backoff_ms;
         self.clients[i].backoff_ms = (delay * 2).min(RECONNECT_MAX_MS);
-        self.clients[i].reconnect_pending = true;
-        self.schedule(self.now + delay, Ev::Reconnect(i));
+        self.clients[i].reconnect_gen += 1;
+        let gen = self.clients[i].reconnect_gen;
+        self.clients[i].reconnect_pending = Some(gen);
+        self.schedule(self.now + delay, Ev::Reconnect(i, gen));
     }
 
     /// Stream: the connection of client `i` broke. `tell_server`: the server has not noticed.
