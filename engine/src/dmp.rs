@@ -39,6 +39,16 @@ pub struct FuzzySettings {
     /// insertion beside it, duplicate text (swarm seed 593: "foxvl" became "gfoxvyvi"). On by
     /// default; off in [`FuzzySettings::reference`], which the fixture corpus checks.
     pub exact_deletions: bool,
+    /// Where a patch's context matched only approximately, map each of its changes exactly
+    /// (through the diff between the patch's context and the text found) and leave out a change
+    /// the text already holds at that place: the same insertion in the same gap, or a deletion
+    /// of text already deleted there. The same change can reach a text by two paths (after a
+    /// dropped deletion, the server's reply re-inserts the text in one client and a merge
+    /// re-inserts it in another); applying it again duplicated it (swarm seed 28799: "quick"
+    /// became "quicck"). The three-way merge keeps an identical insertion in one gap once;
+    /// this is the same rule for patches. Deletions are exact as with `exact_deletions`. On by
+    /// default; off in [`FuzzySettings::reference`], which maps as the reference does.
+    pub skip_applied: bool,
 }
 
 /// The Bitap bit width: patterns longer than this are matched by their two ends.
@@ -53,6 +63,7 @@ impl Default for FuzzySettings {
             patch_margin: 4,
             diff_edit_cost: 4,
             exact_deletions: true,
+            skip_applied: true,
         }
     }
 }
@@ -63,6 +74,7 @@ impl FuzzySettings {
         FuzzySettings {
             match_threshold: 0.5,
             exact_deletions: false,
+            skip_applied: false,
             ..FuzzySettings::default()
         }
     }
@@ -730,6 +742,82 @@ fn diff_levenshtein(diffs: &[Diff]) -> usize {
     lev + ins.max(del)
 }
 
+/// Apply one patch's changes at `start_loc`, where the text found (`diffs`: the patch's
+/// context `text1` → that text) differs from the context: each change is mapped exactly
+/// through `diffs`, a change the text already holds is left out (see
+/// [`FuzzySettings::skip_applied`]), and a deletion of anything but the exact text it meant to
+/// delete drops the whole patch (false; `text` unchanged).
+fn apply_mapped(text: &mut Vec<char>, start_loc: usize, patch: &[Diff], diffs: &[Diff]) -> bool {
+    let before = text.clone();
+    // `p1`: position in the patch's context text; `shift`: what this patch inserted minus what
+    // it deleted so far (all before the current position).
+    let (mut p1, mut shift) = (0usize, 0isize);
+    let at = |p: usize, shift: isize, len: usize| -> usize {
+        ((start_loc + diff_x_index(diffs, p)) as isize + shift).clamp(0, len as isize) as usize
+    };
+    for (op, data) in patch {
+        match op {
+            Op::Equal => p1 += data.len(),
+            Op::Insert => {
+                if inserted_at(diffs, p1) != data[..] {
+                    let i = at(p1, shift, text.len());
+                    text.splice(i..i, data.iter().copied());
+                    shift += data.len() as isize;
+                }
+            }
+            Op::Delete => {
+                let a = at(p1, shift, text.len());
+                let b = at(p1 + data.len(), shift, text.len()).max(a);
+                if text[a..b] == data[..] {
+                    text.drain(a..b);
+                    shift -= data.len() as isize;
+                } else if !(a == b && deleted_range(diffs, p1, data.len())) {
+                    *text = before;
+                    return false;
+                }
+                p1 += data.len();
+            }
+        }
+    }
+    true
+}
+
+/// What `diffs` inserts in the gap at `p1` of its old text.
+fn inserted_at(diffs: &[Diff], p1: usize) -> Vec<char> {
+    let (mut x, mut out) = (0usize, Vec::new());
+    for (op, data) in diffs {
+        match op {
+            Op::Insert if x == p1 => out.extend_from_slice(data),
+            Op::Insert => {}
+            _ if x >= p1 && !out.is_empty() => break,
+            _ => x += data.len(),
+        }
+        if x > p1 {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether `diffs` deletes every char of its old text in `p1..p1 + len`.
+fn deleted_range(diffs: &[Diff], p1: usize, len: usize) -> bool {
+    let (mut x, end) = (0usize, p1 + len);
+    for (op, data) in diffs {
+        if *op == Op::Insert {
+            continue;
+        }
+        let (lo, hi) = (x, x + data.len());
+        x = hi;
+        if hi <= p1 || lo >= end {
+            continue;
+        }
+        if *op != Op::Delete {
+            return false;
+        }
+    }
+    x >= end
+}
+
 fn diff_x_index(diffs: &[Diff], loc: usize) -> usize {
     let (mut c1, mut c2, mut last1, mut last2) = (0, 0, 0, 0);
     let mut hit: Option<usize> = None;
@@ -1151,6 +1239,12 @@ pub fn patch_apply(patches: &[Patch], text: &[char], s: &FuzzySettings) -> (Vec<
                 *results.last_mut().expect("pushed above") = false;
             } else {
                 cleanup_semantic_lossless(&mut diffs);
+                if s.skip_applied {
+                    if !apply_mapped(&mut text, start_loc, &patch.diffs, &diffs) {
+                        *results.last_mut().expect("pushed above") = false;
+                    }
+                    continue;
+                }
                 // Kept to undo this patch if a deletion would take the wrong characters.
                 let undo = s.exact_deletions.then(|| text.clone());
                 let mut wrong_deletion = false;

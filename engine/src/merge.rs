@@ -321,6 +321,39 @@ mod tests {
         assert!(o.text.contains('l'), "{}", o.text);
     }
 
+    /// Swarm seed 28799: the same re-insertion reached the master by two paths; the patch that
+    /// carried it again, placed where the text already held it, made "quick" "quicck". Mapped
+    /// exactly, a change the text already holds in the same place is left out; the other
+    /// changes of the same patch still apply.
+    #[test]
+    fn fuzzy_patch_keeps_a_change_the_text_already_holds_once() {
+        let fuzzy = |s: &FuzzySettings| {
+            merge(
+                MergeStrategy::FuzzyPatch,
+                s,
+                "the q字ik brown fox",
+                "the q字ick brwn fox",
+                "the q字ick brown fox!",
+            )
+            .text
+        };
+        assert_eq!(fuzzy(&FuzzySettings::default()), "the q字ick brwn fox!");
+        // What the reference mapping does (kept for the fixture corpus): the "c" twice.
+        assert_eq!(fuzzy(&FuzzySettings::reference()), "the q字icck brwn fox!");
+        // A deletion the text already made is left out too, not taken for a wrong deletion.
+        let o = merge(
+            MergeStrategy::FuzzyPatch,
+            &FuzzySettings::default(),
+            "the quick brown fox",
+            "the quik brown fax",
+            "the quik brown fox!",
+        );
+        assert_eq!(
+            (o.text.as_str(), o.patches_dropped),
+            ("the quik brown fax!", 0)
+        );
+    }
+
     #[test]
     fn disjoint_edits_both_apply() {
         assert_eq!(
