@@ -40,9 +40,8 @@ pub struct FuzzySettings {
     /// default; off in [`FuzzySettings::reference`], which the fixture corpus checks.
     pub exact_deletions: bool,
     /// Where a patch's context matched only approximately, map each of its changes exactly
-    /// (through the diff between the patch's context and the text found) and leave out a change
-    /// the text already holds at that place: the same insertion in the same gap, or a deletion
-    /// of text already deleted there. The same change can reach a text by two paths (after a
+    /// (through the diff between the patch's context and the text found) and leave out an
+    /// insertion the text already holds in the same gap. The same change can reach a text by two paths (after a
     /// dropped deletion, the server's reply re-inserts the text in one client and a merge
     /// re-inserts it in another); applying it again duplicated it (swarm seed 28799: "quick"
     /// became "quicck"). The three-way merge keeps an identical insertion in one gap once;
@@ -744,7 +743,7 @@ fn diff_levenshtein(diffs: &[Diff]) -> usize {
 
 /// Apply one patch's changes at `start_loc`, where the text found (`diffs`: the patch's
 /// context `text1` → that text) differs from the context: each change is mapped exactly
-/// through `diffs`, a change the text already holds is left out (see
+/// through `diffs`, an insertion the text already holds is left out (see
 /// [`FuzzySettings::skip_applied`]), and a deletion of anything but the exact text it meant to
 /// delete drops the whole patch (false; `text` unchanged).
 fn apply_mapped(text: &mut Vec<char>, start_loc: usize, patch: &[Diff], diffs: &[Diff]) -> bool {
@@ -768,13 +767,14 @@ fn apply_mapped(text: &mut Vec<char>, start_loc: usize, patch: &[Diff], diffs: &
             Op::Delete => {
                 let a = at(p1, shift, text.len());
                 let b = at(p1 + data.len(), shift, text.len()).max(a);
-                if text[a..b] == data[..] {
-                    text.drain(a..b);
-                    shift -= data.len() as isize;
-                } else if !(a == b && deleted_range(diffs, p1, data.len())) {
+                // Exact or nothing. Text that seems deleted already may only lie past the end
+                // of the text found, which is as long as the context, not as the match.
+                if text[a..b] != data[..] {
                     *text = before;
                     return false;
                 }
+                text.drain(a..b);
+                shift -= data.len() as isize;
                 p1 += data.len();
             }
         }
@@ -797,25 +797,6 @@ fn inserted_at(diffs: &[Diff], p1: usize) -> Vec<char> {
         }
     }
     out
-}
-
-/// Whether `diffs` deletes every char of its old text in `p1..p1 + len`.
-fn deleted_range(diffs: &[Diff], p1: usize, len: usize) -> bool {
-    let (mut x, end) = (0usize, p1 + len);
-    for (op, data) in diffs {
-        if *op == Op::Insert {
-            continue;
-        }
-        let (lo, hi) = (x, x + data.len());
-        x = hi;
-        if hi <= p1 || lo >= end {
-            continue;
-        }
-        if *op != Op::Delete {
-            return false;
-        }
-    }
-    x >= end
 }
 
 fn diff_x_index(diffs: &[Diff], loc: usize) -> usize {
