@@ -1,5 +1,6 @@
 //! Oracles that see wrong text, not only disagreement: a character ledger that every final text
-//! must account for, and the order in which users placed their tokens.
+//! must account for, and the order in which users placed their tokens; and one that sees a
+//! client stuck while faults go on elsewhere ([`Progress`]).
 //!
 //! The ledger counts, per character, what users' edits put into and took out of their own
 //! texts. Whatever the merges did, the final text holds each character
@@ -184,6 +185,56 @@ impl TokenOrder {
     }
 }
 
+/// Progress during faults: a client that can reach the server (both up, no partition between
+/// them, a link that neither drops nor damages messages) and has typing to send must get some
+/// of it acknowledged within a bound, whatever happens to the others. A clock starts when such
+/// a client has work; it restarts whenever the server acknowledges something (the client's
+/// oldest unacknowledged version moves, or its session is reset) or the client stops being
+/// reachable (it may then need a reconnect, which the bound covers).
+pub struct Progress {
+    /// Per client: since when it has been reachable with work, and its marker then.
+    since: Vec<Option<(u64, Marker)>>,
+}
+
+/// What moves when the server acknowledges a client's typing: the client's oldest
+/// unacknowledged version and its reset count.
+pub type Marker = (u64, u64);
+
+/// The bound, in virtual ms of the simulator's clock for a client whose clock runs true: long
+/// enough for the longest reconnect backoff (4 s), a retransmit (≤ 3 s) and several round trips.
+pub const PROGRESS_WITHIN_MS: u64 = 20_000;
+
+impl Progress {
+    /// No clocks running, for `clients` clients.
+    pub fn new(clients: usize) -> Progress {
+        Progress {
+            since: vec![None; clients],
+        }
+    }
+
+    /// Observe client `i` at `now`: `state` is its marker when it is reachable with work, else
+    /// None. Err(how long it has been stuck) once that passes `bound_ms`.
+    pub fn observe(
+        &mut self,
+        i: usize,
+        now: u64,
+        state: Option<Marker>,
+        bound_ms: u64,
+    ) -> Result<(), u64> {
+        let slot = &mut self.since[i];
+        match (state, *slot) {
+            (None, _) => *slot = None,
+            (Some(m), Some((t, m0))) if m == m0 => {
+                if now - t > bound_ms {
+                    return Err(now - t);
+                }
+            }
+            (Some(m), _) => *slot = Some((now, m)),
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +287,24 @@ mod tests {
         assert_eq!(o.check(&pos(&["A", "X", "T", "B"])), Ok(2));
         assert!(o.check(&pos(&["T", "A", "B"])).is_err());
         assert_eq!(o.check(&pos(&["T", "B"])), Ok(1));
+    }
+
+    #[test]
+    fn progress_clock_runs_only_while_reachable_with_nothing_acknowledged() {
+        let mut p = Progress::new(1);
+        let bound = 1_000;
+        assert_eq!(p.observe(0, 0, Some((3, 0)), bound), Ok(()));
+        assert_eq!(p.observe(0, 900, Some((3, 0)), bound), Ok(()));
+        // An acknowledgement restarts the clock.
+        assert_eq!(p.observe(0, 950, Some((4, 0)), bound), Ok(()));
+        assert_eq!(p.observe(0, 1_900, Some((4, 0)), bound), Ok(()));
+        assert_eq!(p.observe(0, 2_000, Some((4, 0)), bound), Err(1_050));
+        // Unreachable or idle: no clock; reachable again: a fresh one.
+        assert_eq!(p.observe(0, 2_100, None, bound), Ok(()));
+        assert_eq!(p.observe(0, 2_200, Some((4, 0)), bound), Ok(()));
+        assert_eq!(p.observe(0, 3_100, Some((4, 0)), bound), Ok(()));
+        // A reset counts as progress too.
+        assert_eq!(p.observe(0, 3_150, Some((4, 1)), bound), Ok(()));
+        assert_eq!(p.observe(0, 4_100, Some((4, 1)), bound), Ok(()));
     }
 }

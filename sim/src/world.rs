@@ -19,7 +19,7 @@ use dsync_server::Store;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::oracle::{Ledger, TokenOrder};
+use crate::oracle::{Ledger, Marker, Progress, TokenOrder, PROGRESS_WITHIN_MS};
 use crate::scenario::{
     Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed,
 };
@@ -561,6 +561,8 @@ pub struct Sim<'a> {
     ledger: Ledger,
     /// Where users placed their tokens relative to others (intent: order kept).
     order: TokenOrder,
+    /// Reachable clients get their typing acknowledged while faults go on elsewhere.
+    progress: Progress,
     /// A plain insert or delete happened (then text between tokens is not known).
     plain_edits: bool,
     trace: Vec<String>,
@@ -686,6 +688,7 @@ impl<'a> Sim<'a> {
             book: TokenBook::default(),
             ledger: Ledger::new(&sc.topology.initial_text, sc.topology.clients),
             order: TokenOrder::default(),
+            progress: Progress::new(sc.topology.clients),
             plain_edits: sc.workload.typing.is_some(),
             trace: Vec::new(),
             recorded: Vec::new(),
@@ -893,6 +896,7 @@ impl<'a> Sim<'a> {
     fn after_event(&mut self) {
         self.check_versions();
         self.check_exact();
+        self.check_progress();
         self.sample();
         if let (Some((at, digest_then)), None) = (&self.converged_at, &self.verdict) {
             // Convergence must hold, not only happen: nobody types any more, so the master
@@ -2008,6 +2012,51 @@ impl<'a> Sim<'a> {
             }
             self.clients[i].last_versions = now;
         }
+    }
+
+    /// Liveness during faults, for runs that draw their faults (explicit timelines name each
+    /// message's fate): see [`Progress`].
+    fn check_progress(&mut self) {
+        if !self.random || self.stopped_at.is_some() || self.verdict.is_some() {
+            return;
+        }
+        for i in 0..self.clients.len() {
+            let state = self.progress_state(i);
+            // A slow clock stretches the client's timers.
+            let slow = (-self.clients[i].drift_pct).clamp(0, 50) as u64;
+            let bound = PROGRESS_WITHIN_MS * 100 / (100 - slow);
+            if let Err(stuck) = self.progress.observe(i, self.now, state, bound) {
+                return self.fail(
+                    CheckKind::Liveness,
+                    format!(
+                        "no progress during faults: c{i} could reach the server over a clean \
+                         link for {:.3}s with typing to send, and none of it was acknowledged",
+                        stuck as f64 / 1000.0
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Client `i`'s acknowledgement marker when it is reachable with typing to send.
+    fn progress_state(&self, i: usize) -> Option<Marker> {
+        let e = self.clients[i].engine.as_ref()?;
+        self.server.as_ref()?;
+        let (c, s) = (Node::Client(i), Node::Server);
+        let clean = |f: &LinkFaults| f.drop == 0.0 && f.corrupt == 0.0;
+        if self.blocked(c, s)
+            || self.blocked(s, c)
+            || !clean(self.link_faults(c, s))
+            || !clean(self.link_faults(s, c))
+        {
+            return None;
+        }
+        let oldest = e.pending().first().map(|p| p.version());
+        if oldest.is_none() && e.text() == e.shadow().text {
+            return None;
+        }
+        let acked_below = oldest.unwrap_or(e.shadow().client_version);
+        Some((acked_below, e.stats().resets))
     }
 
     /// Safety: merges stay exact. A failed exact merge is a bookkeeping bug; a session whose
