@@ -218,12 +218,16 @@ impl ClientEngine {
     /// Open (or reopen) the document: sends `connect`, resuming the old session if there is
     /// one. Call after a (re)connection of the transport.
     pub fn connect(&mut self, now: Time) {
-        let resume = self.has_session.then_some(Resume {
+        self.send_connect(now, self.resume());
+        self.assert_invariants();
+    }
+
+    /// What a `connect` sends to resume our session, if we have one.
+    fn resume(&self) -> Option<Resume> {
+        self.has_session.then_some(Resume {
             client_version: self.shadow.client_version,
             server_version: self.shadow.server_version,
-        });
-        self.send_connect(now, resume);
-        self.assert_invariants();
+        })
     }
 
     fn send_connect(&mut self, now: Time, resume: Option<Resume>) {
@@ -628,13 +632,9 @@ impl ClientEngine {
     /// 200,000-seed soak). Only if edits still fail after that do we take the shadows for
     /// diverged and ask for the text afresh.
     fn resync(&mut self, now: Time) {
-        if self.has_session && !self.resynced {
+        if let (Some(resume), false) = (self.resume(), self.resynced) {
             tracing::info!(doc = %self.doc, client = %self.client_id, "server edits keep failing; reconnecting");
             self.resynced = true;
-            let resume = Resume {
-                client_version: self.shadow.client_version,
-                server_version: self.shadow.server_version,
-            };
             self.send_connect(now, Some(resume));
         } else {
             tracing::warn!(doc = %self.doc, client = %self.client_id, "shadow diverged; resetting");
@@ -861,7 +861,11 @@ impl ClientEngine {
             "one base per pending edit"
         );
         assert!(self.pending_sent <= self.pending.len());
-        crate::msg::assert_numbered_up_to(&self.pending, self.shadow.client_version, "client");
+        crate::msg::assert_numbered_up_to(
+            &self.pending,
+            self.shadow.client_version,
+            format_args!("client"),
+        );
         assert!(
             self.in_flight.is_none() || self.conn == Conn::Connected,
             "a request in flight needs a connection"

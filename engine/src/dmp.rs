@@ -786,14 +786,15 @@ fn apply_mapped(text: &mut Vec<char>, start_loc: usize, patch: &[Diff], diffs: &
 fn inserted_at(diffs: &[Diff], p1: usize) -> Vec<char> {
     let (mut x, mut out) = (0usize, Vec::new());
     for (op, data) in diffs {
-        match op {
-            Op::Insert if x == p1 => out.extend_from_slice(data),
-            Op::Insert => {}
-            _ if x >= p1 && !out.is_empty() => break,
-            _ => x += data.len(),
-        }
-        if x > p1 {
-            break;
+        if *op == Op::Insert {
+            if x == p1 {
+                out.extend_from_slice(data);
+            }
+        } else {
+            x += data.len();
+            if x > p1 {
+                break;
+            }
         }
     }
     out

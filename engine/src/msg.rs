@@ -44,8 +44,9 @@ pub struct ResetBase {
 }
 
 /// Assert that a stack of pending edits is numbered consecutively up to `next` (exclusive): the
-/// shadow's version counts the edits stacked so far.
-pub(crate) fn assert_numbered_up_to(edits: &[Edit], next: u64, what: &str) {
+/// shadow's version counts the edits stacked so far. `what` names the stack in the message; it
+/// is formatted only if the assertion fails (the check runs after every engine call).
+pub(crate) fn assert_numbered_up_to(edits: &[Edit], next: u64, what: std::fmt::Arguments<'_>) {
     let n = edits.len() as u64;
     for (i, e) in edits.iter().enumerate() {
         assert_eq!(

@@ -938,7 +938,7 @@ impl ServerEngine {
                 crate::msg::assert_numbered_up_to(
                     &sess.pending,
                     sess.shadow.server_version,
-                    &format!("{name}/{id}"),
+                    format_args!("{name}/{id}"),
                 );
                 assert!(
                     sess.backup.client_version <= sess.shadow.client_version

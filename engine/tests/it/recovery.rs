@@ -129,6 +129,14 @@ fn lose_the_reset_after_a_second_damage(net: &mut Net, i: usize) {
     }
 }
 
+/// Client 1 types `token` after the first token of "⟨a⟩⟨b⟩" and syncs it alone: to the server
+/// and back to client 1, nobody else.
+fn type_alone(net: &mut Net, token: &str) {
+    net.type_at(1, 3, token);
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+}
+
 fn flip_checksum(e: &mut Edit) {
     if let Edit::Delta { checksum, .. } = e {
         *checksum = Checksum(checksum.0 ^ 1);
@@ -211,11 +219,7 @@ fn delta_that_does_not_fit_twice_resets_and_keeps_local_typing() {
 fn a_resent_reset_stays_exact_after_the_log_moved_on() {
     let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
     // Client 1 types tokens at one place, delivered to the server and back to client 1 only.
-    let type_alone = |net: &mut Net, k: usize| {
-        net.type_at(1, 3, &format!("⟨y{k}⟩"));
-        net.sync(1);
-        while net.deliver_up(1) || net.deliver_down(1) {}
-    };
+    let type_alone = |net: &mut Net, k: usize| type_alone(net, &format!("⟨y{k}⟩"));
     // Client 0 types at the same place; its edit is damaged in transit and refused once.
     net.type_at(0, 3, "⟨x⟩");
     net.sync(0);
@@ -293,9 +297,7 @@ fn a_reset_the_client_never_saw_survives_a_server_restart() {
     net.sync(0);
     refuse_damaged(&mut net, 0);
     // The master moves on, so the reset's text is not client 0's shadow.
-    net.type_at(1, 3, "⟨y⟩");
-    net.sync(1);
-    while net.deliver_up(1) || net.deliver_down(1) {}
+    type_alone(&mut net, "⟨y⟩");
     lose_the_reset_after_a_second_damage(&mut net, 0);
     net.crash_server();
     net.settle(30_000);
@@ -536,11 +538,7 @@ fn a_resync_after_damaged_replies_with_typing_pending_waits_for_the_reconnect() 
 fn a_resync_resumes_first_and_asks_afresh_only_if_edits_still_fail() {
     let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
     // Client 1 types at the same place throughout, so every reply to client 0 has an edit.
-    let other = |net: &mut Net, k: usize| {
-        net.type_at(1, 3, &format!("⟨y{k}⟩"));
-        net.sync(1);
-        while net.deliver_up(1) || net.deliver_down(1) {}
-    };
+    let other = |net: &mut Net, k: usize| type_alone(net, &format!("⟨y{k}⟩"));
     other(&mut net, 0);
     damage_replies(&mut net, 0, |k| format!("⟨x{k}⟩"));
     assert!(
