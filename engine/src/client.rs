@@ -16,9 +16,10 @@ use std::collections::VecDeque;
 
 use crate::config::{Config, Stats, Time};
 use crate::delta::{normalize_newlines, Checksum, Delta, DeltaError};
-use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, SameGap};
+use crate::dmp::FuzzySettings;
+use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, OpMerge, SameGap};
 use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
-use crate::op::Operation;
+use crate::op::{OpError, Operation};
 use crate::EngineError;
 
 /// A shadow: the last text both sides agree on, with its versions.
@@ -570,7 +571,7 @@ impl ClientEngine {
                 self.confirmed = Some(three_way(&base, &self.shadow.text, &conf));
             }
             // The server's change goes into the text past the user's edits since the shadow.
-            let merged = merge_ops(
+            let merged = merge_server_change(
                 self.config.merge,
                 &self.config.fuzzy,
                 &base,
@@ -581,7 +582,6 @@ impl ClientEngine {
             );
             match merged {
                 Ok(m) => {
-                    self.stats.patches_dropped += m.patches_dropped as u64;
                     self.text = m.text;
                     self.local = m.ours_after;
                 }
@@ -686,7 +686,7 @@ impl ClientEngine {
         if ours.target_len() != self.text.len() {
             return false;
         }
-        let Ok(m) = merge_ops(
+        let Ok(m) = merge_server_change(
             self.config.merge,
             &self.config.fuzzy,
             &candidate,
@@ -698,7 +698,6 @@ impl ClientEngine {
             return false;
         };
         self.stats.resets += 1;
-        self.stats.patches_dropped += m.patches_dropped as u64;
         self.outputs
             .push_back(ClientOutput::Event(ClientEvent::Reset));
         self.text = m.text;
@@ -910,4 +909,38 @@ fn char_to_byte(s: &str, at: usize) -> Result<usize, EngineError> {
             len: s.chars().count(),
         }),
     }
+}
+
+/// Merge the server's exact change `theirs` (`base` → `changed`) into the client's text
+/// `current` (`base` after the user's `ours`). A client never drops a server patch: it holds
+/// the exact base of both changes, so what the fuzzy patch cannot place is merged exactly.
+/// A server patch dropped here would be reverted at the master by this client's next diff, as
+/// an edit of its own, and a deletion that two clients dropped came back twice
+/// (`scenarios/regressions/fuzzy-patch-reinsertion-min.ron`). So only the server drops a
+/// patch: the sender's own edit, which the sender then sees undone.
+#[allow(clippy::too_many_arguments)]
+fn merge_server_change(
+    strategy: MergeStrategy,
+    fuzzy: &FuzzySettings,
+    base: &str,
+    theirs: &Operation,
+    changed: &str,
+    ours: &Operation,
+    current: &str,
+) -> Result<OpMerge, OpError> {
+    let merged = merge_ops(strategy, fuzzy, base, theirs, changed, ours, current)?;
+    if merged.patches_dropped == 0 {
+        return Ok(merged);
+    }
+    let exact = merge_ops(
+        MergeStrategy::ThreeWay,
+        fuzzy,
+        base,
+        theirs,
+        changed,
+        ours,
+        current,
+    )?;
+    debug_assert_eq!(exact.patches_dropped, 0);
+    Ok(exact)
 }

@@ -10,7 +10,8 @@
 //!   So no base text is duplicated, no inserted text is lost, and nothing that neither side
 //!   deleted disappears.
 //! - **Fuzzy patch** (Fraser, MobWrite): patches with context placed by Bitap matching; a
-//!   patch that cannot be placed is dropped and counted.
+//!   patch that cannot be placed is dropped and counted. The client never drops (it merges
+//!   what it cannot place exactly: see `client::merge_server_change`).
 //! - **Overwrite**: `changed` wins outright. Unsafe (it loses concurrent edits); kept only as
 //!   the baseline the simulator must catch losing edits.
 

@@ -247,3 +247,56 @@ fn master_change_log_stays_small_while_clients_keep_up() {
     net.settle(10_000);
     assert!(longest < 64, "log grew to {longest}");
 }
+
+/// Fuzzy patch: a client never drops a server patch. It holds the exact base of both changes,
+/// so what the fuzzy patch cannot place in its text is merged exactly. Dropped at the client,
+/// the server's change (here another user's deletion) would be reverted at the master by the
+/// client's next diff, and a deletion that two clients dropped came back twice
+/// (`scenarios/regressions/fuzzy-patch-reinsertion-min.ron`).
+#[test]
+fn fuzzy_client_merges_exactly_what_it_cannot_place() {
+    let (base, changed, typed) = (
+        "the 字quick b\nrow fox",
+        "the 字uick brow fox",
+        "the 字q漢uick b\nrow fox",
+    );
+    // The premise: the fuzzy patch alone cannot place the server's change in the typed text.
+    let fz = merge(
+        MergeStrategy::FuzzyPatch,
+        &FuzzySettings::default(),
+        base,
+        changed,
+        typed,
+    );
+    assert_eq!(fz.patches_dropped, 1, "premise: {fz:?}");
+
+    let config = Config {
+        merge: MergeStrategy::FuzzyPatch,
+        ..cfg()
+    };
+    let mut net = Net::new(2, config, base);
+    net.server
+        .set_merge(crate::harness::DOC, MergeStrategy::FuzzyPatch);
+    for i in 0..2 {
+        net.clients[i].connect(net.now);
+    }
+    net.pump();
+    net.settle(60_000);
+    // Client 0 deletes the "q" and the "\n"; the master takes it.
+    net.clients[0].set_text(changed).unwrap();
+    net.sync(0);
+    while net.deliver_up(0) || net.deliver_down(0) {}
+    assert_eq!(net.master(), changed);
+    // Client 1 asks, and types after the "q" while the answer (delete "q" and "\n") travels.
+    net.sync(1);
+    while net.deliver_up(1) {}
+    net.type_at(1, 6, "漢");
+    assert_eq!(net.clients[1].text(), typed);
+    while net.deliver_down(1) {}
+    assert_eq!(net.clients[1].text(), "the 字漢uick brow fox");
+    net.settle(10_000);
+    net.converged().unwrap();
+    // Client 0's deletion stands and client 1's typing is kept.
+    assert_eq!(net.master(), "the 字漢uick brow fox");
+    assert_eq!(net.clients[1].stats().patches_dropped, 0);
+}
