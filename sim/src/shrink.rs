@@ -1,6 +1,8 @@
 //! Shrinking: record every random choice of a failing run as explicit timeline events (edits,
 //! the network's fate for each message), check the seed-free replay fails the same way, then
-//! remove events by delta debugging (Zeller's ddmin) while the same check still fails.
+//! repeat until nothing changes: remove events by delta debugging (Zeller's ddmin), remove
+//! whole clients, and simplify events (one character typed or deleted, one delivery), each step
+//! kept only while the same check still fails.
 
 use crate::scenario::{Event, Fate, Node, Scenario, Workload};
 use crate::world::{run, CheckKind, Options, TraceLevel, Verdict};
@@ -144,18 +146,49 @@ pub fn shrink(
         check.name()
     ));
     let mut runs = 0usize;
-    let mut test = |events: &[crate::scenario::Timed]| -> bool {
+    let mut fails = |candidate: &Scenario| -> bool {
         runs += 1;
-        if runs > MAX_RUNS {
-            return false;
-        }
-        let candidate = Scenario {
-            timeline: events.to_vec(),
-            ..explicit.clone()
-        };
-        matches!(failure(&candidate), Some((c, _)) if c == check)
+        runs <= MAX_RUNS && matches!(failure(candidate), Some((c, _)) if c == check)
     };
-    let minimal = ddmin(explicit.timeline.clone(), &mut test, log);
+    let mut current = explicit.clone();
+    // Rounds of: drop events (ddmin), drop whole clients, simplify what is left, until a round
+    // changes nothing. Each step keeps the failure (the same check fails).
+    loop {
+        let before_round = (current.timeline.len(), current.topology.clients);
+        let template = current.clone();
+        let events = ddmin(
+            current.timeline.clone(),
+            &mut |events| {
+                fails(&Scenario {
+                    timeline: events.to_vec(),
+                    ..template.clone()
+                })
+            },
+            log,
+        );
+        current.timeline = events;
+        for c in (0..current.topology.clients).rev() {
+            if let Some(candidate) = without_client(&current, c) {
+                if fails(&candidate) {
+                    log(format!("  client {c} removed"));
+                    current = candidate;
+                }
+            }
+        }
+        for i in 0..current.timeline.len() {
+            if let Some(simpler) = simplified(&current.timeline[i].event) {
+                let mut candidate = current.clone();
+                candidate.timeline[i].event = simpler;
+                if fails(&candidate) {
+                    current = candidate;
+                }
+            }
+        }
+        if (current.timeline.len(), current.topology.clients) == before_round {
+            break;
+        }
+    }
+    let minimal = current.timeline.clone();
     let after = minimal.len();
     let scenario = Scenario {
         name: format!("{}-min", sc.name),
@@ -167,6 +200,8 @@ pub fn shrink(
             check.name()
         ),
         timeline: minimal,
+        topology: current.topology.clone(),
+        links: current.links.clone(),
         expect: match check {
             CheckKind::Intent => crate::scenario::Expect::FailIntent,
             CheckKind::Liveness => crate::scenario::Expect::FailLiveness,
@@ -195,6 +230,142 @@ pub fn shrink(
         runs,
         verdict,
     })
+}
+
+/// `sc` without client `c`: its events and links gone, higher clients renumbered down. None
+/// when it is the only client.
+fn without_client(sc: &Scenario, c: usize) -> Option<Scenario> {
+    if sc.topology.clients <= 1 {
+        return None;
+    }
+    let renumber = |i: usize| if i > c { i - 1 } else { i };
+    // The node, renumbered; None when it is the removed client.
+    let node = |n: Node| match n {
+        Node::Client(i) if i == c => None,
+        Node::Client(i) => Some(Node::Client(renumber(i))),
+        Node::Server => Some(Node::Server),
+    };
+    let side = |nodes: &[Node]| -> Vec<Node> { nodes.iter().filter_map(|&n| node(n)).collect() };
+    let mut out = sc.clone();
+    out.topology.clients -= 1;
+    if c < out.topology.clock_drift_pct.len() {
+        out.topology.clock_drift_pct.remove(c);
+    }
+    out.links.retain(|l| l.client != c);
+    for l in &mut out.links {
+        l.client = renumber(l.client);
+    }
+    out.timeline = sc
+        .timeline
+        .iter()
+        .filter_map(|t| {
+            let event = match &t.event {
+                Event::Insert { client, .. }
+                | Event::Delete { client, .. }
+                | Event::InsertToken { client, .. }
+                | Event::DeleteToken { client, .. }
+                    if *client == c =>
+                {
+                    return None;
+                }
+                Event::Insert { client, pos, text } => Event::Insert {
+                    client: renumber(*client),
+                    pos: *pos,
+                    text: text.clone(),
+                },
+                Event::Delete { client, pos, len } => Event::Delete {
+                    client: renumber(*client),
+                    pos: *pos,
+                    len: *len,
+                },
+                Event::InsertToken {
+                    client,
+                    slot,
+                    token,
+                } => Event::InsertToken {
+                    client: renumber(*client),
+                    slot: *slot,
+                    token: token.clone(),
+                },
+                Event::DeleteToken { client, token } => Event::DeleteToken {
+                    client: renumber(*client),
+                    token: token.clone(),
+                },
+                Event::Crash(n) => Event::Crash(node(*n)?),
+                Event::Halt(n) => Event::Halt(node(*n)?),
+                Event::Restart(n) => Event::Restart(node(*n)?),
+                Event::DropMessage { from, to, nth } => Event::DropMessage {
+                    from: node(*from)?,
+                    to: node(*to)?,
+                    nth: *nth,
+                },
+                Event::Net {
+                    from,
+                    to,
+                    nth,
+                    fate,
+                } => Event::Net {
+                    from: node(*from)?,
+                    to: node(*to)?,
+                    nth: *nth,
+                    fate: *fate,
+                },
+                Event::Partition {
+                    a,
+                    b,
+                    one_way,
+                    for_ms,
+                } => {
+                    let (a, b) = (side(a), side(b));
+                    if a.is_empty() || b.is_empty() {
+                        return None;
+                    }
+                    Event::Partition {
+                        a,
+                        b,
+                        one_way: *one_way,
+                        for_ms: *for_ms,
+                    }
+                }
+                Event::Heal => Event::Heal,
+                Event::StopFaults => Event::StopFaults,
+            };
+            Some(crate::scenario::Timed {
+                at_ms: t.at_ms,
+                event,
+            })
+        })
+        .collect();
+    Some(out)
+}
+
+/// A simpler form of one event, if it has one: one character typed or deleted rather than
+/// several, a single delivery rather than a duplicate.
+fn simplified(event: &Event) -> Option<Event> {
+    match event {
+        Event::Insert { client, pos, text } if text.chars().count() > 1 => Some(Event::Insert {
+            client: *client,
+            pos: *pos,
+            text: text.chars().take(1).collect(),
+        }),
+        Event::Delete { client, pos, len } if *len > 1 => Some(Event::Delete {
+            client: *client,
+            pos: *pos,
+            len: 1,
+        }),
+        Event::Net {
+            from,
+            to,
+            nth,
+            fate: Fate::Duplicate(first, _),
+        } => Some(Event::Net {
+            from: *from,
+            to: *to,
+            nth: *nth,
+            fate: Fate::Delay(*first),
+        }),
+        _ => None,
+    }
 }
 
 /// Zeller's ddmin: a 1-minimal subsequence of `items` for which `test` holds (it must hold
@@ -262,5 +433,79 @@ mod tests {
         );
         assert_eq!(out, vec![17, 71]);
         assert!(calls < 200, "{calls} calls");
+    }
+
+    #[test]
+    fn removing_a_client_drops_its_events_and_renumbers_the_rest() {
+        let sc = Scenario::parse(
+            r#"(
+                name: "t", description: "", seed: None,
+                topology: (clients: 3, clock_drift_pct: [1, 2, 3]),
+                engine: (), network: (latency_ms: (5, 5)),
+                links: [(client: 2, direction: Up, faults: (latency_ms: (9, 9)))],
+                timeline: [
+                    (at_ms: 1, event: Insert(client: 1, pos: 0, text: "ab")),
+                    (at_ms: 2, event: Insert(client: 2, pos: 0, text: "c")),
+                    (at_ms: 3, event: Partition(a: [Client(1)], b: [Server])),
+                    (at_ms: 4, event: Partition(a: [Client(0), Client(1)], b: [Client(2)])),
+                    (at_ms: 5, event: Net(from: Server, to: Client(1), nth: 1, fate: Drop)),
+                    (at_ms: 6, event: Net(from: Client(2), to: Server, nth: 2, fate: Duplicate(7, 8))),
+                ],
+                checks: (stop_faults_at_ms: 10, converge_within_ms: 10),
+            )"#,
+            "t",
+        )
+        .unwrap();
+        let out = without_client(&sc, 1).unwrap();
+        assert_eq!(out.topology.clients, 2);
+        assert_eq!(out.topology.clock_drift_pct, vec![1, 3]);
+        assert_eq!(out.links.len(), 1);
+        assert_eq!(out.links[0].client, 1);
+        let events: Vec<_> = out
+            .timeline
+            .iter()
+            .map(|t| (t.at_ms, t.event.clone()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (
+                    2,
+                    Event::Insert {
+                        client: 1,
+                        pos: 0,
+                        text: "c".into()
+                    }
+                ),
+                (
+                    4,
+                    Event::Partition {
+                        a: vec![Node::Client(0)],
+                        b: vec![Node::Client(1)],
+                        one_way: false,
+                        for_ms: None
+                    }
+                ),
+                (
+                    6,
+                    Event::Net {
+                        from: Node::Client(1),
+                        to: Node::Server,
+                        nth: 2,
+                        fate: Fate::Duplicate(7, 8)
+                    }
+                ),
+            ]
+        );
+        assert_eq!(
+            simplified(&events[2].1),
+            Some(Event::Net {
+                from: Node::Client(1),
+                to: Node::Server,
+                nth: 2,
+                fate: Fate::Delay(7)
+            })
+        );
+        assert!(without_client(&without_client(&out, 0).unwrap(), 0).is_none());
     }
 }
