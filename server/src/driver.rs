@@ -1,5 +1,5 @@
 //! The tokio TCP driver: accepts connections, frames JSON lines, and feeds one
-//! [`ServerEngine`] on a dedicated thread that also owns the SQLite [`Store`].
+//! [`ServerEngine`] on a dedicated thread that also owns the [`SqliteStore`].
 //!
 //! Why a thread and not a task: the engine and the store are synchronous (SQLite commits with
 //! `synchronous=FULL` wait for the disk). One thread owns both, so there is no lock, and a batch
@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::store::{Store, StoreError};
+use dsync_store::{SqliteStore, Store, StoreError};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ impl Running {
 
 /// Open the store, bind, and serve in the background until [`Running::shutdown`].
 pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
-    let store = Store::open(&cfg.db).map_err(|error| ServerError::Store {
+    let store = SqliteStore::open(&cfg.db).map_err(|error| ServerError::Store {
         path: cfg.db.clone(),
         error,
     })?;
@@ -131,7 +131,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
 
 async fn serve(
     cfg: ServerConfig,
-    store: Store,
+    store: SqliteStore,
     listener: TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
@@ -244,7 +244,7 @@ async fn connection(
 
 fn engine_thread(
     cfg: ServerConfig,
-    mut store: Store,
+    mut store: SqliteStore,
     rx: std_mpsc::Receiver<Input>,
 ) -> Result<(), ServerError> {
     let start = Instant::now();
@@ -405,7 +405,12 @@ fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
 
 /// Load the document a `connect` names, if needed. False when it could not be loaded (the
 /// peer got an `error`).
-fn load_if_needed(engine: &mut ServerEngine, store: &Store, msg: &ClientMsg, peer: PeerId) -> bool {
+fn load_if_needed(
+    engine: &mut ServerEngine,
+    store: &SqliteStore,
+    msg: &ClientMsg,
+    peer: PeerId,
+) -> bool {
     let Some(doc) = engine.document_needed(msg).map(str::to_string) else {
         return true;
     };

@@ -10,6 +10,7 @@ use std::time::Duration;
 use dsync_client::{Edit, Session, SessionConfig};
 use dsync_engine::Config;
 use dsync_server::{start, ServerConfig};
+use dsync_store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -169,7 +170,7 @@ async fn kill_9_loses_no_acknowledged_edit_and_unacknowledged_ones_arrive_later(
     // Typed while the server is down: only in the clients.
     a.edit(Edit::Append("offline-a ".into())).await.unwrap();
     // What the store held at the kill holds every acknowledged edit.
-    let stored = dsync_server::Store::open(&db)
+    let stored = dsync_store::SqliteStore::open(&db)
         .unwrap()
         .load("doc")
         .unwrap()

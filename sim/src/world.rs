@@ -5,7 +5,7 @@
 //! - No wall clock, no thread, no `HashMap` iteration: a scenario and seed give one trace.
 //! - Randomness comes from three independent streams (network, faults, workload), so adding
 //!   a client's typing does not shift which messages the network drops.
-//! - The server persists through `dsync_server::Store` (SQLite) and commits every batch of
+//! - The server persists through `dsync_store::SqliteStore` (in memory) and commits every batch of
 //!   `Persist` outputs before sending what follows them, exactly like the real server.
 
 use std::cmp::Reverse;
@@ -15,7 +15,7 @@ use dsync_engine::{
     ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, Edit, MergeStrategy, PeerId,
     ServerEngine, ServerMsg, ServerOutput, Stats, Time,
 };
-use dsync_server::Store;
+use dsync_store::{SqliteStore, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -532,7 +532,7 @@ pub struct Sim<'a> {
     server_timer_gen: u64,
     server_timer_at: Option<u64>,
     server_past: Stats,
-    store: Store,
+    store: SqliteStore,
     clients: Vec<ClientSlot>,
     /// Partitions in force: (id, one side, other side, one way).
     partitions: Vec<(u64, Vec<Node>, Vec<Node>, bool)>,
@@ -616,7 +616,7 @@ impl<'a> Sim<'a> {
             config.limits.max_log_entries = n;
         }
         // An in-memory SQLite database: same schema, same transactions as dsync-server's file.
-        let store = Store::open_in_memory().expect("in-memory SQLite always opens");
+        let store = SqliteStore::open_in_memory().expect("in-memory SQLite always opens");
         let mut fates = BTreeMap::new();
         for t in &sc.timeline {
             match &t.event {

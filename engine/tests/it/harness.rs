@@ -1,42 +1,18 @@
 //! A virtual-time harness: one server engine, several client engines, and a network whose every
 //! delivery is chosen by the test (deliver, drop, duplicate, reorder, delay). Messages are the
-//! real protocol types; persistence goes to an in-memory store that applies `PersistRecord`s
-//! exactly as a durable store would (so a "crash" keeps only what was persisted).
+//! real protocol types; persistence goes to `dsync_store::MemStore`, which keeps the SQLite
+//! store's semantics (its conformance suite says so), so a "crash" keeps only what was
+//! committed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use dsync_engine::{
-    ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, PeerId, PersistRecord,
-    ServerEngine, ServerMsg, ServerOutput, StoredDocument, Time,
+    ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, PeerId, ServerEngine, ServerMsg,
+    ServerOutput, StoredDocument, Time,
 };
+use dsync_store::{MemStore, Store};
 
 pub const DOC: &str = "doc";
-
-/// In-memory durable store with the same record semantics as the SQLite one.
-#[derive(Debug, Default, Clone)]
-pub struct MemStore {
-    pub docs: BTreeMap<String, StoredDocument>,
-    pub commits: usize,
-}
-
-impl MemStore {
-    pub fn apply(&mut self, r: &PersistRecord) {
-        let d = self.docs.entry(r.doc.clone()).or_default();
-        if let Some(t) = &r.text {
-            d.text = t.clone();
-        }
-        d.version = r.version;
-        for s in &r.sessions {
-            let mut s = s.clone();
-            s.resolve(&d.text);
-            d.sessions.retain(|x| x.client_id != s.client_id);
-            d.sessions.push(s);
-        }
-        d.sessions
-            .retain(|x| !r.removed_sessions.contains(&x.client_id));
-        self.commits += 1;
-    }
-}
 
 pub struct Net {
     pub now: Time,
@@ -59,9 +35,9 @@ pub struct Net {
 
 impl Net {
     pub fn new(n: usize, config: Config, initial: &str) -> Net {
-        let mut store = MemStore::default();
-        store.docs.insert(
-            DOC.into(),
+        let mut store = MemStore::new();
+        store.insert(
+            DOC,
             StoredDocument {
                 text: initial.into(),
                 ..Default::default()
@@ -117,7 +93,10 @@ impl Net {
                         self.down[i].push_back(msg.clone());
                     }
                 }
-                ServerOutput::Persist(r) => self.store.apply(r),
+                ServerOutput::Persist(r) => self
+                    .store
+                    .commit(std::slice::from_ref(r), self.now.0)
+                    .expect("the in-memory store never fails"),
                 ServerOutput::Disconnect { .. } => {}
             }
             self.server_log.push(o);
@@ -135,7 +114,7 @@ impl Net {
 
     pub fn send_to_server(&mut self, i: usize, m: ClientMsg) {
         if let Some(doc) = self.server.document_needed(&m) {
-            let stored = self.store.docs.get(doc).cloned().unwrap_or_default();
+            let stored = self.store.load(doc).unwrap().unwrap_or_default();
             self.server.load_document(doc, stored).unwrap();
         }
         self.server.handle_message(self.now, self.peer_of[i], m);

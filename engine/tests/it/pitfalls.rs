@@ -5,6 +5,7 @@
 use dsync_engine::dmp::FuzzySettings;
 use dsync_engine::merge::{merge, MergeStrategy};
 use dsync_engine::{ClientMsg, Config, Edit, ServerMsg, ServerOutput};
+use dsync_store::Store;
 
 use crate::harness::Net;
 
@@ -182,7 +183,7 @@ fn p10_persist_precedes_acknowledgement() {
         )
     });
     assert!(persist.unwrap() < ack.unwrap());
-    assert_eq!(net.store.docs["doc"].text, "durable");
+    assert_eq!(net.store.load("doc").unwrap().unwrap().text, "durable");
 }
 
 /// Pitfall 11: Line endings are normalised at the input edge, so no fix-up deltas bounce forever.

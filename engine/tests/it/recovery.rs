@@ -6,6 +6,8 @@ use dsync_engine::{
     ServerMsg, ServerOutput, DAMAGED_MAX,
 };
 
+use dsync_store::Store;
+
 use crate::harness::{Net, DOC};
 
 fn cfg() -> Config {
@@ -409,7 +411,10 @@ fn server_amnesia_resets_without_losing_or_duplicating_typing() {
     // Y is typed and never sent before the crash.
     net.type_at(0, 5, "Y");
     net.crash_server();
-    net.store.docs.get_mut(DOC).unwrap().sessions.clear(); // the server forgot every session
+    // The server forgot every session.
+    let mut forgot = net.store.load(DOC).unwrap().unwrap();
+    forgot.sessions.clear();
+    net.store.insert(DOC, forgot);
     net.settle(20_000);
     assert_eq!(net.master(), "baseXY");
     assert_eq!(net.clients[0].stats().resets, 1);

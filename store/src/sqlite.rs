@@ -13,48 +13,21 @@
 //! - `changes(doc, version, op, PRIMARY KEY(doc, version))`: recent exact master changes,
 //!   kept while some session's link still needs them, so merges stay exact across restarts.
 //!
-//! Invariant: [`Store::commit`] writes a batch of [`PersistRecord`]s in one transaction; the
-//! driver sends the acknowledgements that follow only after it returns `Ok`.
+//! [`Store::commit`] writes a batch of [`PersistRecord`]s in one transaction.
 
 use std::path::Path;
 
 use dsync_engine::{Operation, PendingReset, PersistRecord, SessionRecord, Shadow, StoredDocument};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::{Store, StoreError};
+
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
-    }
-}
-
-/// Store failures. Messages hold their cause (no `source()` chain), so they print once.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// SQLite reported an error.
-    #[error("SQLite: {0}")]
-    Sqlite(rusqlite::Error),
-    /// The file was written by a newer dsync.
-    #[error("database schema version {found} is newer than this program's {SCHEMA_VERSION}")]
-    NewerSchema {
-        /// The version found.
-        found: i64,
-    },
-    /// A stored number does not fit.
-    #[error("corrupt row in {table}: {what}")]
-    Corrupt {
-        /// Table name.
-        table: &'static str,
-        /// What was wrong.
-        what: String,
-    },
-}
-
 /// A SQLite-backed document store.
 #[derive(Debug)]
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
 }
 
@@ -83,23 +56,23 @@ fn to_u64(v: i64, table: &'static str) -> Result<u64, StoreError> {
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Open (creating if needed) the database at `path`: WAL mode, `synchronous=FULL`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Store::init(conn)
+        SqliteStore::init(conn)
     }
 
     /// An in-memory database with the same schema and code paths (the simulator's default:
     /// durability across a simulated crash comes from keeping the connection, not the file).
-    pub fn open_in_memory() -> Result<Store, StoreError> {
-        Store::init(Connection::open_in_memory()?)
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema { found });
@@ -155,11 +128,10 @@ impl Store {
                  COMMIT;",
             )?;
         }
-        Ok(Store { conn })
+        Ok(SqliteStore { conn })
     }
 
-    /// The stored document and its sessions, or `None` if it was never written.
-    pub fn load(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
+    fn load_doc(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
         let row = self
             .conn
             .prepare_cached("SELECT text, version FROM documents WHERE name = ?1")?
@@ -260,9 +232,7 @@ impl Store {
         }
     }
 
-    /// Write a batch of records in one transaction (durable when it returns, with
-    /// `synchronous=FULL`). `now_ms` is recorded as the update time.
-    pub fn commit(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
+    fn commit_batch(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -350,8 +320,7 @@ impl Store {
         Ok(())
     }
 
-    /// Names of all stored documents, in order.
-    pub fn documents(&self) -> Result<Vec<String>, StoreError> {
+    fn document_names(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT name FROM documents ORDER BY name")?;
@@ -371,6 +340,21 @@ impl Store {
                 other => Err(other),
             })?;
         self.conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
+        self.load_doc(doc)
+    }
+
+    /// One transaction: durable when it returns, with `synchronous=FULL`.
+    fn commit(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
+        self.commit_batch(records, now_ms)
+    }
+
+    fn documents(&self) -> Result<Vec<String>, StoreError> {
+        self.document_names()
     }
 }
 
@@ -409,12 +393,12 @@ mod tests {
     fn commit_then_reopen_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("documents.db");
-        let mut s = Store::open(&path).unwrap();
+        let mut s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.load("d").unwrap(), None);
         s.commit(&[record(Some("hello"), 1)], 5).unwrap();
         s.commit(&[record(None, 1)], 6).unwrap();
         s.close().unwrap();
-        let s = Store::open(&path).unwrap();
+        let s = SqliteStore::open(&path).unwrap();
         let d = s.load("d").unwrap().unwrap();
         assert_eq!(d.text, "hello");
         assert_eq!(d.version, 1);
@@ -437,7 +421,7 @@ mod tests {
 
     #[test]
     fn texts_left_out_are_filled_from_the_master_and_shadow() {
-        let mut s = Store::open_in_memory().unwrap();
+        let mut s = SqliteStore::open_in_memory().unwrap();
         let mut r = record(Some("the master"), 1);
         r.sessions[0].shadow.text = String::new();
         r.sessions[0].shadow_is_master = true;
@@ -461,7 +445,7 @@ mod tests {
     fn a_pending_reset_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("documents.db");
-        let mut s = Store::open(&path).unwrap();
+        let mut s = SqliteStore::open(&path).unwrap();
         let mut r = record(Some("master"), 2);
         r.sessions[0].reset = Some(PendingReset {
             version: 4,
@@ -470,7 +454,7 @@ mod tests {
         });
         s.commit(&[r.clone()], 0).unwrap();
         s.close().unwrap();
-        let s = Store::open(&path).unwrap();
+        let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.load("d").unwrap().unwrap().sessions, r.sessions);
     }
 
@@ -497,7 +481,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let mut s = Store::open(&path).unwrap();
+        let mut s = SqliteStore::open(&path).unwrap();
         let d = s.load("d").unwrap().unwrap();
         assert_eq!((d.text.as_str(), d.version), ("old text", 3));
         assert_eq!(d.sessions[0].last_seq, 7);
@@ -520,7 +504,7 @@ mod tests {
 
     #[test]
     fn removed_sessions_are_deleted() {
-        let mut s = Store::open_in_memory().unwrap();
+        let mut s = SqliteStore::open_in_memory().unwrap();
         s.commit(&[record(Some("x"), 1)], 0).unwrap();
         let mut r = record(None, 1);
         r.sessions.clear();
@@ -537,7 +521,7 @@ mod tests {
         c.pragma_update(None, "user_version", 7).unwrap();
         drop(c);
         assert!(matches!(
-            Store::open(&path),
+            SqliteStore::open(&path),
             Err(StoreError::NewerSchema { found: 7 })
         ));
     }
