@@ -15,4 +15,4 @@ pub mod swarm;
 pub mod world;
 
 pub use scenario::{Scenario, ScenarioError};
-pub use world::{run, CheckKind, Options, Report, Summary, TraceLevel, Verdict};
+pub use world::{run, run_with_store, CheckKind, Options, Report, Summary, TraceLevel, Verdict};

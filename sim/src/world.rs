@@ -532,7 +532,9 @@ pub struct Sim<'a> {
     server_timer_gen: u64,
     server_timer_at: Option<u64>,
     server_past: Stats,
-    store: SqliteStore,
+    store: Box<dyn Store>,
+    /// Client ids whose session a committed record removed (the durability check skips them).
+    removed_sessions: BTreeSet<String>,
     clients: Vec<ClientSlot>,
     /// Partitions in force: (id, one side, other side, one way).
     partitions: Vec<(u64, Vec<Node>, Vec<Node>, bool)>,
@@ -596,13 +598,21 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 
 /// Run a scenario to its verdict.
 pub fn run(sc: &Scenario, opts: Options) -> Report {
-    let mut sim = Sim::new(sc, opts);
+    // An in-memory SQLite database: same schema, same transactions as dsync-server's file.
+    let store = SqliteStore::open_in_memory().expect("in-memory SQLite always opens");
+    run_with_store(sc, opts, Box::new(store))
+}
+
+/// Run a scenario over the given store (empty when handed over); tests plant faulty stores
+/// here to show the checks catch them.
+pub fn run_with_store(sc: &Scenario, opts: Options, store: Box<dyn Store>) -> Report {
+    let mut sim = Sim::new(sc, opts, store);
     sim.run();
     sim.finish()
 }
 
 impl<'a> Sim<'a> {
-    fn new(sc: &'a Scenario, opts: Options) -> Sim<'a> {
+    fn new(sc: &'a Scenario, opts: Options, store: Box<dyn Store>) -> Sim<'a> {
         let seed = opts.seed.or(sc.seed);
         let s = seed.unwrap_or(0);
         let mut config = Config {
@@ -615,8 +625,6 @@ impl<'a> Sim<'a> {
         if let Some(n) = sc.engine.max_log_entries {
             config.limits.max_log_entries = n;
         }
-        // An in-memory SQLite database: same schema, same transactions as dsync-server's file.
-        let store = SqliteStore::open_in_memory().expect("in-memory SQLite always opens");
         let mut fates = BTreeMap::new();
         for t in &sc.timeline {
             match &t.event {
@@ -667,6 +675,7 @@ impl<'a> Sim<'a> {
             server_timer_at: None,
             server_past: Stats::default(),
             store,
+            removed_sessions: BTreeSet::new(),
             clients,
             partitions: Vec::new(),
             next_partition: 0,
@@ -1097,6 +1106,7 @@ impl<'a> Sim<'a> {
                 self.server_past.add(s.stats());
                 self.server_timer_at = None;
                 self.fault("crash S (uncommitted state lost)".into());
+                self.check_durable("after the server crashed");
                 if self.sc.topology.link == LinkModel::Stream {
                     for i in 0..self.clients.len() {
                         self.conn_lost(i, false);
@@ -1314,6 +1324,13 @@ impl<'a> Sim<'a> {
         }
         if let Err(e) = self.store.commit(batch, self.now) {
             self.fail(CheckKind::Safety, format!("store commit failed: {e}"));
+        }
+        for r in batch.iter() {
+            self.removed_sessions
+                .extend(r.removed_sessions.iter().cloned());
+            for s in &r.sessions {
+                self.removed_sessions.remove(&s.client_id);
+            }
         }
         batch.clear();
         if self.sc.checks.intent {
@@ -2014,6 +2031,43 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Safety: durability of acknowledgements. Every edit a client saw acknowledged is in the
+    /// store: the client's session there has applied at least as many of its edits (the
+    /// server commits before it acknowledges, and applies each version once). Checked against
+    /// the store's own content after every server crash and at the end.
+    fn check_durable(&mut self, when: &str) {
+        let stored = match self.store.load(DOC) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => return self.fail(CheckKind::Safety, format!("store load failed: {e}")),
+        };
+        for i in 0..self.clients.len() {
+            let Some(e) = self.clients[i].engine.as_ref() else {
+                continue;
+            };
+            let acked = e
+                .pending()
+                .first()
+                .map_or(e.shadow().client_version, |p| p.version());
+            if acked == 0 || self.removed_sessions.contains(e.client_id()) {
+                continue;
+            }
+            let held = stored
+                .sessions
+                .iter()
+                .find(|s| s.client_id == e.client_id())
+                .map(|s| s.shadow.client_version);
+            if held.is_none_or(|n| n < acked) {
+                let held = held.map_or("no session".to_string(), |n| format!("n={n}"));
+                let detail = format!(
+                    "durability {when}: c{i} saw its edits up to n={acked} acknowledged, but the \
+                     store holds {held} for {}",
+                    e.client_id()
+                );
+                return self.fail(CheckKind::Safety, detail);
+            }
+        }
+    }
+
     /// Liveness during faults, for runs that draw their faults (explicit timelines name each
     /// message's fate): see [`Progress`].
     fn check_progress(&mut self) {
@@ -2262,6 +2316,7 @@ impl<'a> Sim<'a> {
     }
 
     fn finish(mut self) -> Report {
+        self.check_durable("at the end");
         let mut server = self.server_past;
         if let Some(s) = &self.server {
             server.add(s.stats());

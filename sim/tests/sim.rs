@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use dsync_engine::{PersistRecord, StoredDocument};
 use dsync_sim::scenario::Expect;
 use dsync_sim::swarm::{as_expected, profile, sweep};
-use dsync_sim::{html, run, shrink, Options, Scenario, TraceLevel, Verdict};
+use dsync_sim::{html, run, run_with_store, shrink, Options, Scenario, TraceLevel, Verdict};
+use dsync_store::{SqliteStore, Store, StoreError};
 
 fn opts(trace: TraceLevel) -> Options {
     Options {
@@ -342,5 +344,49 @@ fn invalid_scenarios_are_refused_with_a_reason() {
     for (text, want) in cases {
         let e = Scenario::parse(&text, "case").unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
+    }
+}
+
+/// A planted bug: a store that says a batch is committed but writes it only with the next
+/// batch, so a crash forgets the last batch it acknowledged.
+struct ForgetsTheLastBatch {
+    inner: SqliteStore,
+    held: Vec<PersistRecord>,
+}
+
+impl Store for ForgetsTheLastBatch {
+    fn load(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
+        self.inner.load(doc)
+    }
+
+    fn commit(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
+        let previous = std::mem::replace(&mut self.held, records.to_vec());
+        self.inner.commit(&previous, now_ms)
+    }
+
+    fn documents(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.documents()
+    }
+}
+
+#[test]
+fn the_durability_check_catches_a_store_that_forgets_the_last_batch() {
+    let sc = Scenario::load(Path::new("../scenarios/server_crash_restart.ron")).unwrap();
+    assert_eq!(run(&sc, opts(TraceLevel::None)).verdict, Verdict::Pass);
+    let forgetful = ForgetsTheLastBatch {
+        inner: SqliteStore::open_in_memory().unwrap(),
+        held: Vec::new(),
+    };
+    let report = run_with_store(&sc, opts(TraceLevel::None), Box::new(forgetful));
+    match report.verdict {
+        Verdict::Fail {
+            check: dsync_sim::CheckKind::Safety,
+            detail,
+            ..
+        } => assert!(
+            detail.starts_with("durability after the server crashed: c"),
+            "{detail}"
+        ),
+        other => panic!("the forgetful store went unnoticed: {other:?}"),
     }
 }
