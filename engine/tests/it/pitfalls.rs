@@ -1,5 +1,5 @@
 //! One test per pitfall of `docs/protocol.md` (section *Pitfalls*) that the engine could fall into. Pitfalls 6, 8, 13
-//! and 14 are tested where they live (`delta.rs`, `dmp.rs`); the codec's side of 5 in
+//! and 14 are tested where they live (`delta.rs`, `dmp/`); the codec's side of 5 in
 //! `malformed.rs`.
 
 use dsync_engine::dmp::FuzzySettings;
