@@ -1,0 +1,111 @@
+//! What the server engine hands its driver: outputs, and the records a store keeps.
+
+use super::*;
+
+/// A connection, as numbered by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+/// A session's durable state: what a restarted server needs to resume it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Whose session.
+    pub client_id: String,
+    /// The server's shadow of this client.
+    pub shadow: Shadow,
+    /// The backup shadow.
+    pub backup: Shadow,
+    /// Highest request `seq` seen.
+    pub last_seq: u64,
+    /// How the shadow becomes the master: (exact change, document version it reaches).
+    pub link: Option<(Operation, u64)>,
+    /// How the backup becomes the master.
+    pub backup_link: Option<(Operation, u64)>,
+    /// The shadow's text was left out (empty) because it equals the master this record's
+    /// commit leaves in the store: the store fills it in (saves a copy of the document).
+    pub shadow_is_master: bool,
+    /// The backup's text was left out (empty) because it equals the shadow's.
+    pub backup_is_shadow: bool,
+    /// A reset sent and not yet acknowledged: kept so that a restarted server (or a document
+    /// loaded again) sends it again naming the same pre-reset shadow, and the client's
+    /// re-merge stays exact.
+    pub reset: Option<PendingReset>,
+}
+
+/// A reset the client has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReset {
+    /// The server version the reset set; the client acknowledges it by sending it back.
+    pub version: u64,
+    /// The session's shadow text before the reset.
+    pub from_text: String,
+    /// How that shadow became the master: (exact change, document version it reaches).
+    pub from_link: Option<(Operation, u64)>,
+}
+
+impl SessionRecord {
+    /// Fill in texts left out (see `shadow_is_master`, `backup_is_shadow`) from `master`.
+    pub fn resolve(&mut self, master: &str) {
+        if self.shadow_is_master {
+            self.shadow.text = master.to_string();
+            self.shadow_is_master = false;
+        }
+        if self.backup_is_shadow {
+            self.backup.text.clone_from(&self.shadow.text);
+            self.backup_is_shadow = false;
+        }
+    }
+}
+
+/// One atomic write the driver must commit before acting on later outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistRecord {
+    /// Document name.
+    pub doc: String,
+    /// The new master text, when it changed.
+    pub text: Option<String>,
+    /// The document's version (count of master changes).
+    pub version: u64,
+    /// Sessions to write.
+    pub sessions: Vec<SessionRecord>,
+    /// Sessions to delete.
+    pub removed_sessions: Vec<String>,
+    /// New master changes: (the document version each produces, the exact change).
+    pub changes: Vec<(u64, Operation)>,
+    /// Changes producing this version or an earlier one are no longer needed.
+    pub changes_needed_after: u64,
+}
+
+/// A document as the store hands it back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredDocument {
+    /// The master text.
+    pub text: String,
+    /// The document's version.
+    pub version: u64,
+    /// Sessions that may be resumed.
+    pub sessions: Vec<SessionRecord>,
+    /// Recent master changes, by the version each produces, oldest first.
+    pub changes: Vec<(u64, Operation)>,
+}
+
+/// What the server engine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOutput {
+    /// Send `msg` to `to`.
+    Send {
+        /// The peer.
+        to: PeerId,
+        /// The message.
+        msg: ServerMsg,
+    },
+    /// Commit this record durably before acting on any later output.
+    Persist(PersistRecord),
+    /// Close the connection to `peer` (it went silent or broke a limit).
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
