@@ -1,0 +1,422 @@
+//! The network: link faults, partitions, the fate of each message, flights in the air,
+//! delivery, stalled messages released at a heal.
+
+use super::*;
+
+impl Payload {
+    pub(super) fn label(&self) -> String {
+        let edits = |e: &[Edit]| -> String {
+            e.iter()
+                .map(|e| match e {
+                    Edit::Delta { version, delta, .. } => {
+                        format!("v{version}:{}", delta.ops().len())
+                    }
+                    Edit::Full { version, text, .. } => format!("v{version}:full{}", digest(text)),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Payload::Up(ClientMsg::Connect { seq, resume, .. }) => {
+                format!(
+                    "connect seq={seq}{}",
+                    if resume.is_some() { " resume" } else { "" }
+                )
+            }
+            Payload::Up(ClientMsg::ClientSync {
+                seq,
+                server_version,
+                edits: e,
+                ..
+            }) => {
+                format!("client_sync seq={seq} m={server_version} [{}]", edits(e))
+            }
+            Payload::Up(m) => format!("{m:?}").to_lowercase(),
+            Payload::Down(ServerMsg::ConnectOk {
+                seq, resumed, text, ..
+            }) => {
+                format!(
+                    "connect_ok seq={seq} resumed={resumed} text={}",
+                    digest(text)
+                )
+            }
+            Payload::Down(ServerMsg::ServerSync {
+                seq,
+                client_version,
+                edits: e,
+                ..
+            }) => {
+                format!("server_sync seq={seq} n={client_version} [{}]", edits(e))
+            }
+            Payload::Down(ServerMsg::Error { code, .. }) => format!("error {}", code.as_str()),
+            Payload::Down(m) => format!("{m:?}").to_lowercase(),
+        }
+    }
+
+    /// Does this message still change state (edits, connects, errors), unlike an empty poll and
+    /// its empty reply?
+    pub(super) fn substantive(&self) -> bool {
+        match self {
+            Payload::Up(ClientMsg::ClientSync { edits, .. }) => !edits.is_empty(),
+            Payload::Down(ServerMsg::ServerSync { edits, .. }) => !edits.is_empty(),
+            Payload::Up(ClientMsg::Ping | ClientMsg::Pong)
+            | Payload::Down(ServerMsg::Ping | ServerMsg::Pong) => false,
+            _ => true,
+        }
+    }
+
+    /// Corrupt the first edit's checksum (what a bit flip the transport missed would do; the
+    /// receiver's CRC check must catch it). Returns false if there is nothing to corrupt.
+    pub(super) fn corrupt(&mut self) -> bool {
+        let edits = match self {
+            Payload::Up(ClientMsg::ClientSync { edits, .. }) => edits,
+            Payload::Down(ServerMsg::ServerSync { edits, .. }) => edits,
+            _ => return false,
+        };
+        match edits.first_mut() {
+            Some(Edit::Delta { checksum, .. }) | Some(Edit::Full { checksum, .. }) => {
+                checksum.0 ^= 0x0100_0001;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<'a> Sim<'a> {
+    pub(super) fn link_faults(&self, from: Node, to: Node) -> &LinkFaults {
+        let (client, dir) = match (from, to) {
+            (Node::Client(c), _) => (c, Direction::Up),
+            (_, Node::Client(c)) => (c, Direction::Down),
+            _ => return &self.sc.network,
+        };
+        self.sc
+            .links
+            .iter()
+            .rev()
+            .find(|l| l.client == client && (l.direction == dir || l.direction == Direction::Both))
+            .map_or(&self.sc.network, |l| &l.faults)
+    }
+
+    pub(super) fn blocked(&self, from: Node, to: Node) -> bool {
+        self.partitions.iter().any(|(_, a, b, one_way)| {
+            (a.contains(&from) && b.contains(&to))
+                || (!one_way && b.contains(&from) && a.contains(&to))
+        })
+    }
+
+    pub(super) fn draw_fate(&mut self, from: Node, to: Node) -> Fate {
+        let f = self.link_faults(from, to).clone();
+        let (lo, hi) = f.latency_ms;
+        if !self.random || self.stopped_at.is_some() {
+            return Fate::Delay(lo);
+        }
+        // Latencies come from the network stream, fault decisions from the fault stream.
+        let lat = self.rng_net.random_range(lo..=hi);
+        let r = &mut self.rng_fault;
+        let stream = self.sc.topology.link == LinkModel::Stream;
+        if f.drop > 0.0 && r.random_bool(f.drop) {
+            return Fate::Drop;
+        }
+        if stream {
+            return Fate::Delay(lat);
+        }
+        if f.duplicate > 0.0 && r.random_bool(f.duplicate) {
+            let lat2 = self.rng_net.random_range(lo..=hi);
+            return Fate::Duplicate(lat, lat2);
+        }
+        if f.corrupt > 0.0 && r.random_bool(f.corrupt) {
+            return Fate::Corrupt(lat);
+        }
+        if f.reorder > 0.0 && r.random_bool(f.reorder) {
+            self.summary.reordered += 1;
+            return Fate::Delay(lat + f.reorder_delay_ms);
+        }
+        Fate::Delay(lat)
+    }
+
+    pub(super) fn send(&mut self, from: Node, to: Node, payload: Payload) {
+        self.summary.sent += 1;
+        let nth = {
+            let c = self.link_counts.entry((from, to)).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let explicit = self.fates.get(&(from, to, nth)).copied();
+        let fate = match explicit {
+            Some(f) => f,
+            None => self.draw_fate(from, to),
+        };
+        if self.opts.record {
+            self.recorded.push(Timed {
+                at_ms: self.now,
+                event: Event::Net {
+                    from,
+                    to,
+                    nth,
+                    fate,
+                },
+            });
+        }
+        let label = payload.label();
+        let conn = match (from, to) {
+            (Node::Client(i), _) | (_, Node::Client(i)) => self.clients[i].conn,
+            _ => 0,
+        };
+        let stream = self.sc.topology.link == LinkModel::Stream;
+        let link = format!("{}->{}#{nth}", node_name(from), node_name(to));
+        let chart_idx = self.chart_msg(from, to, label.clone());
+        // A datagram sent into a partition is lost; a stream stalls (at delivery time).
+        if !stream && self.blocked(from, to) {
+            self.summary.dropped += 1;
+            self.set_chart(chart_idx, None, "blocked");
+            self.log_full("drop", || format!("{link:<12} blocked {label}"));
+            return;
+        }
+        match fate {
+            Fate::Drop => {
+                self.summary.dropped += 1;
+                self.set_chart(chart_idx, None, "dropped");
+                self.log_full("drop", || format!("{link:<12} {label}"));
+                if stream {
+                    self.summary.conn_resets += 1;
+                    let i = match (from, to) {
+                        (Node::Client(i), _) | (_, Node::Client(i)) => i,
+                        _ => return,
+                    };
+                    self.log("fault", format!("connection of c{i} reset"));
+                    self.conn_lost(i, true);
+                }
+            }
+            Fate::Delay(lat) => {
+                self.log_full("send", || format!("{link:<12} {label} (+{lat}ms)"));
+                self.launch(from, to, conn, payload, lat, chart_idx);
+            }
+            Fate::Duplicate(l1, l2) => {
+                self.summary.duplicated += 1;
+                self.log_full("dup", || format!("{link:<12} {label} (+{l1}ms, +{l2}ms)"));
+                let copy = self.chart_msg(from, to, format!("{label} (copy)"));
+                self.set_chart(copy, None, "duplicate");
+                self.launch(from, to, conn, payload.clone(), l1, chart_idx);
+                self.launch(from, to, conn, payload, l2, copy);
+            }
+            Fate::Corrupt(lat) => {
+                let mut payload = payload;
+                if payload.corrupt() {
+                    self.summary.corrupted += 1;
+                    self.set_chart(chart_idx, None, "corrupted");
+                }
+                self.log_full("corrupt", || format!("{link:<12} {label} (+{lat}ms)"));
+                self.launch(from, to, conn, payload, lat, chart_idx);
+            }
+        }
+    }
+
+    pub(super) fn chart_msg(&mut self, from: Node, to: Node, label: String) -> Option<usize> {
+        let now = self.now;
+        let c = self.chart.as_mut()?;
+        if c.messages.len() >= CHART_MAX_MESSAGES {
+            return None;
+        }
+        c.messages.push(ChartMsg {
+            from,
+            to,
+            sent_ms: now,
+            delivered_ms: None,
+            fate: "sent",
+            label,
+        });
+        Some(c.messages.len() - 1)
+    }
+
+    pub(super) fn set_chart(
+        &mut self,
+        idx: Option<usize>,
+        delivered: Option<u64>,
+        fate: &'static str,
+    ) {
+        if let (Some(c), Some(i)) = (self.chart.as_mut(), idx) {
+            let m = &mut c.messages[i];
+            if delivered.is_some() {
+                m.delivered_ms = delivered;
+            }
+            if m.fate == "sent" || fate != "sent" {
+                m.fate = fate;
+            }
+        }
+    }
+
+    pub(super) fn launch(
+        &mut self,
+        from: Node,
+        to: Node,
+        conn: u64,
+        payload: Payload,
+        lat: u64,
+        chart: Option<usize>,
+    ) {
+        let mut at = self.now + lat;
+        if self.sc.topology.link == LinkModel::Stream {
+            let last = self.stream_last.entry((from, to)).or_insert(0);
+            at = at.max(*last);
+            *last = at;
+        }
+        let flight = Flight {
+            from,
+            to,
+            conn,
+            payload,
+            chart,
+        };
+        let id = self.park(flight);
+        self.schedule(at, Ev::Deliver(id));
+    }
+
+    pub(super) fn take_flight(&mut self, id: usize) -> Option<Flight> {
+        let f = self.flights.get_mut(id)?.take()?;
+        self.free_flights.push(id);
+        self.in_flight -= 1;
+        self.in_flight_substantive -= usize::from(f.payload.substantive());
+        Some(f)
+    }
+
+    pub(super) fn deliver(&mut self, id: usize) {
+        let Some(f) = self.take_flight(id) else {
+            return;
+        };
+        let stream = self.sc.topology.link == LinkModel::Stream;
+        let client = match (f.from, f.to) {
+            (Node::Client(i), _) | (_, Node::Client(i)) => i,
+            _ => return,
+        };
+        let link = (f.from, f.to);
+        // Stream links: a message of a closed connection never arrives; a partition stalls.
+        if stream {
+            if f.conn != self.clients[client].conn || !self.clients[client].conn_up {
+                self.summary.dropped += 1;
+                self.set_chart(f.chart, None, "dropped");
+                return;
+            }
+            let backlog = self.stalled.get(&link).is_some_and(|q| !q.is_empty());
+            if self.blocked(f.from, f.to) || backlog {
+                self.set_chart(f.chart, None, "stalled");
+                let id = self.park(f);
+                self.stalled.entry(link).or_default().push_back(id);
+                return;
+            }
+        } else if self.blocked(f.from, f.to) {
+            self.summary.dropped += 1;
+            self.set_chart(f.chart, None, "blocked");
+            return;
+        }
+        self.hand_over(f);
+    }
+
+    /// Put a message in the flight table (the twin of `take_flight`); a stalled one stays
+    /// there, out of the event queue, until its link heals.
+    pub(super) fn park(&mut self, f: Flight) -> usize {
+        self.in_flight += 1;
+        self.in_flight_substantive += usize::from(f.payload.substantive());
+        match self.free_flights.pop() {
+            Some(id) => {
+                self.flights[id] = Some(f);
+                id
+            }
+            None => {
+                self.flights.push(Some(f));
+                self.flights.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn hand_over(&mut self, f: Flight) {
+        let label = f.payload.label();
+        let link = format!("{}->{}", node_name(f.from), node_name(f.to));
+        match (f.to, f.payload) {
+            (Node::Server, Payload::Up(msg)) => {
+                let Node::Client(_) = f.from else { return };
+                if self.server.is_none() {
+                    self.summary.dropped += 1;
+                    self.set_chart(f.chart, None, "dropped");
+                    return;
+                }
+                self.summary.delivered += 1;
+                self.set_chart(f.chart, Some(self.now), "sent");
+                self.log_full("deliver", || format!("{link:<12} {label}"));
+                self.ensure_loaded(&msg);
+                // The sender's address is the one it was sent from: a datagram from a client's
+                // previous life comes from that life's peer, never from the restarted client's
+                // (crediting it to the new one made the server skip the new client's requests as
+                // stale for a minute: scenarios/regressions/old-datagram-after-restart-min.ron).
+                let peer = PeerId(f.conn);
+                let now = Time(self.now);
+                if let Some(s) = self.server.as_mut() {
+                    s.handle_message(now, peer, msg);
+                }
+                self.server_out();
+            }
+            (Node::Client(i), Payload::Down(msg)) => {
+                if self.clients[i].engine.is_none() {
+                    self.summary.dropped += 1;
+                    self.set_chart(f.chart, None, "dropped");
+                    return;
+                }
+                self.summary.delivered += 1;
+                self.set_chart(f.chart, Some(self.now), "sent");
+                self.log_full("deliver", || format!("{link:<12} {label}"));
+                let now = self.node_now(Node::Client(i));
+                if let Some(e) = self.clients[i].engine.as_mut() {
+                    e.handle_message(now, msg);
+                }
+                self.client_out(i);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn heal(&mut self) {
+        self.partitions.clear();
+        self.release_stalled();
+    }
+
+    /// Lift one partition (its `for_ms` ran out).
+    pub(super) fn unpartition(&mut self, id: u64) {
+        let Some(i) = self.partitions.iter().position(|p| p.0 == id) else {
+            return;
+        };
+        let (_, a, b, one_way) = self.partitions.remove(i);
+        self.fault(format!(
+            "heal partition [{}] | [{}] {}",
+            node_list(&a),
+            node_list(&b),
+            if one_way { "one-way" } else { "symmetric" }
+        ));
+        self.release_stalled();
+    }
+
+    /// Send on what stalled on links that no partition blocks any more.
+    pub(super) fn release_stalled(&mut self) {
+        let links: Vec<(Node, Node)> = self
+            .stalled
+            .keys()
+            .copied()
+            .filter(|&(from, to)| !self.blocked(from, to))
+            .collect();
+        for link in links {
+            let ids: Vec<usize> = self
+                .stalled
+                .remove(&link)
+                .map(Vec::from)
+                .unwrap_or_default();
+            for id in ids {
+                if let Some(f) = self.take_flight(id) {
+                    // Resent in order after the heal, each with the link's minimum latency.
+                    let lat = self.link_faults(f.from, f.to).latency_ms.0;
+                    self.launch(f.from, f.to, f.conn, f.payload, lat, f.chart);
+                }
+            }
+        }
+    }
+
+    // ----- timeline and workloads -------------------------------------------------------
+}

@@ -1,0 +1,376 @@
+//! The nodes: starting, crashing and restarting server and clients, connections and their
+//! reconnection, timers on each node's clock, draining engine outputs, commits and loads.
+
+use super::*;
+
+impl<'a> Sim<'a> {
+    pub(super) fn start_server(&mut self) {
+        let mut s = ServerEngine::new(self.config);
+        s.set_merge(DOC, self.config.merge);
+        self.server = Some(s);
+    }
+
+    pub(super) fn client_id(i: usize, inc: u32) -> String {
+        if inc == 0 {
+            format!("c{i}")
+        } else {
+            format!("c{i}.{inc}")
+        }
+    }
+
+    pub(super) fn start_client(&mut self, i: usize) {
+        let inc = self.clients[i].incarnation;
+        let engine = ClientEngine::new(self.config, Self::client_id(i, inc), DOC);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let slot = &mut self.clients[i];
+        slot.engine = Some(engine);
+        slot.conn = conn;
+        slot.last_versions = (0, 0, 0);
+        slot.conn_up = false;
+        match self.sc.topology.link {
+            LinkModel::Datagram => {
+                let now = self.node_now(Node::Client(i));
+                if let Some(e) = self.clients[i].engine.as_mut() {
+                    e.connect(now);
+                }
+                self.client_out(i);
+            }
+            LinkModel::Stream => self.reconnect(i),
+        }
+    }
+
+    /// Stream: open a connection if the server is up (else retry with backoff). Datagram:
+    /// send `connect` again.
+    pub(super) fn reconnect(&mut self, i: usize) {
+        self.clients[i].reconnect_pending = None;
+        if self.clients[i].engine.is_none() {
+            return;
+        }
+        if self.sc.topology.link == LinkModel::Stream {
+            if self.server.is_none() || self.blocked(Node::Client(i), Node::Server) {
+                return self.schedule_reconnect(i);
+            }
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            self.clients[i].conn = conn;
+            self.clients[i].conn_up = true;
+            self.log_full("conn", || format!("c{i} connected as peer {conn}"));
+        }
+        let now = self.node_now(Node::Client(i));
+        if let Some(e) = self.clients[i].engine.as_mut() {
+            e.disconnected();
+            e.connect(now);
+        }
+        self.client_out(i);
+    }
+
+    pub(super) fn schedule_reconnect(&mut self, i: usize) {
+        if self.clients[i].reconnect_pending.is_some() || self.clients[i].engine.is_none() {
+            return;
+        }
+        let delay = self.clients[i].backoff_ms;
+        self.clients[i].backoff_ms = (delay * 2).min(RECONNECT_MAX_MS);
+        self.clients[i].reconnect_gen += 1;
+        let gen = self.clients[i].reconnect_gen;
+        self.clients[i].reconnect_pending = Some(gen);
+        self.schedule(self.now + delay, Ev::Reconnect(i, gen));
+    }
+
+    /// Stream: the connection of client `i` broke. `tell_server`: the server has not noticed.
+    pub(super) fn conn_lost(&mut self, i: usize, tell_server: bool) {
+        if !self.clients[i].conn_up {
+            return;
+        }
+        self.clients[i].conn_up = false;
+        let peer = PeerId(self.clients[i].conn);
+        if tell_server {
+            let now = Time(self.now);
+            if let Some(s) = self.server.as_mut() {
+                s.handle_disconnect(now, peer);
+            }
+            self.server_out();
+        }
+        if let Some(e) = self.clients[i].engine.as_mut() {
+            e.disconnected();
+        }
+        self.arm(Node::Client(i));
+        self.schedule_reconnect(i);
+    }
+
+    pub(super) fn crash(&mut self, node: Node) {
+        match node {
+            Node::Server => {
+                let Some(s) = self.server.take() else { return };
+                self.server_past.add(s.stats());
+                self.server_timer_at = None;
+                self.fault("crash S (uncommitted state lost)".into());
+                self.check_durable("after the server crashed");
+                if self.sc.topology.link == LinkModel::Stream {
+                    for i in 0..self.clients.len() {
+                        self.conn_lost(i, false);
+                    }
+                }
+            }
+            Node::Client(i) => {
+                let Some(e) = self.clients[i].engine.take() else {
+                    return;
+                };
+                self.fault(format!("crash c{i} (unsent typing lost)"));
+                self.ledger.crashed(i);
+                let inc = self.clients[i].incarnation;
+                self.clients[i].past.add(e.stats());
+                self.clients[i].timer_at = None;
+                // Intent: what this incarnation did that never became durable may vanish.
+                let durable = self
+                    .store
+                    .load(DOC)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.text)
+                    .unwrap_or_default();
+                let durable_tokens: BTreeSet<String> = tokens_in(&durable)
+                    .map(|m| m.keys().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                for (t, who) in &self.book.inserted {
+                    if *who == (i, inc) && !durable_tokens.contains(t) {
+                        self.book.lost_ok.insert(t.clone());
+                    }
+                }
+                // A deletion that was not durable may vanish too: the token is in the store, or
+                // this incarnation inserted it and the insertion is still in flight (it can land
+                // after the crash, while the deletion never will).
+                for (t, who) in &self.book.deleted {
+                    let unsent_own = self.book.inserted.get(t) == Some(&(i, inc))
+                        && self.book.lost_ok.contains(t);
+                    if *who == (i, inc) && (durable_tokens.contains(t) || unsent_own) {
+                        self.book.resurrect_ok.insert(t.clone());
+                    }
+                }
+                if self.clients[i].conn_up {
+                    self.clients[i].conn_up = false;
+                    let peer = PeerId(self.clients[i].conn);
+                    let now = Time(self.now);
+                    if let Some(s) = self.server.as_mut() {
+                        s.handle_disconnect(now, peer);
+                    }
+                    self.server_out();
+                }
+            }
+        }
+    }
+
+    pub(super) fn restart(&mut self, node: Node) {
+        match node {
+            Node::Server => {
+                if self.server.is_some() {
+                    return;
+                }
+                self.fault("restart S".into());
+                self.start_server();
+            }
+            Node::Client(i) => {
+                if self.clients[i].engine.is_some() {
+                    return;
+                }
+                self.clients[i].incarnation += 1;
+                let id = Self::client_id(i, self.clients[i].incarnation);
+                self.fault(format!("restart c{i} as {id}"));
+                self.clients[i].backoff_ms = RECONNECT_MIN_MS;
+                self.start_client(i);
+            }
+        }
+    }
+
+    pub(super) fn node_now(&self, node: Node) -> Time {
+        match node {
+            Node::Server => Time(self.now),
+            Node::Client(i) => {
+                let d = self.clients[i].drift_pct;
+                Time((self.now as i64 + self.now as i64 * d / 100).max(0) as u64)
+            }
+        }
+    }
+
+    pub(super) fn to_global(&self, node: Node, t: Time) -> u64 {
+        match node {
+            Node::Server => t.0,
+            Node::Client(i) => {
+                let d = self.clients[i].drift_pct;
+                // Inverse of node_now, rounded up so a timer never fires early.
+                let num = t.0 as i128 * 100;
+                let den = (100 + d) as i128;
+                ((num + den - 1) / den).max(0) as u64
+            }
+        }
+    }
+
+    /// Re-arm a node's timer from its engine's `poll_timeout`.
+    pub(super) fn arm(&mut self, node: Node) {
+        let next = match node {
+            Node::Server => self.server.as_ref().and_then(|s| s.poll_timeout()),
+            Node::Client(i) => self.clients[i]
+                .engine
+                .as_ref()
+                .and_then(|e| e.poll_timeout()),
+        };
+        let at = next.map(|t| self.to_global(node, t).max(self.now));
+        let (cur, gen) = match node {
+            Node::Server => (&mut self.server_timer_at, &mut self.server_timer_gen),
+            Node::Client(i) => {
+                let c = &mut self.clients[i];
+                (&mut c.timer_at, &mut c.timer_gen)
+            }
+        };
+        if *cur == at {
+            return;
+        }
+        *cur = at;
+        *gen += 1;
+        let g = *gen;
+        if let Some(at) = at {
+            self.schedule(at, Ev::Timer(node, g));
+        }
+    }
+
+    pub(super) fn timer(&mut self, node: Node, gen: u64) {
+        let now = self.node_now(node);
+        match node {
+            Node::Server => {
+                if gen != self.server_timer_gen {
+                    return;
+                }
+                self.server_timer_at = None;
+                if let Some(s) = self.server.as_mut() {
+                    s.handle_timeout(now);
+                }
+                self.server_out();
+            }
+            Node::Client(i) => {
+                if gen != self.clients[i].timer_gen {
+                    return;
+                }
+                self.clients[i].timer_at = None;
+                if let Some(e) = self.clients[i].engine.as_mut() {
+                    e.handle_timeout(now);
+                }
+                self.client_out(i);
+            }
+        }
+        self.arm(node);
+    }
+
+    pub(super) fn client_out(&mut self, i: usize) {
+        while let Some(out) = self.clients[i]
+            .engine
+            .as_mut()
+            .and_then(|e| e.poll_output())
+        {
+            match out {
+                ClientOutput::Send(m) => self.send(Node::Client(i), Node::Server, Payload::Up(m)),
+                ClientOutput::Event(ev) => {
+                    match &ev {
+                        ClientEvent::Connected { .. } => {
+                            self.clients[i].backoff_ms = RECONNECT_MIN_MS
+                        }
+                        ClientEvent::ServerSilent => match self.sc.topology.link {
+                            LinkModel::Stream => self.conn_lost(i, true),
+                            LinkModel::Datagram => self.schedule_reconnect(i),
+                        },
+                        _ => {}
+                    }
+                    let show = !matches!(ev, ClientEvent::RemoteChange);
+                    if show {
+                        self.log("event", format!("c{i} {ev:?}"));
+                    }
+                }
+            }
+        }
+        self.arm(Node::Client(i));
+    }
+
+    pub(super) fn server_out(&mut self) {
+        let mut batch = Vec::new();
+        while let Some(out) = self.server.as_mut().and_then(|s| s.poll_output()) {
+            match out {
+                ServerOutput::Persist(r) => batch.push(r),
+                ServerOutput::Send { to, msg } => {
+                    self.commit(&mut batch);
+                    let Some(i) = self.client_of_peer(to) else {
+                        continue;
+                    };
+                    self.send(Node::Server, Node::Client(i), Payload::Down(msg));
+                }
+                ServerOutput::Disconnect { peer, reason } => {
+                    self.commit(&mut batch);
+                    if let Some(i) = self.client_of_peer(peer) {
+                        self.log("event", format!("S dropped c{i}: {reason}"));
+                        if self.sc.topology.link == LinkModel::Stream {
+                            self.conn_lost(i, false);
+                        }
+                    }
+                }
+            }
+        }
+        self.commit(&mut batch);
+        self.arm(Node::Server);
+    }
+
+    /// Commit persist records before anything that follows them is sent.
+    pub(super) fn commit(&mut self, batch: &mut Vec<dsync_engine::PersistRecord>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.commit(batch, self.now) {
+            self.fail(CheckKind::Safety, format!("store commit failed: {e}"));
+        }
+        for r in batch.iter() {
+            self.removed_sessions
+                .extend(r.removed_sessions.iter().cloned());
+            for s in &r.sessions {
+                self.removed_sessions.remove(&s.client_id);
+            }
+        }
+        batch.clear();
+        if self.sc.checks.intent {
+            let master = self.master_text();
+            self.check_master_tokens(&master);
+        }
+    }
+
+    pub(super) fn client_of_peer(&self, peer: PeerId) -> Option<usize> {
+        self.clients.iter().position(|c| {
+            c.conn == peer.0
+                && c.engine.is_some()
+                && (c.conn_up || self.sc.topology.link == LinkModel::Datagram)
+        })
+    }
+
+    // ----- network -----------------------------------------------------------------------
+
+    pub(super) fn ensure_loaded(&mut self, msg: &ClientMsg) {
+        let Some(server) = self.server.as_ref() else {
+            return;
+        };
+        let Some(doc) = server.document_needed(msg).map(str::to_string) else {
+            return;
+        };
+        let stored = match self.store.load(&doc) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => return self.fail(CheckKind::Safety, format!("store load failed: {e}")),
+        };
+        let text = stored.text.clone();
+        if let Some(s) = self.server.as_mut() {
+            if let Err(e) = s.load_document(&doc, stored) {
+                return self.fail(CheckKind::Safety, format!("load_document failed: {e}"));
+            }
+            // Safety: after a (re)load the master is exactly the last committed state.
+            if s.master(&doc) != Some(text.as_str()) {
+                self.fail(
+                    CheckKind::Safety,
+                    "loaded master differs from the committed store".into(),
+                );
+            }
+        }
+    }
+}
