@@ -163,3 +163,28 @@ fn the_checks_see_planted_offences() {
         .iter()
         .any(|(p, t)| p.ends_with("README.md") && t.contains("cargo test --workspace")));
 }
+
+/// The simulator has no unseeded random source to call: `rand` is built without its default
+/// features, so `rand::rng()`, `rand::random()` and `SeedableRng::from_os_rng` do not exist in
+/// it (only seeded `rand_chacha` streams). This keeps that true.
+#[test]
+fn rand_is_built_without_an_unseeded_source() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("rand ="))
+        .expect("rand in [workspace.dependencies]");
+    assert!(line.contains("default-features = false"), "{line}");
+    for feature in ["thread_rng", "os_rng", "std_rng", "getrandom"] {
+        assert!(!line.contains(feature), "{line} enables {feature}");
+    }
+    for krate in ["engine", "sim"] {
+        let m = std::fs::read_to_string(root().join(krate).join("Cargo.toml")).unwrap();
+        for l in m.lines().filter(|l| l.trim_start().starts_with("rand")) {
+            assert!(
+                !l.contains("features") && !l.contains("default-features = true"),
+                "{krate}/Cargo.toml: {l}"
+            );
+        }
+    }
+}
