@@ -259,81 +259,32 @@ fn without_client(sc: &Scenario, c: usize) -> Option<Scenario> {
         .timeline
         .iter()
         .filter_map(|t| {
-            let event = match &t.event {
+            let mut t = t.clone();
+            match &mut t.event {
                 Event::Insert { client, .. }
                 | Event::Delete { client, .. }
                 | Event::InsertToken { client, .. }
-                | Event::DeleteToken { client, .. }
-                    if *client == c =>
-                {
-                    return None;
+                | Event::DeleteToken { client, .. } => {
+                    if *client == c {
+                        return None;
+                    }
+                    *client = renumber(*client);
                 }
-                Event::Insert { client, pos, text } => Event::Insert {
-                    client: renumber(*client),
-                    pos: *pos,
-                    text: text.clone(),
-                },
-                Event::Delete { client, pos, len } => Event::Delete {
-                    client: renumber(*client),
-                    pos: *pos,
-                    len: *len,
-                },
-                Event::InsertToken {
-                    client,
-                    slot,
-                    token,
-                } => Event::InsertToken {
-                    client: renumber(*client),
-                    slot: *slot,
-                    token: token.clone(),
-                },
-                Event::DeleteToken { client, token } => Event::DeleteToken {
-                    client: renumber(*client),
-                    token: token.clone(),
-                },
-                Event::Crash(n) => Event::Crash(node(*n)?),
-                Event::Halt(n) => Event::Halt(node(*n)?),
-                Event::Restart(n) => Event::Restart(node(*n)?),
-                Event::DropMessage { from, to, nth } => Event::DropMessage {
-                    from: node(*from)?,
-                    to: node(*to)?,
-                    nth: *nth,
-                },
-                Event::Net {
-                    from,
-                    to,
-                    nth,
-                    fate,
-                } => Event::Net {
-                    from: node(*from)?,
-                    to: node(*to)?,
-                    nth: *nth,
-                    fate: *fate,
-                },
-                Event::Partition {
-                    a,
-                    b,
-                    one_way,
-                    for_ms,
-                } => {
-                    let (a, b) = (side(a), side(b));
+                Event::Crash(n) | Event::Halt(n) | Event::Restart(n) => *n = node(*n)?,
+                Event::DropMessage { from, to, .. } | Event::Net { from, to, .. } => {
+                    *from = node(*from)?;
+                    *to = node(*to)?;
+                }
+                Event::Partition { a, b, .. } => {
+                    *a = side(a);
+                    *b = side(b);
                     if a.is_empty() || b.is_empty() {
                         return None;
                     }
-                    Event::Partition {
-                        a,
-                        b,
-                        one_way: *one_way,
-                        for_ms: *for_ms,
-                    }
                 }
-                Event::Heal => Event::Heal,
-                Event::StopFaults => Event::StopFaults,
-            };
-            Some(crate::scenario::Timed {
-                at_ms: t.at_ms,
-                event,
-            })
+                Event::Heal | Event::StopFaults => {}
+            }
+            Some(t)
         })
         .collect();
     Some(out)
