@@ -1,4 +1,4 @@
-//! `dsync-client`: a thin tokio driver over [`dsync_engine::ClientEngine`] — one TCP
+//! `dsync-client`: a thin tokio driver over [`dsync_node::ClientNode`] — one TCP
 //! connection, one document — with reconnection, plus the command language the terminal
 //! client and its scripted mode speak, and the load generator.
 //!
@@ -27,8 +27,8 @@ pub mod load;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dsync_engine::{ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, ServerMsg, Time};
-use dsync_net::{decode_server, encode_client, LineBuffer};
+use dsync_engine::{ClientEvent, ClientMsg, Config, Time};
+use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -282,8 +282,8 @@ impl SessionConfig {
             doc: doc.to_string(),
             client_id: fresh_client_id(),
             engine: Config::default(),
-            reconnect_min: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(dsync_node::RECONNECT_MIN_MS),
+            reconnect_max: Duration::from_millis(dsync_node::RECONNECT_MAX_MS),
             max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
             describe_changes: true,
         }
@@ -415,14 +415,12 @@ impl Session {
 }
 
 struct Driver {
-    engine: ClientEngine,
+    node: ClientNode,
     start: Instant,
     state: watch::Sender<Snapshot>,
     notices: broadcast::Sender<Notice>,
     metrics: Option<Arc<Metrics>>,
     sent_at: Vec<(u64, Instant)>,
-    quiet: u32,
-    remote: u64,
     describe_changes: bool,
 }
 
@@ -432,13 +430,13 @@ impl Driver {
     }
 
     fn publish(&self) {
-        let e = &self.engine;
+        let e = self.node.engine();
         let snap = Snapshot {
             text: e.text().to_string(),
             connected: e.is_connected(),
             settled: e.is_settled(),
-            quiet_polls: self.quiet,
-            remote_changes: self.remote,
+            quiet_polls: self.node.quiet_polls(),
+            remote_changes: self.node.remote_changes(),
         };
         self.state.send_if_modified(|s| {
             let changed = *s != snap;
@@ -448,8 +446,7 @@ impl Driver {
     }
 
     fn apply(&mut self, (e, reply): EditRequest) {
-        let eng = &mut self.engine;
-        let r = match e {
+        let r = self.node.edit(|eng| match e {
             Edit::Insert(at, s) => eng.insert(at, &s),
             Edit::Delete(a, b) => eng.delete(a, b),
             Edit::Append(s) => {
@@ -457,14 +454,11 @@ impl Driver {
                 eng.insert(n, &s)
             }
             Edit::Replace(s) => eng.set_text(&s),
-        };
-        self.quiet = 0;
+        });
         self.publish();
         let _ = reply.send(r.map_err(|e| e.to_string()));
     }
 
-    /// Wait `delay` before the next connection attempt, applying edits meanwhile (they sync
-    /// after reconnecting). False when the session's owner has gone.
     async fn wait_taking_edits(
         &mut self,
         edits: &mut mpsc::Receiver<EditRequest>,
@@ -482,22 +476,22 @@ impl Driver {
         }
     }
 
-    /// Tell readers (none listening is fine: a notice is then dropped).
     fn notify(&self, n: Notice) {
         let _ = self.notices.send(n);
     }
 
-    /// Drain outputs into `out` (frames to write); returns false when the server went silent.
+    /// Take the node's outputs: frames go to `out`, the rest to notices and metrics. False when
+    /// the server went silent (the connection must be dropped).
     fn drain(&mut self, out: &mut String) -> bool {
         let mut alive = true;
         let mut remote = false;
         // Notices go out after the snapshot is published, so a reader woken by one sees the
         // state it describes.
         let mut notices = Vec::new();
-        while let Some(o) = self.engine.poll_output() {
+        while let Some(o) = self.node.poll_output() {
             match o {
-                ClientOutput::Send(m) => {
-                    if let ClientMsg::ClientSync { seq, .. } = &m {
+                ClientNodeOutput::Transmit(t) => {
+                    if let ClientMsg::ClientSync { seq, .. } = &t.msg {
                         if self.metrics.is_some() {
                             self.sent_at.push((*seq, Instant::now()));
                             if self.sent_at.len() > 64 {
@@ -505,14 +499,22 @@ impl Driver {
                             }
                         }
                     }
-                    out.push_str(&encode_client(&m));
+                    out.push_str(&t.line);
                 }
-                ClientOutput::Event(ev) => match ev {
-                    ClientEvent::RemoteChange => {
-                        self.remote += 1;
-                        self.quiet = 0;
-                        remote = true;
+                ClientNodeOutput::Answered { seq } => {
+                    if let Some(m) = &self.metrics {
+                        if let Some(i) = self.sent_at.iter().position(|(s, _)| *s == seq) {
+                            let us = self.sent_at[i].1.elapsed().as_micros() as u64;
+                            self.sent_at.drain(..=i);
+                            if let Ok(mut v) = m.rtt_us.lock() {
+                                v.push(us);
+                            }
+                        }
                     }
+                }
+                ClientNodeOutput::BadFrame(e) => notices.push(Notice::BadFrame(e.to_string())),
+                ClientNodeOutput::Event(ev) => match ev {
+                    ClientEvent::RemoteChange => remote = true,
                     ClientEvent::ServerSilent => alive = false,
                     ClientEvent::ServerError { code, message } => {
                         if let Some(m) = &self.metrics {
@@ -538,7 +540,7 @@ impl Driver {
         // Describe remote changes against what readers saw last (the load generator's sessions
         // skip the comparison).
         if remote && self.describe_changes {
-            if let Some(c) = Change::between(&self.state.borrow().text, self.engine.text()) {
+            if let Some(c) = Change::between(&self.state.borrow().text, self.node.engine().text()) {
                 notices.push(Notice::RemoteChange(c));
             }
         }
@@ -547,29 +549,6 @@ impl Driver {
             self.notify(n);
         }
         alive
-    }
-
-    fn on_message(&mut self, msg: ServerMsg) {
-        if let ServerMsg::ServerSync { seq, edits, .. } = &msg {
-            if let Some(m) = &self.metrics {
-                if let Some(i) = self.sent_at.iter().position(|(s, _)| s == seq) {
-                    let us = self.sent_at[i].1.elapsed().as_micros() as u64;
-                    self.sent_at.drain(..=i);
-                    if let Ok(mut v) = m.rtt_us.lock() {
-                        v.push(us);
-                    }
-                }
-            }
-            let empty = edits.is_empty();
-            let now = self.now();
-            self.engine.handle_message(now, msg);
-            if empty && self.engine.is_settled() {
-                self.quiet = self.quiet.saturating_add(1);
-            }
-            return;
-        }
-        let now = self.now();
-        self.engine.handle_message(now, msg);
     }
 }
 
@@ -580,18 +559,20 @@ async fn run(
     notices: broadcast::Sender<Notice>,
     metrics: Option<Arc<Metrics>>,
 ) {
+    let node_cfg = ClientNodeConfig {
+        max_frame_bytes: cfg.max_frame_bytes,
+        reconnect_min_ms: cfg.reconnect_min.as_millis().max(1) as u64,
+        reconnect_max_ms: cfg.reconnect_max.max(cfg.reconnect_min).as_millis().max(1) as u64,
+    };
     let mut d = Driver {
-        engine: ClientEngine::new(cfg.engine, cfg.client_id.clone(), cfg.doc.clone()),
+        node: ClientNode::new(cfg.engine, node_cfg, cfg.client_id.clone(), cfg.doc.clone()),
         start: Instant::now(),
         state,
         notices,
         metrics,
         sent_at: Vec::new(),
-        quiet: 0,
-        remote: 0,
         describe_changes: cfg.describe_changes,
     };
-    let mut backoff = cfg.reconnect_min;
     loop {
         let stream = match tokio::time::timeout(
             Duration::from_secs(5),
@@ -605,25 +586,21 @@ async fn run(
                     Ok(Err(e)) => e.to_string(),
                     _ => "no answer within 5 s".to_string(),
                 };
-                d.notify(Notice::ConnectFailed {
-                    cause,
-                    retry_in: backoff,
-                });
-                if !d.wait_taking_edits(&mut edits, backoff).await {
+                let retry_in = Duration::from_millis(d.node.attempt_failed());
+                d.notify(Notice::ConnectFailed { cause, retry_in });
+                if !d.wait_taking_edits(&mut edits, retry_in).await {
                     return;
                 }
-                backoff = (backoff * 2).min(cfg.reconnect_max);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         tracing::debug!(server = %cfg.server, doc = %cfg.doc, "connected");
         let (mut rd, mut wr) = stream.into_split();
-        let mut frames = LineBuffer::new(cfg.max_frame_bytes);
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = String::new();
         let now = d.now();
-        d.engine.connect(now);
+        d.node.connected(now);
         let mut ok = d.drain(&mut out);
         let mut cause = "the server went silent (no answer to heartbeats)".to_string();
         while ok {
@@ -635,7 +612,7 @@ async fn run(
                 out.clear();
             }
             let wake = d
-                .engine
+                .node
                 .poll_timeout()
                 .map(|t| d.start + Duration::from_millis(t.0))
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
@@ -646,22 +623,12 @@ async fn run(
                         Err(e) => { cause = format!("read failed: {e}"); break }
                         Ok(n) => n,
                     };
-                    frames.push(&buf[..n]);
-                    while let Some(f) = frames.next_frame() {
-                        match f.map_err(|e| e.to_string()).and_then(|t| decode_server(&t, cfg.engine.limits.max_delta_bytes).map_err(|e| e.to_string())) {
-                            Ok(msg) => {
-                                if matches!(msg, ServerMsg::ConnectOk { .. }) {
-                                    backoff = cfg.reconnect_min;
-                                }
-                                d.on_message(msg);
-                            }
-                            Err(e) => d.notify(Notice::BadFrame(e)),
-                        }
-                    }
+                    let now = d.now();
+                    d.node.receive_bytes(now, &buf[..n]);
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                     let now = d.now();
-                    d.engine.handle_timeout(now);
+                    d.node.handle_timeout(now);
                 }
                 e = edits.recv() => match e {
                     Some(e) => d.apply(e),
@@ -674,16 +641,12 @@ async fn run(
         if let Some(m) = &d.metrics {
             m.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        d.engine.disconnected();
-        d.publish();
-        d.notify(Notice::Disconnected {
-            cause,
-            retry_in: backoff,
-        });
-        if !d.wait_taking_edits(&mut edits, backoff).await {
+        let retry_in = Duration::from_millis(d.node.lost());
+        d.drain(&mut String::new());
+        d.notify(Notice::Disconnected { cause, retry_in });
+        if !d.wait_taking_edits(&mut edits, retry_in).await {
             return;
         }
-        backoff = (backoff * 2).min(cfg.reconnect_max);
     }
 }
 

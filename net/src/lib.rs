@@ -386,7 +386,7 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
 ///
 /// An oversized frame yields one [`DecodeError::FrameTooLarge`] and is skipped up to its
 /// newline, so the stream stays usable; memory held never exceeds the maximum plus one read.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LineBuffer {
     buf: Vec<u8>,
     max: usize,

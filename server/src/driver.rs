@@ -1,13 +1,14 @@
-//! The tokio TCP driver: accepts connections, frames JSON lines, and feeds one
-//! [`ServerEngine`] on a dedicated thread that also owns the [`SqliteStore`].
+//! The tokio TCP driver: accepts connections, splits JSON lines, and feeds one
+//! [`ServerNode`] (engine + [`SqliteStore`] + decoding + loading + the batch rule) on a
+//! dedicated thread.
 //!
 //! Why a thread and not a task: the engine and the store are synchronous (SQLite commits with
 //! `synchronous=FULL` wait for the disk). One thread owns both, so there is no lock, and a batch
 //! of inputs is handled, committed in one transaction, and only then answered.
 //!
 //! Invariants: nothing a connection sends reaches another connection except through the engine;
-//! a connection's outgoing queue is bounded (a peer that does not read is dropped); every reply
-//! that follows a `Persist` is sent after the batch's commit returned.
+//! a connection's outgoing queue is bounded (a peer that does not read is dropped); replies come
+//! only from [`ServerNode::commit`], after the batch's commit returned `Ok`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,16 +16,14 @@ use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use dsync_engine::{
-    ClientMsg, Config, ErrorCode, PeerId, ServerEngine, ServerMsg, ServerOutput, StoredDocument,
-    Time,
-};
-use dsync_net::{decode_client, encode_server, LineBuffer};
+use dsync_engine::{Config, ErrorCode, PeerId, ServerMsg, Time};
+use dsync_net::{encode_server, LineBuffer};
+use dsync_node::{Output, ServerNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use dsync_store::{SqliteStore, Store, StoreError};
+use dsync_store::{SqliteStore, StoreError};
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -86,8 +85,7 @@ pub enum ServerError {
 
 enum Input {
     Open(PeerId, SocketAddr, mpsc::Sender<String>),
-    Frame(PeerId, String),
-    Bad(PeerId, dsync_net::DecodeError),
+    Frame(PeerId, Result<String, dsync_net::DecodeError>),
     Closed(PeerId),
     Shutdown,
 }
@@ -224,11 +222,7 @@ async fn connection(
         };
         frames.push(&buf[..n]);
         while let Some(frame) = frames.next_frame() {
-            let input = match frame {
-                Ok(text) => Input::Frame(peer, text),
-                Err(e) => Input::Bad(peer, e),
-            };
-            if tx.send(input).is_err() {
+            if tx.send(Input::Frame(peer, frame)).is_err() {
                 writer.abort();
                 return "the server is stopping".into();
             }
@@ -244,23 +238,22 @@ async fn connection(
 
 fn engine_thread(
     cfg: ServerConfig,
-    mut store: SqliteStore,
+    store: SqliteStore,
     rx: std_mpsc::Receiver<Input>,
 ) -> Result<(), ServerError> {
     let start = Instant::now();
     let now = || Time(start.elapsed().as_millis() as u64);
-    let mut engine = ServerEngine::new(cfg.engine);
+    let mut node = ServerNode::new(cfg.engine, store, cfg.max_frame_bytes);
     let mut conns: BTreeMap<PeerId, mpsc::Sender<String>> = BTreeMap::new();
     // Peer addresses and the documents in memory, for the log only.
     let mut remotes: BTreeMap<PeerId, SocketAddr> = BTreeMap::new();
     let mut loaded: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    let max_delta = cfg.engine.limits.max_delta_bytes;
     let store_err = |error| ServerError::Store {
         path: cfg.db.clone(),
         error,
     };
     loop {
-        let wait = engine
+        let wait = node
             .poll_timeout()
             .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
             .unwrap_or(Duration::from_secs(3600));
@@ -284,90 +277,69 @@ fn engine_thread(
                     conns.insert(peer, out);
                     remotes.insert(peer, remote);
                 }
-                Input::Frame(peer, text) => match decode_client(&text, max_delta) {
-                    Ok(msg) => {
-                        if load_if_needed(&mut engine, &store, &msg, peer) {
-                            let opens = connect_doc(&msg).map(str::to_string);
-                            engine.handle_message(t, peer, msg);
-                            if let Some(doc) = opens.filter(|d| engine.is_loaded(d)) {
-                                loaded.insert(doc);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let doc = None;
-                        engine.reject(peer, doc, e.code(), e.to_string());
-                    }
-                },
-                Input::Bad(peer, e) => engine.reject(peer, None, e.code(), e.to_string()),
+                Input::Frame(peer, frame) => node.receive_frame(t, peer, frame),
                 Input::Closed(peer) => {
                     conns.remove(&peer);
                     remotes.remove(&peer);
-                    engine.handle_disconnect(t, peer);
+                    node.closed(t, peer);
                 }
                 Input::Shutdown => shutdown = true,
             }
         }
-        if engine.poll_timeout().is_some_and(|d| d <= now()) {
-            engine.handle_timeout(now());
+        node.handle_timeout(now());
+        // The engine loads a document on its first `connect` and lets it go when its last
+        // session detaches (the store has it).
+        for doc in node.engine().documents() {
+            if loaded.insert(doc.to_string()) {
+                let bytes = node.engine().master(doc).map_or(0, str::len);
+                tracing::info!(doc, bytes, "document loaded");
+            }
         }
-        // The engine lets a document go when its last session detaches (the store has it).
         loaded.retain(|doc| {
-            let still = engine.is_loaded(doc);
+            let still = node.engine().is_loaded(doc);
             if !still {
                 tracing::info!(doc, "document unloaded: no session attached");
             }
             still
         });
-        // Commit every persist record of the batch in one transaction, then answer.
-        let mut records = Vec::new();
-        let mut sends = Vec::new();
-        while let Some(out) = engine.poll_output() {
-            match out {
-                ServerOutput::Persist(r) => records.push(r),
-                other => sends.push(other),
+        // Commit every persist record of the batch in one transaction; only then answer.
+        let released = match node.commit(now().0) {
+            Ok((n, released)) => {
+                node = n;
+                released
             }
-        }
-        if let Err(e) = store.commit(&records, now().0) {
-            // Nothing after these records may be acknowledged, and the engine already counts
-            // them as applied: stop. Clients keep their edits and resend to the next server.
-            tracing::error!(error = %e, "store commit failed; stopping");
-            return Err(store_err(e));
-        }
-        for out in sends {
+            Err(failed) => {
+                // Nothing of this batch may be acknowledged, and the engine already counted it
+                // as applied: stop. Clients keep their edits and resend to the next server.
+                tracing::error!(error = %failed.error, "store commit failed; stopping");
+                return Err(store_err(failed.error));
+            }
+        };
+        for out in released.outputs {
             match out {
-                ServerOutput::Send { to, msg } => {
+                Output::Send { to, msg, line } => {
                     log_reply(to, remotes.get(&to), &msg);
                     if let Some(c) = conns.get(&to) {
-                        if c.try_send(encode_server(&msg)).is_err() {
+                        if c.try_send(line).is_err() {
                             tracing::warn!(peer = to.0, "peer too slow or gone; dropping it");
                             conns.remove(&to);
-                            engine.handle_disconnect(now(), to);
+                            node.drop_peer(now(), to);
                         }
                     }
                 }
-                ServerOutput::Disconnect { peer, reason } => {
+                Output::Disconnect { peer, reason } => {
                     tracing::info!(peer = peer.0, %reason, "closing connection");
                     conns.remove(&peer);
                 }
-                ServerOutput::Persist(_) => {}
             }
         }
         if shutdown {
             break;
         }
     }
-    store.close().map_err(store_err)?;
+    node.into_store().close().map_err(store_err)?;
     tracing::info!("store closed cleanly");
     Ok(())
-}
-
-/// The document a `connect` opens.
-fn connect_doc(msg: &ClientMsg) -> Option<&str> {
-    match msg {
-        ClientMsg::Connect { doc, .. } => Some(doc),
-        _ => None,
-    }
 }
 
 /// Log what an operator wants to see of a reply: sessions opened, resets and refusals.
@@ -401,42 +373,4 @@ fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
         }
         ServerMsg::Ping | ServerMsg::Pong => {}
     }
-}
-
-/// Load the document a `connect` names, if needed. False when it could not be loaded (the
-/// peer got an `error`).
-fn load_if_needed(
-    engine: &mut ServerEngine,
-    store: &SqliteStore,
-    msg: &ClientMsg,
-    peer: PeerId,
-) -> bool {
-    let Some(doc) = engine.document_needed(msg).map(str::to_string) else {
-        return true;
-    };
-    let stored = match store.load(&doc) {
-        Ok(d) => d.unwrap_or_else(StoredDocument::default),
-        Err(e) => {
-            tracing::error!(doc, error = %e, "loading document failed");
-            engine.reject(
-                peer,
-                Some(doc),
-                ErrorCode::Internal,
-                "the document could not be loaded".into(),
-            );
-            return false;
-        }
-    };
-    let (bytes, version) = (stored.text.len(), stored.version);
-    if let Err(e) = engine.load_document(&doc, stored) {
-        let code = match e {
-            dsync_engine::EngineError::TooManyDocuments(_) => ErrorCode::TooManyConnections,
-            dsync_engine::EngineError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
-            _ => ErrorCode::Internal,
-        };
-        engine.reject(peer, Some(doc), code, e.to_string());
-        return false;
-    }
-    tracing::info!(doc, bytes, version, "document loaded");
-    true
 }

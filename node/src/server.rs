@@ -1,0 +1,272 @@
+//! [`ServerNode`]: the server engine, its store, frame decoding, document loading and the batch
+//! rule, put together once for every driver.
+//!
+//! The batch rule is a property of the types: the engine is private, so its outputs can only be
+//! had through [`ServerNode::commit`], which commits the batch's persist records first and hands
+//! back what may be sent ([`Released`]) only when the store returned `Ok`. A failed commit
+//! consumes the node and hands back the store alone: no driver can acknowledge anything of a
+//! batch that is not durable, and no node exists whose engine is ahead of its store.
+
+use std::collections::BTreeMap;
+
+use dsync_engine::{
+    ClientMsg, Config, EngineError, ErrorCode, MergeStrategy, PeerId, PersistRecord, ServerEngine,
+    ServerMsg, ServerOutput, Stats, Time,
+};
+use dsync_net::{decode_client, encode_server, DecodeError, LineBuffer};
+use dsync_store::{Store, StoreError};
+
+/// What a committed batch lets the driver do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write `line` (the encoded `msg`, newline included) to `to`.
+    Send {
+        /// The peer.
+        to: PeerId,
+        /// The message, for logs and traces.
+        msg: ServerMsg,
+        /// The frame to write: `dsync_net::encode_server(&msg)`.
+        line: String,
+    },
+    /// Close the connection of `peer` (the engine already forgot it).
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// The outputs of a batch whose commit returned `Ok`, and the records it committed.
+#[derive(Debug, Default)]
+#[must_use = "a committed batch's replies must be sent (or the node crashed before sending)"]
+pub struct Released {
+    /// What to send and close, in the engine's order.
+    pub outputs: Vec<Output>,
+    /// The records this commit made durable (drivers may inspect them; most ignore them).
+    pub records: Vec<PersistRecord>,
+}
+
+/// A commit failed: nothing of the batch is durable and nothing of it may be acknowledged. The
+/// node is gone; the store is handed back (a driver stops, or restarts a node on it).
+#[derive(Debug)]
+pub struct CommitFailed<S> {
+    /// The store, as the failed commit left it (all or nothing of the batch, by its contract).
+    pub store: S,
+    /// Why.
+    pub error: StoreError,
+}
+
+/// Counters a node keeps beyond the engine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Frames decoded into messages.
+    pub frames: u64,
+    /// Frames refused: too large, not UTF-8, malformed JSON, a bad delta.
+    pub decode_errors: u64,
+    /// Documents loaded from the store.
+    pub loads: u64,
+    /// Document loads that failed (the peer got an `internal` error).
+    pub load_failures: u64,
+    /// Commits that returned `Ok` (empty batches are not committed).
+    pub commits: u64,
+}
+
+/// A server: engine + store + framing + loading + the batch rule.
+pub struct ServerNode<S: Store> {
+    engine: ServerEngine,
+    store: S,
+    /// Stream peers' partial frames. Bounded: one buffer per open peer (the driver bounds the
+    /// peers), each at most `max_frame_bytes` plus one read.
+    frames: BTreeMap<PeerId, LineBuffer>,
+    max_frame_bytes: usize,
+    stats: NodeStats,
+}
+
+impl<S: Store> ServerNode<S> {
+    /// A node over `store` refusing frames over `max_frame_bytes`.
+    pub fn new(config: Config, store: S, max_frame_bytes: usize) -> Self {
+        ServerNode {
+            engine: ServerEngine::new(config),
+            store,
+            frames: BTreeMap::new(),
+            max_frame_bytes,
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// The engine, read-only (checks, logs, stats).
+    pub fn engine(&self) -> &ServerEngine {
+        &self.engine
+    }
+
+    /// The store, read-only.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The node's own counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// The engine's counters.
+    pub fn engine_stats(&self) -> &Stats {
+        self.engine.stats()
+    }
+
+    /// Stop, keeping only what was committed (a crash, or the end of a clean shutdown after the
+    /// last commit).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Use `strategy` for `doc` (tests and the simulator pick one per scenario).
+    pub fn set_merge(&mut self, doc: &str, strategy: MergeStrategy) {
+        self.engine.set_merge(doc, strategy);
+    }
+
+    /// When [`ServerNode::handle_timeout`] wants calling next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.engine.poll_timeout()
+    }
+
+    /// Bytes from a stream peer: complete frames are decoded and handled, a partial one waits.
+    pub fn receive_bytes(&mut self, now: Time, peer: PeerId, bytes: &[u8]) {
+        let max = self.max_frame_bytes;
+        let buf = self
+            .frames
+            .entry(peer)
+            .or_insert_with(|| LineBuffer::new(max));
+        buf.push(bytes);
+        let mut frames = Vec::new();
+        while let Some(f) = buf.next_frame() {
+            frames.push(f);
+        }
+        for f in frames {
+            self.receive_frame(now, peer, f);
+        }
+    }
+
+    /// One datagram: exactly one frame (a trailing newline is allowed).
+    pub fn receive_datagram(&mut self, now: Time, peer: PeerId, bytes: &[u8]) {
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let frame = if body.len() > self.max_frame_bytes {
+            Err(DecodeError::FrameTooLarge {
+                len: body.len(),
+                max: self.max_frame_bytes,
+            })
+        } else {
+            String::from_utf8(body.to_vec()).map_err(|_| DecodeError::NotUtf8)
+        };
+        self.receive_frame(now, peer, frame);
+    }
+
+    /// One frame, as a line splitter produced it: decoded, its document loaded if it opens one,
+    /// and handled; a frame that does not decode gets an `error` reply.
+    pub fn receive_frame(&mut self, now: Time, peer: PeerId, frame: Result<String, DecodeError>) {
+        let max_delta = self.engine.config().limits.max_delta_bytes;
+        let msg = frame.and_then(|text| decode_client(&text, max_delta));
+        match msg {
+            Ok(msg) => {
+                self.stats.frames += 1;
+                self.handle_message(now, peer, msg);
+            }
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                self.engine.reject(peer, None, e.code(), e.to_string());
+            }
+        }
+    }
+
+    /// A decoded message (drivers that hold messages, not bytes: the engine's test harness).
+    pub fn handle_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
+        if self.load_if_needed(&msg, peer) {
+            self.engine.handle_message(now, peer, msg);
+        }
+    }
+
+    /// The peer's connection closed.
+    pub fn closed(&mut self, now: Time, peer: PeerId) {
+        self.frames.remove(&peer);
+        self.engine.handle_disconnect(now, peer);
+    }
+
+    /// The timer fired.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
+    }
+
+    /// End the batch: commit every persist record it produced in one transaction, then release
+    /// what may be sent. `now_ms` is recorded as the update time.
+    pub fn commit(mut self, now_ms: u64) -> Result<(Self, Released), CommitFailed<S>> {
+        let mut released = Released::default();
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                ServerOutput::Persist(r) => released.records.push(r),
+                ServerOutput::Send { to, msg } => {
+                    let line = encode_server(&msg);
+                    released.outputs.push(Output::Send { to, msg, line });
+                }
+                ServerOutput::Disconnect { peer, reason } => {
+                    self.frames.remove(&peer);
+                    released.outputs.push(Output::Disconnect { peer, reason });
+                }
+            }
+        }
+        if !released.records.is_empty() {
+            if let Err(error) = self.store.commit(&released.records, now_ms) {
+                return Err(CommitFailed {
+                    store: self.store,
+                    error,
+                });
+            }
+            self.stats.commits += 1;
+        }
+        Ok((self, released))
+    }
+
+    /// A peer the driver drops on its own (its queue is full): the engine forgets it.
+    pub fn drop_peer(&mut self, now: Time, peer: PeerId) {
+        self.closed(now, peer);
+    }
+
+    /// Load the document a message opens, if needed. False when it could not be (the peer got
+    /// an `error`).
+    fn load_if_needed(&mut self, msg: &ClientMsg, peer: PeerId) -> bool {
+        let Some(doc) = self.engine.document_needed(msg).map(str::to_string) else {
+            return true;
+        };
+        let stored = match self.store.load(&doc) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                self.stats.load_failures += 1;
+                self.engine.reject(
+                    peer,
+                    Some(doc),
+                    ErrorCode::Internal,
+                    format!("the document could not be loaded: {e}"),
+                );
+                return false;
+            }
+        };
+        #[cfg(debug_assertions)]
+        let text = stored.text.clone();
+        if let Err(e) = self.engine.load_document(&doc, stored) {
+            let code = match e {
+                EngineError::TooManyDocuments(_) => ErrorCode::TooManyConnections,
+                EngineError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
+                _ => ErrorCode::Internal,
+            };
+            self.engine.reject(peer, Some(doc), code, e.to_string());
+            return false;
+        }
+        // After a (re)load the master is exactly the last committed state.
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(self.engine.master(&doc), Some(text.as_str()));
+        self.stats.loads += 1;
+        true
+    }
+}
