@@ -30,6 +30,9 @@ pub struct Scenario {
     /// Generated edits.
     #[serde(default)]
     pub workload: Workload,
+    /// Random faults of the server's disk.
+    #[serde(default)]
+    pub storage: StorageFaults,
     /// Explicit events.
     #[serde(default)]
     pub timeline: Vec<Timed>,
@@ -63,8 +66,9 @@ pub struct Topology {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum LinkModel {
     /// In order, like TCP: no holes. A partition stalls it; `drop` is the chance that a message
-    /// resets the connection (both ends notice, the client reconnects). `duplicate`, `reorder`
-    /// and `corrupt` do not apply.
+    /// resets the connection (both ends notice, the client reconnects). Frames may be split
+    /// (`split`) and are coalesced when they would arrive together. `duplicate` and `reorder`
+    /// do not apply.
     #[default]
     Stream,
     /// Independent messages: each may be dropped, duplicated, delayed past later ones or
@@ -128,8 +132,16 @@ pub struct LinkFaults {
     pub reorder: f64,
     /// Extra delay of a reordered message.
     pub reorder_delay_ms: u64,
-    /// Chance a message's first edit is corrupted in flight (datagram; checksums catch it).
+    /// Chance a frame's bytes are corrupted in flight: a byte of an edit's delta or text
+    /// changed (the checksum or the delta codec catches it), a byte made invalid UTF-8, or the
+    /// frame cut short (JSON decoding catches them). On streams this models corruption the
+    /// transport missed; the receiver drops the frame and the protocol recovers.
     pub corrupt: f64,
+    /// Stream: chance a frame is split in two pieces that travel with their own latencies (the
+    /// receiver's line splitter must join them).
+    pub split: f64,
+    /// Chance a line of garbage goes ahead of a frame (sometimes longer than the frame limit).
+    pub garbage: f64,
 }
 
 impl Default for LinkFaults {
@@ -141,8 +153,53 @@ impl Default for LinkFaults {
             reorder: 0.0,
             reorder_delay_ms: 300,
             corrupt: 0.0,
+            split: 0.0,
+            garbage: 0.0,
         }
     }
+}
+
+/// Random faults of the server's disk, drawn per commit (a batch of inputs that produced
+/// persist records or not). Probabilities 0.0 to 1.0; after each fault the server is restarted
+/// `restart_ms` later (a supervisor), on the store as the fault left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageFaults {
+    /// Chance a commit fails (disk full, I/O error): nothing of the batch is durable or
+    /// acknowledged, and the server stops.
+    pub fail: f64,
+    /// Chance the server crashes after a commit returned and before it sent anything.
+    pub crash_after_commit: f64,
+    /// Chance the server crashes inside a batch: inputs handled, nothing committed.
+    pub crash_in_batch: f64,
+    /// Delay before the server is restarted after a storage fault.
+    pub restart_ms: u64,
+    /// How long after its first input a batch is committed (inputs arriving meanwhile join it;
+    /// 0 = at the same instant, after what is already queued for it).
+    pub commit_ms: u64,
+}
+
+impl Default for StorageFaults {
+    fn default() -> Self {
+        StorageFaults {
+            fail: 0.0,
+            crash_after_commit: 0.0,
+            crash_in_batch: 0.0,
+            restart_ms: 500,
+            commit_ms: 0,
+        }
+    }
+}
+
+/// What happened to one commit (written by `shrink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitFate {
+    /// The commit failed; the server stopped.
+    Fail,
+    /// The commit returned; the server crashed before sending.
+    CrashAfterCommit,
+    /// The server crashed with the batch handled and not committed.
+    CrashInBatch,
 }
 
 /// Which direction of a client's link.
@@ -240,6 +297,10 @@ pub enum Fate {
     Duplicate(u64, u64),
     /// Delivered corrupted after this latency.
     Corrupt(u64),
+    /// Stream: split in two pieces delivered after these latencies.
+    Split(u64, u64),
+    /// Delivered after this latency, behind a line of garbage.
+    Garbage(u64),
 }
 
 /// An event of the timeline.
@@ -321,6 +382,13 @@ pub enum Event {
         nth: u64,
         /// What happened to it.
         fate: Fate,
+    },
+    /// The fate of the server's nth commit (counting from 1; written by `shrink`).
+    Commit {
+        /// Which one, counting from 1.
+        nth: u64,
+        /// What happened to it.
+        fate: CommitFate,
     },
     /// End of the fault phase: heal, restart crashed nodes, stop random faults and workloads.
     StopFaults,
@@ -475,6 +543,8 @@ impl Scenario {
                 ("duplicate", f.duplicate),
                 ("reorder", f.reorder),
                 ("corrupt", f.corrupt),
+                ("split", f.split),
+                ("garbage", f.garbage),
             ] {
                 if !(0.0..=1.0).contains(&p) {
                     return Err(format!(
@@ -510,6 +580,20 @@ impl Scenario {
         for (i, l) in self.links.iter().enumerate() {
             client_ok(l.client, &format!("links[{i}]"))?;
             faults_ok(&l.faults, &format!("links[{i}].faults"))?;
+        }
+        for (name, p) in [
+            ("fail", self.storage.fail),
+            ("crash_after_commit", self.storage.crash_after_commit),
+            ("crash_in_batch", self.storage.crash_in_batch),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!(
+                    "storage.{name} must be between 0.0 and 1.0, not {p}"
+                ));
+            }
+        }
+        if self.storage.restart_ms == 0 {
+            return Err("storage.restart_ms must be above 0".into());
         }
         if self.engine.sync_interval_ms == 0
             || self.engine.retransmit_ms == 0
@@ -560,6 +644,11 @@ impl Scenario {
                     if (*from == Node::Server) == (*to == Node::Server) {
                         return Err(format!("{what}: a link joins the server and a client"));
                     }
+                    if *nth == 0 {
+                        return Err(format!("{what}: nth counts from 1"));
+                    }
+                }
+                Event::Commit { nth, .. } => {
                     if *nth == 0 {
                         return Err(format!("{what}: nth counts from 1"));
                     }

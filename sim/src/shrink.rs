@@ -102,11 +102,19 @@ pub fn record(sc: &Scenario, seed: Option<u64>) -> Result<(Scenario, CheckKind),
             duplicate: 0.0,
             reorder: 0.0,
             corrupt: 0.0,
+            split: 0.0,
+            garbage: 0.0,
             ..f.clone()
         }
     };
     let explicit = Scenario {
         seed: None,
+        storage: crate::scenario::StorageFaults {
+            fail: 0.0,
+            crash_after_commit: 0.0,
+            crash_in_batch: 0.0,
+            ..sc.storage.clone()
+        },
         workload: Workload::default(),
         network: quiet(&sc.network),
         links: sc
@@ -282,7 +290,7 @@ fn without_client(sc: &Scenario, c: usize) -> Option<Scenario> {
                         return None;
                     }
                 }
-                Event::Heal | Event::StopFaults => {}
+                Event::Heal | Event::StopFaults | Event::Commit { .. } => {}
             }
             Some(t)
         })

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::scenario::{
     Checks, Direction, EngineSettings, Event, Expect, LinkFaults, LinkModel, LinkOverride, Merge,
-    Node, Scenario, Timed, Tokens, Topology, Typing, Workload,
+    Node, Scenario, StorageFaults, Timed, Tokens, Topology, Typing, Workload,
 };
 use crate::world::{fmt_time, run, CheckKind, Options, Summary, TraceLevel, Verdict};
 
@@ -277,7 +277,39 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
     if focus == Focus::RetransmitChains {
         engine.retransmit_ms = r.random_range(200..=600);
     }
+    // Bytes on the wire: frames damaged, preceded by garbage, split and coalesced (streams);
+    // drawn after everything above so the rest of each seed's profile stays what it was.
+    let q = |r: &mut ChaCha8Rng, chance: f64, max: f64| {
+        if r.random_bool(chance) {
+            r.random_range(0.0..max)
+        } else {
+            0.0
+        }
+    };
+    network.garbage = q(&mut r, 0.3, 0.03);
+    if stream {
+        network.corrupt = q(&mut r, 0.3, 0.02);
+        network.split = q(&mut r, 0.5, 0.5);
+    }
+    for l in &mut links {
+        l.faults.garbage = network.garbage;
+        l.faults.corrupt = l
+            .faults
+            .corrupt
+            .max(if stream { network.corrupt } else { 0.0 });
+        l.faults.split = network.split;
+    }
+    // The server's disk: failed commits, crashes after a commit and inside a batch, and
+    // batches that stay open a few ms so that several inputs share a commit.
+    let storage = StorageFaults {
+        fail: q(&mut r, 0.3, 0.01),
+        crash_after_commit: q(&mut r, 0.3, 0.01),
+        crash_in_batch: q(&mut r, 0.3, 0.01),
+        restart_ms: r.random_range(50..=3_000),
+        commit_ms: r.random_range(0..=5),
+    };
     let generated = Scenario {
+        storage,
         name: format!("swarm-{seed}"),
         description: format!("swarm seed {seed}: a random fault profile"),
         seed: Some(seed),
@@ -369,8 +401,9 @@ pub struct SweepResult {
 impl SweepResult {
     /// The coverage counters that stayed at zero over the sweep, by name. Each names a
     /// recovery path (backup rollback, retransmission, duplicate skipping, reset, dropped fuzzy
-    /// patch, a change log outrun by an idle session); a sweep that never takes one has not
-    /// tested it.
+    /// patch, a change log outrun by an idle session) or a fault on the wire or the disk (damaged,
+    /// split, coalesced and garbage frames, decode errors, failed commits, crashes after a commit
+    /// and inside a batch); a sweep that never takes one has not tested it.
     pub fn zero_counters(&self) -> Vec<&'static str> {
         let t = &self.totals;
         [
@@ -380,6 +413,14 @@ impl SweepResult {
             ("resets", t.resets),
             ("patches_dropped", t.patches_dropped),
             ("log_overflows", t.log_overflows),
+            ("corrupted", t.corrupted),
+            ("split_frames", t.split_frames),
+            ("coalesced", t.coalesced),
+            ("garbage", t.garbage),
+            ("decode_errors", t.decode_errors),
+            ("failed_commits", t.failed_commits),
+            ("crashes_after_commit", t.crashes_after_commit),
+            ("crashes_in_batch", t.crashes_in_batch),
         ]
         .into_iter()
         .filter(|&(_, n)| n == 0)
@@ -391,14 +432,16 @@ impl SweepResult {
     pub fn describe(&self) -> String {
         let t = &self.totals;
         format!(
-            "swarm    {} seeds, {} failures, {:.0} simulated s, slowest convergence {:.3}s\ncoverage rollbacks={} retransmits={} duplicates_skipped={} resets={} patches_dropped={} log_overflows={} stale_skipped={} resumes={} conn_resets={}\nexact    inexact_resets={} link_fallbacks={} merge_fallbacks={}\nnetwork  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} edits={}",
+            "swarm    {} seeds, {} failures, {:.0} simulated s, slowest convergence {:.3}s\ncoverage rollbacks={} retransmits={} duplicates_skipped={} resets={} patches_dropped={} log_overflows={} stale_skipped={} resumes={} conn_resets={}\nexact    inexact_resets={} link_fallbacks={} merge_fallbacks={}\nnetwork  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} edits={}\nwire     split={} coalesced={} garbage={} decode_errors={}\nstorage  failed_commits={} crashes_after_commit={} crashes_in_batch={}",
             self.runs,
             self.failures.len(),
             self.sim_ms as f64 / 1000.0,
             self.converge_ms_max as f64 / 1000.0,
             t.rollbacks, t.retransmits, t.duplicates_skipped, t.resets, t.patches_dropped, t.log_overflows, t.stale_skipped, t.resumes, t.conn_resets,
             t.inexact_resets, t.link_fallbacks, t.merge_fallbacks,
-            t.sent, t.delivered, t.dropped, t.duplicated, t.reordered, t.corrupted, t.edits
+            t.sent, t.delivered, t.dropped, t.duplicated, t.reordered, t.corrupted, t.edits,
+            t.split_frames, t.coalesced, t.garbage, t.decode_errors,
+            t.failed_commits, t.crashes_after_commit, t.crashes_in_batch
         )
     }
 }
@@ -410,6 +453,13 @@ fn add(t: &mut Summary, s: &Summary) {
     t.duplicated += s.duplicated;
     t.reordered += s.reordered;
     t.corrupted += s.corrupted;
+    t.split_frames += s.split_frames;
+    t.coalesced += s.coalesced;
+    t.garbage += s.garbage;
+    t.decode_errors += s.decode_errors;
+    t.failed_commits += s.failed_commits;
+    t.crashes_after_commit += s.crashes_after_commit;
+    t.crashes_in_batch += s.crashes_in_batch;
     t.conn_resets += s.conn_resets;
     t.resets += s.resets;
     t.rollbacks += s.rollbacks;

@@ -305,18 +305,34 @@ fn swarm_names_the_coverage_counters_that_stayed_at_zero() {
             "duplicates_skipped",
             "resets",
             "patches_dropped",
-            "log_overflows"
+            "log_overflows",
+            "corrupted",
+            "split_frames",
+            "coalesced",
+            "garbage",
+            "decode_errors",
+            "failed_commits",
+            "crashes_after_commit",
+            "crashes_in_batch"
         ]
     );
     r.totals.rollbacks = 1;
     r.totals.resets = 2;
+    r.totals.split_frames = 3;
+    r.totals.failed_commits = 4;
     assert_eq!(
         r.zero_counters(),
         [
             "retransmits",
             "duplicates_skipped",
             "patches_dropped",
-            "log_overflows"
+            "log_overflows",
+            "corrupted",
+            "coalesced",
+            "garbage",
+            "decode_errors",
+            "crashes_after_commit",
+            "crashes_in_batch"
         ]
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -384,7 +400,7 @@ fn the_durability_check_catches_a_store_that_forgets_the_last_batch() {
             detail,
             ..
         } => assert!(
-            detail.starts_with("durability after the server crashed: c"),
+            detail.starts_with("durability after the server stopped: c"),
             "{detail}"
         ),
         other => panic!("the forgetful store went unnoticed: {other:?}"),

@@ -39,6 +39,9 @@ pub enum StoreError {
         /// The version found.
         found: i64,
     },
+    /// The disk refused a write (full, failing): nothing of the batch was written.
+    #[error("I/O: {0}")]
+    Io(String),
     /// A stored row cannot be read back.
     #[error("corrupt row in {table}: {what}")]
     Corrupt {

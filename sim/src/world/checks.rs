@@ -90,7 +90,7 @@ pub(super) fn divergence(a: &str, b: &str) -> u64 {
 
 impl<'a> Sim<'a> {
     pub(super) fn master_text(&self) -> String {
-        match self.server.as_ref().and_then(|s| s.master(DOC)) {
+        match self.server_engine().and_then(|s| s.master(DOC)) {
             Some(m) => m.to_string(),
             None => self
                 .store
@@ -105,7 +105,7 @@ impl<'a> Sim<'a> {
     /// Safety: versions only move forward within a session (a reset may move them).
     pub(super) fn check_versions(&mut self) {
         for i in 0..self.clients.len() {
-            let Some(e) = self.clients[i].engine.as_ref() else {
+            let Some(e) = self.clients[i].node.as_ref().map(ClientNode::engine) else {
                 continue;
             };
             // Everything this client typed so far is acknowledged, hence durable.
@@ -136,7 +136,7 @@ impl<'a> Sim<'a> {
             Err(e) => return self.fail(CheckKind::Safety, format!("store load failed: {e}")),
         };
         for i in 0..self.clients.len() {
-            let Some(e) = self.clients[i].engine.as_ref() else {
+            let Some(e) = self.clients[i].node.as_ref().map(ClientNode::engine) else {
                 continue;
             };
             let acked = e
@@ -189,7 +189,7 @@ impl<'a> Sim<'a> {
 
     /// Client `i`'s acknowledgement marker when it is reachable with typing to send.
     pub(super) fn progress_state(&self, i: usize) -> Option<Marker> {
-        let e = self.clients[i].engine.as_ref()?;
+        let e = self.clients[i].node.as_ref().map(ClientNode::engine)?;
         self.server.as_ref()?;
         let (c, s) = (Node::Client(i), Node::Server);
         let clean = |f: &LinkFaults| f.drop == 0.0 && f.corrupt == 0.0;
@@ -213,12 +213,16 @@ impl<'a> Sim<'a> {
     pub(super) fn check_exact(&mut self) {
         let mut server = self.server_past;
         if let Some(s) = &self.server {
-            server.add(s.stats());
+            server.add(s.engine_stats());
         }
         let mut merge_fallbacks = server.merge_fallbacks;
         for c in &self.clients {
             merge_fallbacks += c.past.merge_fallbacks;
-            merge_fallbacks += c.engine.as_ref().map_or(0, |e| e.stats().merge_fallbacks);
+            merge_fallbacks += c
+                .node
+                .as_ref()
+                .map(ClientNode::engine)
+                .map_or(0, |e| e.stats().merge_fallbacks);
         }
         if merge_fallbacks > 0 {
             return self.fail(
@@ -347,7 +351,7 @@ impl<'a> Sim<'a> {
 
     /// Liveness: everything agrees, nothing pending or in flight.
     pub(super) fn converged(&self) -> Result<(), String> {
-        let Some(server) = self.server.as_ref() else {
+        let Some(server) = self.server_engine() else {
             return Err("server down".into());
         };
         // Empty polls and their empty replies may be under way: they change nothing.
@@ -361,7 +365,7 @@ impl<'a> Sim<'a> {
             return Err("document not loaded".into());
         };
         for (i, c) in self.clients.iter().enumerate() {
-            let Some(e) = c.engine.as_ref() else {
+            let Some(e) = c.node.as_ref().map(ClientNode::engine) else {
                 return Err(format!("c{i} down"));
             };
             if !e.is_connected() || !e.pending().is_empty() || e.text() != e.shadow().text {
@@ -402,7 +406,12 @@ impl<'a> Sim<'a> {
         let row: Vec<Option<u64>> = self
             .clients
             .iter()
-            .map(|c| c.engine.as_ref().map(|e| divergence(e.text(), &master)))
+            .map(|c| {
+                c.node
+                    .as_ref()
+                    .map(ClientNode::engine)
+                    .map(|e| divergence(e.text(), &master))
+            })
             .collect();
         let now = self.now;
         if let Some(c) = self.chart.as_mut() {
@@ -414,12 +423,12 @@ impl<'a> Sim<'a> {
         self.check_durable("at the end");
         let mut server = self.server_past;
         if let Some(s) = &self.server {
-            server.add(s.stats());
+            server.add(s.engine_stats());
         }
         let mut client = Stats::default();
         for c in &self.clients {
             client.add(&c.past);
-            if let Some(e) = &c.engine {
+            if let Some(e) = c.node.as_ref().map(ClientNode::engine) {
                 client.add(e.stats());
             }
         }
@@ -445,7 +454,10 @@ impl<'a> Sim<'a> {
         for (i, c) in self.clients.iter().enumerate() {
             node_texts.push((
                 format!("c{i}"),
-                c.engine.as_ref().map(|e| e.text().to_string()),
+                c.node
+                    .as_ref()
+                    .map(ClientNode::engine)
+                    .map(|e| e.text().to_string()),
             ));
         }
         let line = self.summary.line();

@@ -5,35 +5,41 @@
 //! - No wall clock, no thread, no `HashMap` iteration: a scenario and seed give one trace.
 //! - Randomness comes from three independent streams (network, faults, workload), so adding
 //!   a client's typing does not shift which messages the network drops.
-//! - The server persists through `dsync_store::SqliteStore` (in memory) and commits every batch of
-//!   `Persist` outputs before sending what follows them, exactly like the real server.
+//! - The server and the clients are the nodes the binaries run (`dsync_node::ServerNode` over
+//!   `dsync_store::SqliteStore` in memory, `dsync_node::ClientNode`): the batch rule, decoding,
+//!   framing and backoff are theirs. What travels between them is the bytes of `dsync-net`
+//!   frames.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use dsync_engine::{
-    ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, Edit, MergeStrategy, PeerId,
-    ServerEngine, ServerMsg, ServerOutput, Stats, Time,
+    ClientEvent, ClientMsg, Config, Edit, MergeStrategy, PeerId, ServerEngine, ServerMsg, Stats,
+    Time,
 };
+use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
 use dsync_store::{SqliteStore, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::oracle::{Ledger, Marker, Progress, TokenOrder, PROGRESS_WITHIN_MS};
 use crate::scenario::{
-    Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed,
+    CommitFate, Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed,
 };
 
 /// The document every scenario edits.
 pub const DOC: &str = "doc";
 
 mod checks;
+mod disk;
 mod net;
 mod nodes;
 mod report;
+mod wire;
 mod workload;
 
 use checks::*;
+use disk::SimStore;
 pub use report::*;
 
 fn node_name(n: Node) -> String {
@@ -57,13 +63,24 @@ enum Payload {
     Down(ServerMsg),
 }
 
+/// Bytes in the air: a frame, a piece of one, or several coalesced. `msgs` are the messages
+/// whose last byte this flight carries (for traces, charts and counts), with their chart rows.
 #[derive(Debug)]
 struct Flight {
     from: Node,
     to: Node,
     conn: u64,
-    payload: Payload,
-    chart: Option<usize>,
+    bytes: Vec<u8>,
+    msgs: Vec<(Payload, Option<usize>)>,
+    /// Unique per flight (slots are reused): a stream's tail is coalesced into only if it is
+    /// still the same flight.
+    serial: u64,
+}
+
+impl Flight {
+    fn substantive(&self) -> usize {
+        self.msgs.iter().filter(|(p, _)| p.substantive()).count()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,6 +95,10 @@ enum Ev {
     Reconnect(usize, u64),
     Deadline,
     Unpartition(u64),
+    /// The server commits its batch.
+    Commit,
+    /// A supervisor restarts the server after a storage fault.
+    RestartServer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,12 +118,11 @@ enum LocalEdit {
 }
 
 struct ClientSlot {
-    engine: Option<ClientEngine>,
+    node: Option<ClientNode>,
     incarnation: u32,
     /// Stream: the current connection (also the peer id); datagram: the incarnation's peer id.
     conn: u64,
     conn_up: bool,
-    backoff_ms: u64,
     /// The generation of the one reconnect attempt scheduled, if any. Opening a connection
     /// any other way (a restart) makes it stale: a client never opens two connections.
     reconnect_pending: Option<u64>,
@@ -137,11 +157,20 @@ pub struct Sim<'a> {
     rng_work: ChaCha8Rng,
     random: bool,
     config: Config,
-    server: Option<ServerEngine>,
+    server: Option<ServerNode<SimStore>>,
     server_timer_gen: u64,
     server_timer_at: Option<u64>,
     server_past: Stats,
-    store: Box<dyn Store>,
+    /// The server's disk: shared with the server node, kept across its crashes.
+    store: SimStore,
+    /// A commit is scheduled for the server's current batch.
+    commit_pending: bool,
+    /// Commits so far (numbering storage fates).
+    commits: u64,
+    /// Explicit storage fates by commit number (from `Commit` timeline events).
+    commit_fates: BTreeMap<u64, CommitFate>,
+    /// The largest frame either side accepts.
+    max_frame_bytes: usize,
     /// Client ids whose session a committed record removed (the durability check skips them).
     removed_sessions: BTreeSet<String>,
     clients: Vec<ClientSlot>,
@@ -163,6 +192,9 @@ pub struct Sim<'a> {
     /// Messages in flight that still change state (see `Payload::substantive`).
     in_flight_substantive: usize,
     stream_last: BTreeMap<(Node, Node), u64>,
+    /// A stream link's last flight still in the air: (flight id, serial, arrival).
+    stream_tail: BTreeMap<(Node, Node), (usize, u64, u64)>,
+    next_serial: u64,
     stalled: BTreeMap<(Node, Node), VecDeque<usize>>,
     next_conn: u64,
     stopped_at: Option<u64>,
@@ -189,9 +221,6 @@ const STREAM_FAULT: u64 = 0x6661_756c_7473_0000;
 const STREAM_WORK: u64 = 0x776f_726b_6c6f_6164;
 /// Charted messages at most (keeps the HTML report small).
 const CHART_MAX_MESSAGES: usize = 3_000;
-/// First reconnect delay on stream links; doubles up to `RECONNECT_MAX_MS`.
-const RECONNECT_MIN_MS: u64 = 250;
-const RECONNECT_MAX_MS: u64 = 4_000;
 /// A run never goes past this much virtual time, whatever the file says.
 pub const MAX_SIM_MS: u64 = 24 * 3_600_000;
 /// Events one instant of virtual time may hold before the run counts as a livelock: time
@@ -215,13 +244,13 @@ pub fn run(sc: &Scenario, opts: Options) -> Report {
 /// Run a scenario over the given store (empty when handed over); tests plant faulty stores
 /// here to show the checks catch them.
 pub fn run_with_store(sc: &Scenario, opts: Options, store: Box<dyn Store>) -> Report {
-    let mut sim = Sim::new(sc, opts, store);
+    let mut sim = Sim::new(sc, opts, SimStore::new(store));
     sim.run();
     sim.finish()
 }
 
 impl<'a> Sim<'a> {
-    fn new(sc: &'a Scenario, opts: Options, store: Box<dyn Store>) -> Sim<'a> {
+    fn new(sc: &'a Scenario, opts: Options, store: SimStore) -> Sim<'a> {
         let seed = opts.seed.or(sc.seed);
         let s = seed.unwrap_or(0);
         let mut config = Config {
@@ -235,8 +264,12 @@ impl<'a> Sim<'a> {
             config.limits.max_log_entries = n;
         }
         let mut fates = BTreeMap::new();
+        let mut commit_fates = BTreeMap::new();
         for t in &sc.timeline {
             match &t.event {
+                Event::Commit { nth, fate } => {
+                    commit_fates.insert(*nth, *fate);
+                }
                 Event::DropMessage { from, to, nth } => {
                     fates.insert((*from, *to, *nth), Fate::Drop);
                 }
@@ -253,11 +286,10 @@ impl<'a> Sim<'a> {
         }
         let clients = (0..sc.topology.clients)
             .map(|i| ClientSlot {
-                engine: None,
+                node: None,
                 incarnation: 0,
                 conn: 0,
                 conn_up: false,
-                backoff_ms: RECONNECT_MIN_MS,
                 reconnect_pending: None,
                 reconnect_gen: 0,
                 timer_gen: 0,
@@ -284,6 +316,10 @@ impl<'a> Sim<'a> {
             server_timer_at: None,
             server_past: Stats::default(),
             store,
+            commit_pending: false,
+            commits: 0,
+            commit_fates,
+            max_frame_bytes: config.limits.frame_bytes(),
             removed_sessions: BTreeSet::new(),
             clients,
             partitions: Vec::new(),
@@ -299,6 +335,8 @@ impl<'a> Sim<'a> {
             in_flight: 0,
             in_flight_substantive: 0,
             stream_last: BTreeMap::new(),
+            stream_tail: BTreeMap::new(),
+            next_serial: 0,
             stalled: BTreeMap::new(),
             next_conn: 1,
             stopped_at: None,
@@ -346,20 +384,30 @@ impl<'a> Sim<'a> {
                     .map_or(String::new(), |n| format!(" max_log_entries={n}"))
             ),
             format!(
-                "network latency_ms={}..{} drop={} duplicate={} reorder={} (+{} ms) corrupt={}",
+                "network latency_ms={}..{} drop={} duplicate={} reorder={} (+{} ms) corrupt={} split={} garbage={}",
                 n.latency_ms.0,
                 n.latency_ms.1,
                 n.drop,
                 n.duplicate,
                 n.reorder,
                 n.reorder_delay_ms,
-                n.corrupt
+                n.corrupt,
+                n.split,
+                n.garbage
+            ),
+            format!(
+                "storage fail={} crash_after_commit={} crash_in_batch={} restart_ms={} commit_ms={}",
+                sc.storage.fail,
+                sc.storage.crash_after_commit,
+                sc.storage.crash_in_batch,
+                sc.storage.restart_ms,
+                sc.storage.commit_ms
             ),
         ];
         for l in &sc.links {
             let f = &l.faults;
             v.push(format!(
-                "link c{} {:?} latency_ms={}..{} drop={} duplicate={} reorder={} corrupt={}",
+                "link c{} {:?} latency_ms={}..{} drop={} duplicate={} reorder={} corrupt={} split={} garbage={}",
                 l.client,
                 l.direction,
                 f.latency_ms.0,
@@ -367,7 +415,9 @@ impl<'a> Sim<'a> {
                 f.drop,
                 f.duplicate,
                 f.reorder,
-                f.corrupt
+                f.corrupt,
+                f.split,
+                f.garbage
             ));
         }
         if let Some(t) = &sc.workload.typing {
@@ -446,13 +496,16 @@ impl<'a> Sim<'a> {
                 }],
                 0,
             )
-            .expect("in-memory SQLite commit");
+            .expect("the initial commit goes to a store without faults");
         self.start_server();
         for i in 0..self.clients.len() {
             self.start_client(i);
         }
         for (i, t) in sc.timeline.iter().enumerate() {
-            if !matches!(t.event, Event::DropMessage { .. } | Event::Net { .. }) {
+            if !matches!(
+                t.event,
+                Event::DropMessage { .. } | Event::Net { .. } | Event::Commit { .. }
+            ) {
                 self.schedule(t.at_ms, Ev::Script(i));
             }
         }
@@ -609,6 +662,12 @@ impl<'a> Sim<'a> {
             }
             Ev::Deadline => {}
             Ev::Unpartition(id) => self.unpartition(id),
+            Ev::Commit => self.commit_server(),
+            Ev::RestartServer => {
+                if !self.halted.contains(&Node::Server) {
+                    self.restart(Node::Server);
+                }
+            }
         }
     }
 

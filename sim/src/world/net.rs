@@ -64,23 +64,6 @@ impl Payload {
             _ => true,
         }
     }
-
-    /// Corrupt the first edit's checksum (what a bit flip the transport missed would do; the
-    /// receiver's CRC check must catch it). Returns false if there is nothing to corrupt.
-    pub(super) fn corrupt(&mut self) -> bool {
-        let edits = match self {
-            Payload::Up(ClientMsg::ClientSync { edits, .. }) => edits,
-            Payload::Down(ServerMsg::ServerSync { edits, .. }) => edits,
-            _ => return false,
-        };
-        match edits.first_mut() {
-            Some(Edit::Delta { checksum, .. }) | Some(Edit::Full { checksum, .. }) => {
-                checksum.0 ^= 0x0100_0001;
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 impl<'a> Sim<'a> {
@@ -118,15 +101,22 @@ impl<'a> Sim<'a> {
         if f.drop > 0.0 && r.random_bool(f.drop) {
             return Fate::Drop;
         }
+        if f.corrupt > 0.0 && r.random_bool(f.corrupt) {
+            return Fate::Corrupt(lat);
+        }
+        if f.garbage > 0.0 && r.random_bool(f.garbage) {
+            return Fate::Garbage(lat);
+        }
         if stream {
+            if f.split > 0.0 && r.random_bool(f.split) {
+                let lat2 = self.rng_net.random_range(lo..=hi);
+                return Fate::Split(lat, lat2);
+            }
             return Fate::Delay(lat);
         }
         if f.duplicate > 0.0 && r.random_bool(f.duplicate) {
             let lat2 = self.rng_net.random_range(lo..=hi);
             return Fate::Duplicate(lat, lat2);
-        }
-        if f.corrupt > 0.0 && r.random_bool(f.corrupt) {
-            return Fate::Corrupt(lat);
         }
         if f.reorder > 0.0 && r.random_bool(f.reorder) {
             self.summary.reordered += 1;
@@ -135,7 +125,8 @@ impl<'a> Sim<'a> {
         Fate::Delay(lat)
     }
 
-    pub(super) fn send(&mut self, from: Node, to: Node, payload: Payload) {
+    /// Send a frame (`bytes`, the encoded `payload`) from one node to another.
+    pub(super) fn send(&mut self, from: Node, to: Node, payload: Payload, bytes: Vec<u8>) {
         self.summary.sent += 1;
         let nth = {
             let c = self.link_counts.entry((from, to)).or_insert(0);
@@ -173,6 +164,7 @@ impl<'a> Sim<'a> {
             self.log_full("drop", || format!("{link:<12} blocked {label}"));
             return;
         }
+        let mut bytes = bytes;
         match fate {
             Fate::Drop => {
                 self.summary.dropped += 1;
@@ -190,24 +182,62 @@ impl<'a> Sim<'a> {
             }
             Fate::Delay(lat) => {
                 self.log_full("send", || format!("{link:<12} {label} (+{lat}ms)"));
-                self.launch(from, to, conn, payload, lat, chart_idx);
+                self.launch(from, to, conn, bytes, vec![(payload, chart_idx)], lat);
             }
             Fate::Duplicate(l1, l2) => {
                 self.summary.duplicated += 1;
                 self.log_full("dup", || format!("{link:<12} {label} (+{l1}ms, +{l2}ms)"));
                 let copy = self.chart_msg(from, to, format!("{label} (copy)"));
                 self.set_chart(copy, None, "duplicate");
-                self.launch(from, to, conn, payload.clone(), l1, chart_idx);
-                self.launch(from, to, conn, payload, l2, copy);
+                let copy_msgs = vec![(payload.clone(), copy)];
+                self.launch(
+                    from,
+                    to,
+                    conn,
+                    bytes.clone(),
+                    vec![(payload, chart_idx)],
+                    l1,
+                );
+                self.launch(from, to, conn, bytes, copy_msgs, l2);
             }
             Fate::Corrupt(lat) => {
-                let mut payload = payload;
-                if payload.corrupt() {
-                    self.summary.corrupted += 1;
-                    self.set_chart(chart_idx, None, "corrupted");
+                let damage = wire::corrupt(&mut bytes);
+                self.summary.corrupted += 1;
+                self.set_chart(chart_idx, None, "corrupted");
+                self.log_full("corrupt", || {
+                    format!("{link:<12} {label} ({}, +{lat}ms)", damage.name())
+                });
+                self.launch(from, to, conn, bytes, vec![(payload, chart_idx)], lat);
+            }
+            Fate::Garbage(lat) => {
+                let mut junk = wire::garbage(&bytes, nth, self.max_frame_bytes);
+                self.summary.garbage += 1;
+                self.log_full("garbage", || {
+                    format!(
+                        "{link:<12} {} junk bytes, then {label} (+{lat}ms)",
+                        junk.len()
+                    )
+                });
+                if stream {
+                    junk.extend_from_slice(&bytes);
+                    self.launch(from, to, conn, junk, vec![(payload, chart_idx)], lat);
+                } else {
+                    self.launch(from, to, conn, junk, Vec::new(), lat);
+                    self.launch(from, to, conn, bytes, vec![(payload, chart_idx)], lat);
                 }
-                self.log_full("corrupt", || format!("{link:<12} {label} (+{lat}ms)"));
-                self.launch(from, to, conn, payload, lat, chart_idx);
+            }
+            Fate::Split(l1, l2) => {
+                let tail = bytes.split_off(wire::split_point(&bytes));
+                self.summary.split_frames += 1;
+                self.log_full("split", || {
+                    format!(
+                        "{link:<12} {label} in {}+{} bytes (+{l1}ms, +{l2}ms)",
+                        bytes.len(),
+                        tail.len()
+                    )
+                });
+                self.launch(from, to, conn, bytes, Vec::new(), l1);
+                self.launch(from, to, conn, tail, vec![(payload, chart_idx)], l2);
             }
         }
     }
@@ -246,29 +276,54 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Put bytes in the air. On a stream, bytes that would arrive with the link's last flight
+    /// still in the air ride in it (coalesced, as a TCP segment would carry them).
     pub(super) fn launch(
         &mut self,
         from: Node,
         to: Node,
         conn: u64,
-        payload: Payload,
+        bytes: Vec<u8>,
+        msgs: Vec<(Payload, Option<usize>)>,
         lat: u64,
-        chart: Option<usize>,
     ) {
         let mut at = self.now + lat;
         if self.sc.topology.link == LinkModel::Stream {
             let last = self.stream_last.entry((from, to)).or_insert(0);
             at = at.max(*last);
             *last = at;
+            if let Some(&(id, serial, tail_at)) = self.stream_tail.get(&(from, to)) {
+                let open = self
+                    .flights
+                    .get(id)
+                    .and_then(Option::as_ref)
+                    .filter(|f| f.serial == serial && f.conn == conn && tail_at == at);
+                if open.is_some() {
+                    self.summary.coalesced += 1;
+                    let added = msgs.iter().filter(|(p, _)| p.substantive()).count();
+                    self.in_flight_substantive += added;
+                    if let Some(f) = self.flights[id].as_mut() {
+                        f.bytes.extend_from_slice(&bytes);
+                        f.msgs.extend(msgs);
+                    }
+                    return;
+                }
+            }
         }
+        self.next_serial += 1;
         let flight = Flight {
             from,
             to,
             conn,
-            payload,
-            chart,
+            bytes,
+            msgs,
+            serial: self.next_serial,
         };
+        let serial = flight.serial;
         let id = self.park(flight);
+        if self.sc.topology.link == LinkModel::Stream {
+            self.stream_tail.insert((from, to), (id, serial, at));
+        }
         self.schedule(at, Ev::Deliver(id));
     }
 
@@ -276,7 +331,7 @@ impl<'a> Sim<'a> {
         let f = self.flights.get_mut(id)?.take()?;
         self.free_flights.push(id);
         self.in_flight -= 1;
-        self.in_flight_substantive -= usize::from(f.payload.substantive());
+        self.in_flight_substantive -= f.substantive();
         Some(f)
     }
 
@@ -293,20 +348,18 @@ impl<'a> Sim<'a> {
         // Stream links: a message of a closed connection never arrives; a partition stalls.
         if stream {
             if f.conn != self.clients[client].conn || !self.clients[client].conn_up {
-                self.summary.dropped += 1;
-                self.set_chart(f.chart, None, "dropped");
+                self.lost(&f, "dropped");
                 return;
             }
             let backlog = self.stalled.get(&link).is_some_and(|q| !q.is_empty());
             if self.blocked(f.from, f.to) || backlog {
-                self.set_chart(f.chart, None, "stalled");
+                self.chart_all(&f, None, "stalled");
                 let id = self.park(f);
                 self.stalled.entry(link).or_default().push_back(id);
                 return;
             }
         } else if self.blocked(f.from, f.to) {
-            self.summary.dropped += 1;
-            self.set_chart(f.chart, None, "blocked");
+            self.lost(&f, "blocked");
             return;
         }
         self.hand_over(f);
@@ -316,7 +369,7 @@ impl<'a> Sim<'a> {
     /// there, out of the event queue, until its link heals.
     pub(super) fn park(&mut self, f: Flight) -> usize {
         self.in_flight += 1;
-        self.in_flight_substantive += usize::from(f.payload.substantive());
+        self.in_flight_substantive += f.substantive();
         match self.free_flights.pop() {
             Some(id) => {
                 self.flights[id] = Some(f);
@@ -329,48 +382,72 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// A flight that will never arrive: its messages count as dropped.
+    fn lost(&mut self, f: &Flight, why: &'static str) {
+        self.summary.dropped += f.msgs.len() as u64;
+        self.chart_all(f, None, why);
+    }
+
+    fn chart_all(&mut self, f: &Flight, delivered: Option<u64>, fate: &'static str) {
+        for (_, c) in &f.msgs {
+            self.set_chart(*c, delivered, fate);
+        }
+    }
+
+    /// The bytes reach their node, which splits, decodes and handles them.
     pub(super) fn hand_over(&mut self, f: Flight) {
-        let label = f.payload.label();
-        let link = format!("{}->{}", node_name(f.from), node_name(f.to));
-        match (f.to, f.payload) {
-            (Node::Server, Payload::Up(msg)) => {
-                let Node::Client(_) = f.from else { return };
-                if self.server.is_none() {
-                    self.summary.dropped += 1;
-                    self.set_chart(f.chart, None, "dropped");
-                    return;
-                }
-                self.summary.delivered += 1;
-                self.set_chart(f.chart, Some(self.now), "sent");
-                self.log_full("deliver", || format!("{link:<12} {label}"));
-                self.ensure_loaded(&msg);
+        let up = matches!(f.to, Node::Server);
+        let down = match f.to {
+            Node::Client(i) => self.clients[i].node.is_none().then_some(()),
+            Node::Server => None,
+        };
+        if (up && self.server.is_none()) || (!up && down.is_some()) {
+            self.lost(&f, "dropped");
+            return;
+        }
+        self.summary.delivered += f.msgs.len() as u64;
+        self.chart_all(&f, Some(self.now), "sent");
+        if self.opts.trace == TraceLevel::Full {
+            let link = format!("{}->{}", node_name(f.from), node_name(f.to));
+            let labels: Vec<String> = f.msgs.iter().map(|(p, _)| p.label()).collect();
+            let what = if labels.is_empty() {
+                format!("{} bytes (no frame ends here)", f.bytes.len())
+            } else {
+                labels.join(" + ")
+            };
+            self.log("deliver", format!("{link:<12} {what}"));
+        }
+        let stream = self.sc.topology.link == LinkModel::Stream;
+        match f.to {
+            Node::Server => {
                 // The sender's address is the one it was sent from: a datagram from a client's
                 // previous life comes from that life's peer, never from the restarted client's
-                // (crediting it to the new one made the server skip the new client's requests as
-                // stale for a minute: scenarios/regressions/old-datagram-after-restart-min.ron).
+                // (crediting it to the new one made the server skip the new client's requests
+                // as stale for a minute: scenarios/regressions/old-datagram-after-restart-min.ron).
                 let peer = PeerId(f.conn);
                 let now = Time(self.now);
                 if let Some(s) = self.server.as_mut() {
-                    s.handle_message(now, peer, msg);
+                    let before = s.stats().decode_errors;
+                    if stream {
+                        s.receive_bytes(now, peer, &f.bytes);
+                    } else {
+                        s.receive_datagram(now, peer, &f.bytes);
+                    }
+                    self.summary.decode_errors += s.stats().decode_errors - before;
                 }
-                self.server_out();
+                self.server_dirty();
             }
-            (Node::Client(i), Payload::Down(msg)) => {
-                if self.clients[i].engine.is_none() {
-                    self.summary.dropped += 1;
-                    self.set_chart(f.chart, None, "dropped");
-                    return;
-                }
-                self.summary.delivered += 1;
-                self.set_chart(f.chart, Some(self.now), "sent");
-                self.log_full("deliver", || format!("{link:<12} {label}"));
+            Node::Client(i) => {
                 let now = self.node_now(Node::Client(i));
-                if let Some(e) = self.clients[i].engine.as_mut() {
-                    e.handle_message(now, msg);
+                if let Some(e) = self.clients[i].node.as_mut() {
+                    if stream {
+                        e.receive_bytes(now, &f.bytes);
+                    } else {
+                        e.receive_datagram(now, &f.bytes);
+                    }
                 }
                 self.client_out(i);
             }
-            _ => {}
         }
     }
 
@@ -412,7 +489,7 @@ impl<'a> Sim<'a> {
                 if let Some(f) = self.take_flight(id) {
                     // Resent in order after the heal, each with the link's minimum latency.
                     let lat = self.link_faults(f.from, f.to).latency_ms.0;
-                    self.launch(f.from, f.to, f.conn, f.payload, lat, f.chart);
+                    self.launch(f.from, f.to, f.conn, f.bytes, f.msgs, lat);
                 }
             }
         }

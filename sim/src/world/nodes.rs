@@ -5,9 +5,14 @@ use super::*;
 
 impl<'a> Sim<'a> {
     pub(super) fn start_server(&mut self) {
-        let mut s = ServerEngine::new(self.config);
+        let mut s = ServerNode::new(self.config, self.store.clone(), self.max_frame_bytes);
         s.set_merge(DOC, self.config.merge);
         self.server = Some(s);
+    }
+
+    /// The server's engine, when the server is up (read-only: checks and reports).
+    pub(super) fn server_engine(&self) -> Option<&ServerEngine> {
+        self.server.as_ref().map(ServerNode::engine)
     }
 
     pub(super) fn client_id(i: usize, inc: u32) -> String {
@@ -20,19 +25,23 @@ impl<'a> Sim<'a> {
 
     pub(super) fn start_client(&mut self, i: usize) {
         let inc = self.clients[i].incarnation;
-        let engine = ClientEngine::new(self.config, Self::client_id(i, inc), DOC);
+        let node_cfg = ClientNodeConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            ..ClientNodeConfig::for_engine(&self.config)
+        };
+        let engine = ClientNode::new(self.config, node_cfg, Self::client_id(i, inc), DOC);
         let conn = self.next_conn;
         self.next_conn += 1;
         let slot = &mut self.clients[i];
-        slot.engine = Some(engine);
+        slot.node = Some(engine);
         slot.conn = conn;
         slot.last_versions = (0, 0, 0);
         slot.conn_up = false;
         match self.sc.topology.link {
             LinkModel::Datagram => {
                 let now = self.node_now(Node::Client(i));
-                if let Some(e) = self.clients[i].engine.as_mut() {
-                    e.connect(now);
+                if let Some(e) = self.clients[i].node.as_mut() {
+                    e.connected(now);
                 }
                 self.client_out(i);
             }
@@ -44,12 +53,16 @@ impl<'a> Sim<'a> {
     /// send `connect` again.
     pub(super) fn reconnect(&mut self, i: usize) {
         self.clients[i].reconnect_pending = None;
-        if self.clients[i].engine.is_none() {
+        if self.clients[i].node.is_none() {
             return;
         }
         if self.sc.topology.link == LinkModel::Stream {
             if self.server.is_none() || self.blocked(Node::Client(i), Node::Server) {
-                return self.schedule_reconnect(i);
+                let delay = self.clients[i]
+                    .node
+                    .as_mut()
+                    .map_or(0, ClientNode::attempt_failed);
+                return self.schedule_reconnect(i, delay);
             }
             let conn = self.next_conn;
             self.next_conn += 1;
@@ -58,19 +71,17 @@ impl<'a> Sim<'a> {
             self.log_full("conn", || format!("c{i} connected as peer {conn}"));
         }
         let now = self.node_now(Node::Client(i));
-        if let Some(e) = self.clients[i].engine.as_mut() {
-            e.disconnected();
-            e.connect(now);
+        if let Some(e) = self.clients[i].node.as_mut() {
+            e.connected(now);
         }
         self.client_out(i);
     }
 
-    pub(super) fn schedule_reconnect(&mut self, i: usize) {
-        if self.clients[i].reconnect_pending.is_some() || self.clients[i].engine.is_none() {
+    /// Try again in `delay` ms (the node's backoff), unless an attempt is already scheduled.
+    pub(super) fn schedule_reconnect(&mut self, i: usize, delay: u64) {
+        if self.clients[i].reconnect_pending.is_some() || self.clients[i].node.is_none() {
             return;
         }
-        let delay = self.clients[i].backoff_ms;
-        self.clients[i].backoff_ms = (delay * 2).min(RECONNECT_MAX_MS);
         self.clients[i].reconnect_gen += 1;
         let gen = self.clients[i].reconnect_gen;
         self.clients[i].reconnect_pending = Some(gen);
@@ -87,39 +98,31 @@ impl<'a> Sim<'a> {
         if tell_server {
             let now = Time(self.now);
             if let Some(s) = self.server.as_mut() {
-                s.handle_disconnect(now, peer);
+                s.closed(now, peer);
             }
-            self.server_out();
+            self.server_dirty();
         }
-        if let Some(e) = self.clients[i].engine.as_mut() {
-            e.disconnected();
-        }
-        self.arm(Node::Client(i));
-        self.schedule_reconnect(i);
+        let delay = self.clients[i].node.as_mut().map_or(0, ClientNode::lost);
+        self.client_out(i);
+        self.schedule_reconnect(i, delay);
     }
 
     pub(super) fn crash(&mut self, node: Node) {
         match node {
             Node::Server => {
                 let Some(s) = self.server.take() else { return };
-                self.server_past.add(s.stats());
-                self.server_timer_at = None;
+                self.server_past.add(s.engine_stats());
                 self.fault("crash S (uncommitted state lost)".into());
-                self.check_durable("after the server crashed");
-                if self.sc.topology.link == LinkModel::Stream {
-                    for i in 0..self.clients.len() {
-                        self.conn_lost(i, false);
-                    }
-                }
+                self.server_stopped();
             }
             Node::Client(i) => {
-                let Some(e) = self.clients[i].engine.take() else {
+                let Some(e) = self.clients[i].node.take() else {
                     return;
                 };
                 self.fault(format!("crash c{i} (unsent typing lost)"));
                 self.ledger.crashed(i);
                 let inc = self.clients[i].incarnation;
-                self.clients[i].past.add(e.stats());
+                self.clients[i].past.add(e.engine().stats());
                 self.clients[i].timer_at = None;
                 // Intent: what this incarnation did that never became durable may vanish.
                 let durable = self
@@ -152,10 +155,23 @@ impl<'a> Sim<'a> {
                     let peer = PeerId(self.clients[i].conn);
                     let now = Time(self.now);
                     if let Some(s) = self.server.as_mut() {
-                        s.handle_disconnect(now, peer);
+                        s.closed(now, peer);
                     }
-                    self.server_out();
+                    self.server_dirty();
                 }
+            }
+        }
+    }
+
+    /// The server is gone (crashed, or stopped by a failed commit): its timer and batch with
+    /// it; stream connections break.
+    pub(super) fn server_stopped(&mut self) {
+        self.server_timer_at = None;
+        self.commit_pending = false;
+        self.check_durable("after the server stopped");
+        if self.sc.topology.link == LinkModel::Stream {
+            for i in 0..self.clients.len() {
+                self.conn_lost(i, false);
             }
         }
     }
@@ -170,13 +186,12 @@ impl<'a> Sim<'a> {
                 self.start_server();
             }
             Node::Client(i) => {
-                if self.clients[i].engine.is_some() {
+                if self.clients[i].node.is_some() {
                     return;
                 }
                 self.clients[i].incarnation += 1;
                 let id = Self::client_id(i, self.clients[i].incarnation);
                 self.fault(format!("restart c{i} as {id}"));
-                self.clients[i].backoff_ms = RECONNECT_MIN_MS;
                 self.start_client(i);
             }
         }
@@ -209,10 +224,7 @@ impl<'a> Sim<'a> {
     pub(super) fn arm(&mut self, node: Node) {
         let next = match node {
             Node::Server => self.server.as_ref().and_then(|s| s.poll_timeout()),
-            Node::Client(i) => self.clients[i]
-                .engine
-                .as_ref()
-                .and_then(|e| e.poll_timeout()),
+            Node::Client(i) => self.clients[i].node.as_ref().and_then(|e| e.poll_timeout()),
         };
         let at = next.map(|t| self.to_global(node, t).max(self.now));
         let (cur, gen) = match node {
@@ -244,14 +256,14 @@ impl<'a> Sim<'a> {
                 if let Some(s) = self.server.as_mut() {
                     s.handle_timeout(now);
                 }
-                self.server_out();
+                self.server_dirty();
             }
             Node::Client(i) => {
                 if gen != self.clients[i].timer_gen {
                     return;
                 }
                 self.clients[i].timer_at = None;
-                if let Some(e) = self.clients[i].engine.as_mut() {
+                if let Some(e) = self.clients[i].node.as_mut() {
                     e.handle_timeout(now);
                 }
                 self.client_out(i);
@@ -262,115 +274,47 @@ impl<'a> Sim<'a> {
 
     pub(super) fn client_out(&mut self, i: usize) {
         while let Some(out) = self.clients[i]
-            .engine
+            .node
             .as_mut()
-            .and_then(|e| e.poll_output())
+            .and_then(ClientNode::poll_output)
         {
             match out {
-                ClientOutput::Send(m) => self.send(Node::Client(i), Node::Server, Payload::Up(m)),
-                ClientOutput::Event(ev) => {
-                    match &ev {
-                        ClientEvent::Connected { .. } => {
-                            self.clients[i].backoff_ms = RECONNECT_MIN_MS
-                        }
-                        ClientEvent::ServerSilent => match self.sc.topology.link {
+                ClientNodeOutput::Transmit(t) => self.send(
+                    Node::Client(i),
+                    Node::Server,
+                    Payload::Up(t.msg),
+                    t.line.into_bytes(),
+                ),
+                ClientNodeOutput::Event(ev) => {
+                    if ev == ClientEvent::ServerSilent {
+                        match self.sc.topology.link {
                             LinkModel::Stream => self.conn_lost(i, true),
-                            LinkModel::Datagram => self.schedule_reconnect(i),
-                        },
-                        _ => {}
+                            LinkModel::Datagram => {
+                                let delay =
+                                    self.clients[i].node.as_mut().map_or(0, ClientNode::lost);
+                                self.schedule_reconnect(i, delay);
+                            }
+                        }
                     }
-                    let show = !matches!(ev, ClientEvent::RemoteChange);
-                    if show {
+                    if !matches!(ev, ClientEvent::RemoteChange) {
                         self.log("event", format!("c{i} {ev:?}"));
                     }
                 }
+                ClientNodeOutput::BadFrame(e) => {
+                    self.summary.decode_errors += 1;
+                    self.log_full("event", || format!("c{i} skipped a bad frame: {e}"));
+                }
+                ClientNodeOutput::Answered { .. } => {}
             }
         }
         self.arm(Node::Client(i));
     }
 
-    pub(super) fn server_out(&mut self) {
-        let mut batch = Vec::new();
-        while let Some(out) = self.server.as_mut().and_then(|s| s.poll_output()) {
-            match out {
-                ServerOutput::Persist(r) => batch.push(r),
-                ServerOutput::Send { to, msg } => {
-                    self.commit(&mut batch);
-                    let Some(i) = self.client_of_peer(to) else {
-                        continue;
-                    };
-                    self.send(Node::Server, Node::Client(i), Payload::Down(msg));
-                }
-                ServerOutput::Disconnect { peer, reason } => {
-                    self.commit(&mut batch);
-                    if let Some(i) = self.client_of_peer(peer) {
-                        self.log("event", format!("S dropped c{i}: {reason}"));
-                        if self.sc.topology.link == LinkModel::Stream {
-                            self.conn_lost(i, false);
-                        }
-                    }
-                }
-            }
-        }
-        self.commit(&mut batch);
-        self.arm(Node::Server);
-    }
-
-    /// Commit persist records before anything that follows them is sent.
-    pub(super) fn commit(&mut self, batch: &mut Vec<dsync_engine::PersistRecord>) {
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.commit(batch, self.now) {
-            self.fail(CheckKind::Safety, format!("store commit failed: {e}"));
-        }
-        for r in batch.iter() {
-            self.removed_sessions
-                .extend(r.removed_sessions.iter().cloned());
-            for s in &r.sessions {
-                self.removed_sessions.remove(&s.client_id);
-            }
-        }
-        batch.clear();
-        if self.sc.checks.intent {
-            let master = self.master_text();
-            self.check_master_tokens(&master);
-        }
-    }
-
     pub(super) fn client_of_peer(&self, peer: PeerId) -> Option<usize> {
         self.clients.iter().position(|c| {
             c.conn == peer.0
-                && c.engine.is_some()
+                && c.node.is_some()
                 && (c.conn_up || self.sc.topology.link == LinkModel::Datagram)
         })
-    }
-
-    // ----- network -----------------------------------------------------------------------
-
-    pub(super) fn ensure_loaded(&mut self, msg: &ClientMsg) {
-        let Some(server) = self.server.as_ref() else {
-            return;
-        };
-        let Some(doc) = server.document_needed(msg).map(str::to_string) else {
-            return;
-        };
-        let stored = match self.store.load(&doc) {
-            Ok(d) => d.unwrap_or_default(),
-            Err(e) => return self.fail(CheckKind::Safety, format!("store load failed: {e}")),
-        };
-        let text = stored.text.clone();
-        if let Some(s) = self.server.as_mut() {
-            if let Err(e) = s.load_document(&doc, stored) {
-                return self.fail(CheckKind::Safety, format!("load_document failed: {e}"));
-            }
-            // Safety: after a (re)load the master is exactly the last committed state.
-            if s.master(&doc) != Some(text.as_str()) {
-                self.fail(
-                    CheckKind::Safety,
-                    "loaded master differs from the committed store".into(),
-                );
-            }
-        }
     }
 }

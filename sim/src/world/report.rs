@@ -107,8 +107,22 @@ pub struct Summary {
     pub duplicated: u64,
     /// Messages held back to reorder them.
     pub reordered: u64,
-    /// Messages corrupted in flight.
+    /// Frames whose bytes were damaged in flight.
     pub corrupted: u64,
+    /// Frames split in two pieces (stream).
+    pub split_frames: u64,
+    /// Frames that rode in a flight already in the air (stream).
+    pub coalesced: u64,
+    /// Lines of garbage sent ahead of frames.
+    pub garbage: u64,
+    /// Frames a node could not decode (both sides): damage, garbage, the frame limit.
+    pub decode_errors: u64,
+    /// Server commits that failed (the server stopped without acknowledging the batch).
+    pub failed_commits: u64,
+    /// Server crashes after a commit and before its replies went out.
+    pub crashes_after_commit: u64,
+    /// Server crashes inside a batch (handled, not committed).
+    pub crashes_in_batch: u64,
     /// Connection resets (stream links).
     pub conn_resets: u64,
     /// Full-text resets performed by clients.
@@ -145,8 +159,10 @@ impl Summary {
     /// The one-line summary of the trace.
     pub fn line(&self) -> String {
         format!(
-            "summary  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} conn_resets={} edits={} resets={} rollbacks={} retransmits={} dups_skipped={} stale_skipped={} patches_dropped={} resumes={} inexact_resets={} link_fallbacks={} log_overflows={} merge_fallbacks={}",
+            "summary  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} split={} coalesced={} garbage={} decode_errors={} failed_commits={} crashes_after_commit={} crashes_in_batch={} conn_resets={} edits={} resets={} rollbacks={} retransmits={} dups_skipped={} stale_skipped={} patches_dropped={} resumes={} inexact_resets={} link_fallbacks={} log_overflows={} merge_fallbacks={}",
             self.sent, self.delivered, self.dropped, self.duplicated, self.reordered, self.corrupted,
+            self.split_frames, self.coalesced, self.garbage, self.decode_errors,
+            self.failed_commits, self.crashes_after_commit, self.crashes_in_batch,
             self.conn_resets, self.edits, self.resets, self.rollbacks, self.retransmits,
             self.duplicates_skipped, self.stale_skipped, self.patches_dropped, self.resumes,
             self.inexact_resets, self.link_fallbacks, self.log_overflows, self.merge_fallbacks

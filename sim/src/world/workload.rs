@@ -52,7 +52,7 @@ impl<'a> Sim<'a> {
                 self.local_edit(client, LocalEdit::DeleteToken { token })
             }
             Event::StopFaults => self.stop_faults(),
-            Event::DropMessage { .. } | Event::Net { .. } => {}
+            Event::DropMessage { .. } | Event::Net { .. } | Event::Commit { .. } => {}
         }
     }
 
@@ -69,7 +69,7 @@ impl<'a> Sim<'a> {
             self.restart(Node::Server);
         }
         for i in 0..self.clients.len() {
-            if self.clients[i].engine.is_none() && !self.halted.contains(&Node::Client(i)) {
+            if self.clients[i].node.is_none() && !self.halted.contains(&Node::Client(i)) {
                 self.restart(Node::Client(i));
             }
         }
@@ -126,8 +126,9 @@ impl<'a> Sim<'a> {
             .chars()
             .collect();
         let len = self.clients[i]
-            .engine
+            .node
             .as_ref()
+            .map(ClientNode::engine)
             .map_or(0, |e| e.text().chars().count());
         let del = len > 0 && self.rng_work.random_bool(t.delete_chance.clamp(0.0, 1.0));
         let pos = self.rng_work.random_range(0..=len);
@@ -158,8 +159,9 @@ impl<'a> Sim<'a> {
         let gap = self.rng_work.random_range(1..=t.every_ms * 2);
         self.schedule(self.now + gap, Ev::Token(i));
         let text = self.clients[i]
-            .engine
+            .node
             .as_ref()
+            .map(ClientNode::engine)
             .map(|e| e.text().to_string())
             .unwrap_or_default();
         let visible: Vec<String> = tokens_in(&text)
@@ -184,11 +186,11 @@ impl<'a> Sim<'a> {
 
     pub(super) fn local_edit(&mut self, i: usize, edit: LocalEdit) {
         let inc = self.clients[i].incarnation;
-        let Some(engine) = self.clients[i].engine.as_mut() else {
+        let Some(engine) = self.clients[i].node.as_mut() else {
             self.log_full("edit", || format!("c{i} is down; edit ignored"));
             return;
         };
-        let before = engine.text().to_string();
+        let before = engine.engine().text().to_string();
         let len = before.chars().count();
         // Where a token went (char position), for the order oracle.
         let mut token_at = None;
@@ -250,7 +252,7 @@ impl<'a> Sim<'a> {
                 )
             }
         };
-        let after = engine.text().to_string();
+        let after = engine.engine().text().to_string();
         self.summary.edits += 1;
         self.ledger.edit(i, &before, &after);
         match &edit {
