@@ -27,7 +27,7 @@ fn local_sync(c: &mut Criterion) {
                 pair.json = false;
                 let mut i = 0usize;
                 b.iter(|| {
-                    let len = pair.client.text().len();
+                    let len = pair.client.engine().text().len();
                     // Positions are ASCII-safe: the synthetic document is ASCII. Inserts and
                     // deletes alternate so the document keeps its size.
                     if i % 2 == 0 {

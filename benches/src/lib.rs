@@ -9,10 +9,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dsync_engine::{
-    ClientEngine, ClientOutput, Config, PeerId, ServerEngine, ServerOutput, StoredDocument, Time,
-};
-use dsync_net::{decode_client, decode_server, encode_client, encode_server};
+use dsync_engine::{Config, PeerId, ServerEngine, StoredDocument, Time};
+use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
+use dsync_store::MemStore;
 
 /// One patch in the units of the system that applies it.
 #[derive(Debug, Clone)]
@@ -190,17 +189,17 @@ impl Run {
     }
 }
 
-/// A dsync client and server in one process, exchanging real protocol messages (JSON lines,
-/// encoded and decoded: the full protocol minus the socket). Persist records are produced but
-/// not written (no SQLite).
+/// A dsync client node and server node in one process (the nodes the binaries run, the server
+/// over `dsync_store::MemStore`), exchanging real protocol frames: the full protocol minus the
+/// socket. Every server batch is committed to the store before its replies go out.
 pub struct DsyncPair {
     /// The client.
-    pub client: ClientEngine,
-    /// The server.
-    pub server: ServerEngine,
+    pub client: ClientNode,
+    server: Option<ServerNode<MemStore>>,
     /// Bytes on the wire so far (0 without JSON).
     pub wire_bytes: u64,
-    /// Pass messages through JSON lines (the wire), or hand them over as values.
+    /// Pass frames through the receivers' decoders (the wire), or hand the messages over as
+    /// values (the nodes still encode what they send).
     pub json: bool,
     now: u64,
     peer: PeerId,
@@ -210,43 +209,54 @@ impl DsyncPair {
     /// A connected pair on a document holding `start`.
     pub fn new(start: &str) -> DsyncPair {
         let cfg = Config::default();
-        let server = bench_server(cfg, start);
         let mut p = DsyncPair {
-            client: ClientEngine::new(cfg, "c0", "bench"),
-            server,
+            client: bench_client(cfg, "c0"),
+            server: Some(bench_server(cfg, start)),
             wire_bytes: 0,
             json: true,
             now: 0,
             peer: PeerId(1),
         };
-        p.client.connect(Time(0));
+        p.client.connected(Time(0));
         p.pump();
         p
     }
 
+    /// The server's engine.
+    pub fn server(&self) -> &ServerEngine {
+        self.server
+            .as_ref()
+            .expect("the server node is back after every call")
+            .engine()
+    }
+
     /// Deliver everything until both sides are quiet.
     pub fn pump(&mut self) {
+        let now = Time(self.now);
+        let mut server = self.server.take().expect("the server node is here");
         loop {
             let mut moved = false;
             while let Some(o) = self.client.poll_output() {
-                if let ClientOutput::Send(mut m) = o {
+                if let ClientNodeOutput::Transmit(t) = o {
                     if self.json {
-                        let line = encode_client(&m);
-                        self.wire_bytes += line.len() as u64;
-                        m = decode_client(&line, usize::MAX).expect("own frames decode");
+                        self.wire_bytes += t.line.len() as u64;
+                        server.receive_datagram(now, self.peer, t.line.as_bytes());
+                    } else {
+                        server.handle_message(now, self.peer, t.msg);
                     }
-                    self.server.handle_message(Time(self.now), self.peer, m);
                     moved = true;
                 }
             }
-            while let Some(o) = self.server.poll_output() {
-                if let ServerOutput::Send { mut msg, .. } = o {
+            let (s, released) = commit(server, self.now);
+            server = s;
+            for o in released {
+                if let Output::Send { msg, line, .. } = o {
                     if self.json {
-                        let line = encode_server(&msg);
                         self.wire_bytes += line.len() as u64;
-                        msg = decode_server(&line, usize::MAX).expect("own frames decode");
+                        self.client.receive_datagram(now, line.as_bytes());
+                    } else {
+                        self.client.handle_message(now, msg);
                     }
-                    self.client.handle_message(Time(self.now), msg);
                     moved = true;
                 }
             }
@@ -254,15 +264,17 @@ impl DsyncPair {
                 break;
             }
         }
+        self.server = Some(server);
     }
 
     /// Apply one transaction (byte positions) to the client's text.
     pub fn apply(&mut self, txn: &[Patch]) {
-        for p in txn {
-            self.client
-                .edit_bytes(p.pos, p.del, &p.ins)
-                .expect("trace patch fits");
-        }
+        self.client.edit(|e| {
+            for p in txn {
+                e.edit_bytes(p.pos, p.del, &p.ins)
+                    .expect("trace patch fits");
+            }
+        });
     }
 
     /// One full sync round trip.
@@ -273,17 +285,30 @@ impl DsyncPair {
     }
 }
 
-/// A server engine holding the document `bench` with `text`.
-fn bench_server(cfg: Config, text: &str) -> ServerEngine {
-    let mut server = ServerEngine::new(cfg);
-    let stored = StoredDocument {
-        text: text.to_string(),
-        ..StoredDocument::default()
-    };
-    server
-        .load_document("bench", stored)
-        .expect("document within limits");
-    server
+/// Commit a server node's batch (the in-memory store does not fail).
+fn commit(server: ServerNode<MemStore>, now: u64) -> (ServerNode<MemStore>, Vec<Output>) {
+    match server.commit(now) {
+        Ok((s, released)) => (s, released.outputs),
+        Err(f) => panic!("the in-memory store failed: {}", f.error),
+    }
+}
+
+/// A client node for the document `bench`.
+fn bench_client(cfg: Config, id: &str) -> ClientNode {
+    ClientNode::new(cfg, ClientNodeConfig::for_engine(&cfg), id, "bench")
+}
+
+/// A server node whose store holds the document `bench` with `text`.
+fn bench_server(cfg: Config, text: &str) -> ServerNode<MemStore> {
+    let mut store = MemStore::new();
+    store.insert(
+        "bench",
+        StoredDocument {
+            text: text.to_string(),
+            ..StoredDocument::default()
+        },
+    );
+    ServerNode::new(cfg, store, cfg.limits.frame_bytes())
 }
 
 /// Replay a trace through dsync, syncing every `every` transactions.
@@ -297,10 +322,10 @@ pub fn run_dsync(t: &Trace, every: usize) -> Result<Run, String> {
         }
     }
     let elapsed = start.elapsed();
-    check(&t.end, p.client.text(), "dsync client")?;
+    check(&t.end, p.client.engine().text(), "dsync client")?;
     check(
         &t.end,
-        p.server.master("bench").unwrap_or_default(),
+        p.server().master("bench").unwrap_or_default(),
         "dsync server",
     )?;
     Ok(Run {
@@ -421,34 +446,38 @@ pub fn run_diamond(t: &Trace, every: usize) -> Result<Run, String> {
 /// server's final text, which must be `a.end + "\n---\n" + b.end`.
 pub fn two_writers(a: &Trace, b: &Trace, every: usize) -> String {
     let cfg = Config::default();
-    let mut server = bench_server(cfg, &format!("{}\n---\n{}", a.start, b.start));
-    let mut clients = [
-        ClientEngine::new(cfg, "a", "bench"),
-        ClientEngine::new(cfg, "b", "bench"),
-    ];
+    let mut server = Some(bench_server(cfg, &format!("{}\n---\n{}", a.start, b.start)));
+    let mut clients = [bench_client(cfg, "a"), bench_client(cfg, "b")];
     let mut now = 0u64;
-    let pump = |server: &mut ServerEngine, clients: &mut [ClientEngine; 2], now: u64| loop {
-        let mut moved = false;
-        for (i, c) in clients.iter_mut().enumerate() {
-            while let Some(o) = c.poll_output() {
-                if let ClientOutput::Send(m) = o {
-                    server.handle_message(Time(now), PeerId(i as u64), m);
-                    moved = true;
+    let pump =
+        |slot: &mut Option<ServerNode<MemStore>>, clients: &mut [ClientNode; 2], now: u64| {
+            let mut server = slot.take().expect("the server node is here");
+            loop {
+                let mut moved = false;
+                for (i, c) in clients.iter_mut().enumerate() {
+                    while let Some(o) = c.poll_output() {
+                        if let ClientNodeOutput::Transmit(t) = o {
+                            server.receive_datagram(Time(now), PeerId(i as u64), t.line.as_bytes());
+                            moved = true;
+                        }
+                    }
+                }
+                let (s, released) = commit(server, now);
+                server = s;
+                for o in released {
+                    if let Output::Send { to, line, .. } = o {
+                        clients[to.0 as usize].receive_datagram(Time(now), line.as_bytes());
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
                 }
             }
-        }
-        while let Some(o) = server.poll_output() {
-            if let ServerOutput::Send { to, msg } = o {
-                clients[to.0 as usize].handle_message(Time(now), msg);
-                moved = true;
-            }
-        }
-        if !moved {
-            break;
-        }
-    };
+            *slot = Some(server);
+        };
     for c in clients.iter_mut() {
-        c.connect(Time(0));
+        c.connected(Time(0));
     }
     pump(&mut server, &mut clients, now);
     // B's part is at the end: its positions count back from the end of the text.
@@ -456,18 +485,20 @@ pub fn two_writers(a: &Trace, b: &Trace, every: usize) -> String {
     let n = a.bytes.len().max(b.bytes.len());
     for i in 0..n {
         if let Some(txn) = a.bytes.get(i) {
-            for p in txn {
-                clients[0].edit_bytes(p.pos, p.del, &p.ins).expect("a fits");
-            }
+            clients[0].edit(|e| {
+                for p in txn {
+                    e.edit_bytes(p.pos, p.del, &p.ins).expect("a fits");
+                }
+            });
         }
         if let Some(txn) = b.bytes.get(i) {
-            for p in txn {
-                let base = clients[1].text().len() - b_len;
-                clients[1]
-                    .edit_bytes(base + p.pos, p.del, &p.ins)
-                    .expect("b fits");
-                b_len = b_len - p.del + p.ins.len();
-            }
+            clients[1].edit(|e| {
+                for p in txn {
+                    let base = e.text().len() - b_len;
+                    e.edit_bytes(base + p.pos, p.del, &p.ins).expect("b fits");
+                    b_len = b_len - p.del + p.ins.len();
+                }
+            });
         }
         if (i + 1) % every == 0 || i + 1 == n {
             now += 1;
@@ -485,7 +516,12 @@ pub fn two_writers(a: &Trace, b: &Trace, every: usize) -> String {
         }
         pump(&mut server, &mut clients, now);
     }
-    server.master("bench").unwrap_or_default().to_string()
+    let server = server.expect("the server node is here");
+    server
+        .engine()
+        .master("bench")
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn check(want: &str, got: &str, who: &str) -> Result<(), String> {

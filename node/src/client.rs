@@ -178,6 +178,11 @@ impl ClientNode {
         self.edit(|e| e.delete(start, end))
     }
 
+    /// Replace `del` bytes at byte offset `at` with `ins` (editing traces count in bytes).
+    pub fn edit_bytes(&mut self, at: usize, del: usize, ins: &str) -> Result<(), EngineError> {
+        self.edit(|e| e.edit_bytes(at, del, ins))
+    }
+
     /// Replace the whole text.
     pub fn set_text(&mut self, text: &str) -> Result<(), EngineError> {
         self.edit(|e| e.set_text(text))

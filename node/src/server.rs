@@ -263,9 +263,12 @@ impl<S: Store> ServerNode<S> {
             self.engine.reject(peer, Some(doc), code, e.to_string());
             return false;
         }
-        // After a (re)load the master is exactly the last committed state.
+        // After a (re)load the master is exactly the last committed state (line endings aside:
+        // a file written by hand may hold `\r`, which the engine normalises on load).
         #[cfg(debug_assertions)]
-        debug_assert_eq!(self.engine.master(&doc), Some(text.as_str()));
+        if !text.contains('\r') {
+            debug_assert_eq!(self.engine.master(&doc), Some(text.as_str()));
+        }
         self.stats.loads += 1;
         true
     }

@@ -1,36 +1,45 @@
-//! A virtual-time harness: one server engine, several client engines, and a network whose every
-//! delivery is chosen by the test (deliver, drop, duplicate, reorder, delay). Messages are the
-//! real protocol types; persistence goes to `dsync_store::MemStore`, which keeps the SQLite
+//! A virtual-time harness: one server node, several client nodes (`dsync-node`, the code the
+//! binaries run), and a network whose every delivery is chosen by the test (deliver, drop,
+//! duplicate, reorder, delay). Queued messages are the protocol types, handed over as the frames
+//! `dsync-net` encodes; the server persists to `dsync_store::MemStore`, which keeps the SQLite
 //! store's semantics (its conformance suite says so), so a "crash" keeps only what was
 //! committed.
 
 use std::collections::VecDeque;
 
 use dsync_engine::{
-    ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, PeerId, ServerEngine, ServerMsg,
-    ServerOutput, StoredDocument, Time,
+    ClientEvent, ClientMsg, Config, PeerId, ServerEngine, ServerMsg, ServerOutput, StoredDocument,
+    Time,
 };
-use dsync_store::{MemStore, Store};
+use dsync_net::{encode_client, encode_server};
+use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
+use dsync_store::MemStore;
 
 pub const DOC: &str = "doc";
 
 pub struct Net {
     pub now: Time,
     pub config: Config,
-    pub server: ServerEngine,
-    pub clients: Vec<ClientEngine>,
+    /// The server node (engine + store + the batch rule); `None` only inside a call.
+    server: Option<ServerNode<MemStore>>,
+    pub clients: Vec<ClientNode>,
     /// Per client: messages on their way to the server.
     pub up: Vec<VecDeque<ClientMsg>>,
     /// Per client: messages on their way to the client.
     pub down: Vec<VecDeque<ServerMsg>>,
-    pub store: MemStore,
-    /// Every output the server produced, in order (for ordering checks).
+    /// What the server node did, in order: the records of each commit, then what the commit
+    /// released (for ordering checks).
     pub server_log: Vec<ServerOutput>,
     /// Per client: every event it reported, in order.
     pub events: Vec<Vec<ClientEvent>>,
     /// Peer numbers: a client gets a new one after each reconnection.
     pub peer_of: Vec<PeerId>,
     next_peer: u64,
+}
+
+/// A client node as every test makes one.
+pub fn client(config: Config, id: &str) -> ClientNode {
+    ClientNode::new(config, ClientNodeConfig::for_engine(&config), id, DOC)
 }
 
 impl Net {
@@ -43,17 +52,14 @@ impl Net {
                 ..Default::default()
             },
         );
-        let clients = (0..n)
-            .map(|i| ClientEngine::new(config, format!("c{i}"), DOC))
-            .collect();
+        let clients = (0..n).map(|i| client(config, &format!("c{i}"))).collect();
         Net {
             now: Time(0),
             config,
-            server: ServerEngine::new(config),
+            server: Some(ServerNode::new(config, store, config.limits.frame_bytes())),
             clients,
             up: vec![VecDeque::new(); n],
             down: vec![VecDeque::new(); n],
-            store,
             server_log: Vec::new(),
             events: vec![Vec::new(); n],
             peer_of: (0..n as u64).map(PeerId).collect(),
@@ -65,41 +71,77 @@ impl Net {
     pub fn connected(n: usize, config: Config, initial: &str) -> Net {
         let mut net = Net::new(n, config, initial);
         for i in 0..n {
-            net.clients[i].connect(net.now);
+            net.clients[i].connected(net.now);
         }
         net.pump();
         net.settle(60_000);
         net
     }
 
+    /// The server's engine (read-only).
+    pub fn server(&self) -> &ServerEngine {
+        self.node().engine()
+    }
+
+    fn node(&self) -> &ServerNode<MemStore> {
+        self.server
+            .as_ref()
+            .expect("the server node is back after every call")
+    }
+
+    fn node_mut(&mut self) -> &mut ServerNode<MemStore> {
+        self.server
+            .as_mut()
+            .expect("the server node is back after every call")
+    }
+
+    /// Use `strategy` for the document on the server.
+    pub fn set_merge(&mut self, strategy: dsync_engine::MergeStrategy) {
+        self.node_mut().set_merge(DOC, strategy);
+    }
+
+    /// The server's store.
+    pub fn store(&self) -> &MemStore {
+        self.node().store()
+    }
+
     fn client_index(&self, peer: PeerId) -> Option<usize> {
         self.peer_of.iter().position(|p| *p == peer)
     }
 
-    /// Drain every engine's outputs into the network and the store.
+    /// Drain every node's outputs into the network; the server commits its batch first.
     pub fn pump(&mut self) {
         for i in 0..self.clients.len() {
             while let Some(o) = self.clients[i].poll_output() {
                 match o {
-                    ClientOutput::Send(m) => self.up[i].push_back(m),
-                    ClientOutput::Event(e) => self.events[i].push(e),
+                    ClientNodeOutput::Transmit(t) => self.up[i].push_back(t.msg),
+                    ClientNodeOutput::Event(e) => self.events[i].push(e),
+                    ClientNodeOutput::BadFrame(e) => panic!("client {i} got a bad frame: {e}"),
+                    ClientNodeOutput::Answered { .. } => {}
                 }
             }
         }
-        while let Some(o) = self.server.poll_output() {
-            match &o {
-                ServerOutput::Send { to, msg } => {
-                    if let Some(i) = self.client_index(*to) {
+        let node = self.server.take().expect("the server node is here");
+        let (node, released) = match node.commit(self.now.0) {
+            Ok(x) => x,
+            Err(f) => panic!("the in-memory store never fails: {}", f.error),
+        };
+        self.server = Some(node);
+        self.server_log
+            .extend(released.records.into_iter().map(ServerOutput::Persist));
+        for o in released.outputs {
+            match o {
+                Output::Send { to, msg, .. } => {
+                    if let Some(i) = self.client_index(to) {
                         self.down[i].push_back(msg.clone());
                     }
+                    self.server_log.push(ServerOutput::Send { to, msg });
                 }
-                ServerOutput::Persist(r) => self
-                    .store
-                    .commit(std::slice::from_ref(r), self.now.0)
-                    .expect("the in-memory store never fails"),
-                ServerOutput::Disconnect { .. } => {}
+                Output::Disconnect { peer, reason } => {
+                    self.server_log
+                        .push(ServerOutput::Disconnect { peer, reason });
+                }
             }
-            self.server_log.push(o);
         }
     }
 
@@ -112,12 +154,17 @@ impl Net {
         true
     }
 
+    /// Hand `m` to the server as the frame its client would send (encoded, then decoded by
+    /// the node, which loads the document a `connect` opens).
     pub fn send_to_server(&mut self, i: usize, m: ClientMsg) {
-        if let Some(doc) = self.server.document_needed(&m) {
-            let stored = self.store.load(doc).unwrap().unwrap_or_default();
-            self.server.load_document(doc, stored).unwrap();
-        }
-        self.server.handle_message(self.now, self.peer_of[i], m);
+        self.send_as(self.peer_of[i], m);
+    }
+
+    /// Hand `m` to the server from any peer.
+    pub fn send_as(&mut self, peer: PeerId, m: ClientMsg) {
+        let line = encode_client(&m);
+        let (now, frame) = (self.now, line.trim_end_matches('\n').to_string());
+        self.node_mut().receive_frame(now, peer, Ok(frame));
         self.pump();
     }
 
@@ -126,7 +173,8 @@ impl Net {
         let Some(m) = self.down[i].pop_front() else {
             return false;
         };
-        self.clients[i].handle_message(self.now, m);
+        let line = encode_server(&m);
+        self.clients[i].receive_datagram(self.now, line.as_bytes());
         self.pump();
         true
     }
@@ -171,7 +219,7 @@ impl Net {
                 .clients
                 .iter()
                 .filter_map(|c| c.poll_timeout())
-                .chain(self.server.poll_timeout())
+                .chain(self.node().poll_timeout())
                 .min();
             match next {
                 Some(t) if t <= to => {
@@ -181,9 +229,8 @@ impl Net {
                             c.handle_timeout(self.now);
                         }
                     }
-                    if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
-                        self.server.handle_timeout(self.now);
-                    }
+                    let now = self.now;
+                    self.node_mut().handle_timeout(now);
                     self.pump();
                 }
                 _ => break,
@@ -234,8 +281,9 @@ impl Net {
 
     /// Every text, shadow pair and version pair agree; nothing pending, nothing in flight.
     pub fn converged(&self) -> Result<(), String> {
-        let master = self.server.master(DOC).ok_or("document not loaded")?;
-        for (i, c) in self.clients.iter().enumerate() {
+        let server = self.server();
+        let master = server.master(DOC).ok_or("document not loaded")?;
+        for (i, c) in self.clients.iter().map(ClientNode::engine).enumerate() {
             if !c.is_settled() {
                 return Err(format!("client {i} not settled"));
             }
@@ -246,8 +294,7 @@ impl Net {
                     master
                 ));
             }
-            let (shadow, _) = self
-                .server
+            let (shadow, _) = server
                 .session(DOC, c.client_id())
                 .ok_or(format!("no session for client {i}"))?;
             if shadow != c.shadow() {
@@ -257,7 +304,7 @@ impl Net {
                     shadow
                 ));
             }
-            if self.server.pending_len(DOC, c.client_id()) != Some(0) {
+            if server.pending_len(DOC, c.client_id()) != Some(0) {
                 return Err(format!("server has pending edits for client {i}"));
             }
         }
@@ -267,9 +314,24 @@ impl Net {
         Ok(())
     }
 
-    /// Crash the server: everything not persisted is gone; connections break.
+    /// Crash the server: everything not committed is gone; connections break.
     pub fn crash_server(&mut self) {
-        self.server = ServerEngine::new(self.config);
+        self.crash_server_then(|_| {});
+    }
+
+    /// Crash the server, change its disk while it is down (`f`), and start it again.
+    pub fn crash_server_then(&mut self, f: impl FnOnce(&mut MemStore)) {
+        let mut store = self
+            .server
+            .take()
+            .expect("the server node is here")
+            .into_store();
+        f(&mut store);
+        self.server = Some(ServerNode::new(
+            self.config,
+            store,
+            self.config.limits.frame_bytes(),
+        ));
         for q in self.down.iter_mut() {
             q.clear();
         }
@@ -278,15 +340,16 @@ impl Net {
         }
     }
 
-    /// The transport of client `i` reconnects: new peer id, engine told, then `connect`.
+    /// The transport of client `i` reconnects: new peer id, both nodes told, then `connect`.
     pub fn reconnect(&mut self, i: usize) {
-        self.server.handle_disconnect(self.now, self.peer_of[i]);
+        let (now, peer) = (self.now, self.peer_of[i]);
+        self.node_mut().closed(now, peer);
         self.peer_of[i] = PeerId(self.next_peer);
         self.next_peer += 1;
         self.up[i].clear();
         self.down[i].clear();
-        self.clients[i].disconnected();
-        self.clients[i].connect(self.now);
+        let _ = self.clients[i].lost();
+        self.clients[i].connected(now);
         self.pump();
     }
 
@@ -302,6 +365,6 @@ impl Net {
     }
 
     pub fn master(&self) -> String {
-        self.server.master(DOC).unwrap_or_default().to_string()
+        self.server().master(DOC).unwrap_or_default().to_string()
     }
 }

@@ -35,11 +35,11 @@ fn p1_ack_is_next_expected_version_with_two_requests_in_flight() {
         .collect();
     assert_eq!(acks, vec![1, 2]);
     net.deliver_down(0); // stale (old seq): ignored
-    assert_eq!(net.clients[0].pending().len(), 2);
+    assert_eq!(net.clients[0].engine().pending().len(), 2);
     net.deliver_down(0);
-    assert!(net.clients[0].pending().is_empty());
+    assert!(net.clients[0].engine().pending().is_empty());
     assert_eq!(net.master(), "ab");
-    assert_eq!(net.server.stats().duplicates_skipped, 1);
+    assert_eq!(net.server().stats().duplicates_skipped, 1);
 }
 
 /// Pitfall 2: The backup is refreshed on every accepted message, even one with no edits, so a reply
@@ -55,10 +55,10 @@ fn p2_backup_refreshed_on_polls() {
         net.deliver_up(0);
         net.drop_down(0);
         net.settle(10_000);
-        assert_eq!(net.server.stats().rollbacks, round + 1);
+        assert_eq!(net.server().stats().rollbacks, round + 1);
     }
-    assert_eq!(net.server.stats().resets, 0);
-    assert_eq!(net.clients[0].text(), "BBBx");
+    assert_eq!(net.server().stats().resets, 0);
+    assert_eq!(net.clients[0].engine().text(), "BBBx");
 }
 
 /// Pitfall 3: Restore the backup before filtering duplicates, and clear the server's pending edits:
@@ -80,8 +80,8 @@ fn p3_restore_before_filtering() {
     net.flush();
     net.settle(10_000);
     assert_eq!(net.master(), "01234567");
-    assert_eq!(net.server.stats().rollbacks, 1);
-    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.server().stats().rollbacks, 1);
+    assert_eq!(net.server().stats().resets, 0);
 }
 
 /// Pitfall 4: A message holding only duplicates is answered normally.
@@ -98,7 +98,7 @@ fn p4_duplicates_still_get_a_normal_reply() {
         Some(ServerMsg::ServerSync { client_version, .. }) => assert_eq!(*client_version, 1),
         other => panic!("expected a normal server_sync, got {other:?}"),
     }
-    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.server().stats().resets, 0);
 }
 
 /// Pitfall 5: No empty delta is stacked on a non-empty stack.
@@ -112,7 +112,7 @@ fn p5_no_empty_edits_stacked() {
         net.advance(2_000);
         net.drop_up(0);
     }
-    assert_eq!(net.clients[0].pending().len(), 1);
+    assert_eq!(net.clients[0].engine().pending().len(), 1);
 }
 
 /// Pitfall 7: After a reset both sides use exactly the versions in the reset, so the client's next edit
@@ -139,8 +139,8 @@ fn p7_reset_versions_are_explicit() {
     net.sync(0);
     net.settle(10_000);
     assert_eq!(net.master(), "r12");
-    assert_eq!(net.server.stats().duplicates_skipped, 0);
-    assert_eq!(net.server.stats().resets, 1);
+    assert_eq!(net.server().stats().duplicates_skipped, 0);
+    assert_eq!(net.server().stats().resets, 1);
 }
 
 /// Pitfall 9: One request in flight: the sync interval does not start a second cycle while one is
@@ -153,7 +153,7 @@ fn p9_one_request_in_flight() {
     net.type_at(0, 1, "b"); // typed after the snapshot
     net.advance(1_500); // three sync intervals, less than the retransmit timeout
     assert_eq!(net.up[0].len(), 1);
-    assert_eq!(net.clients[0].shadow().text, "a");
+    assert_eq!(net.clients[0].engine().shadow().text, "a");
     net.settle(10_000);
     assert_eq!(net.master(), "ab");
 }
@@ -183,7 +183,7 @@ fn p10_persist_precedes_acknowledgement() {
         )
     });
     assert!(persist.unwrap() < ack.unwrap());
-    assert_eq!(net.store.load("doc").unwrap().unwrap().text, "durable");
+    assert_eq!(net.store().load("doc").unwrap().unwrap().text, "durable");
 }
 
 /// Pitfall 11: Line endings are normalised at the input edge, so no fix-up deltas bounce forever.
@@ -195,12 +195,12 @@ fn p11_line_endings_normalised() {
     net.settle(10_000);
     assert_eq!(net.master(), "x\ny\nz");
     // Quiet afterwards: no edits travel in the next ten cycles.
-    let before = net.server.stats().edits_applied;
+    let before = net.server().stats().edits_applied;
     for _ in 0..10 {
         net.advance(500);
         net.flush();
     }
-    assert_eq!(net.server.stats().edits_applied, before);
+    assert_eq!(net.server().stats().edits_applied, before);
     net.converged().unwrap();
 }
 
@@ -238,12 +238,12 @@ fn master_change_log_stays_small_while_clients_keep_up() {
     let mut longest = 0;
     for round in 0..200 {
         for c in 0..5 {
-            let len = net.clients[c].text().chars().count();
+            let len = net.clients[c].engine().text().chars().count();
             net.type_at(c, len.min(round % 7), "x");
             net.sync(c);
         }
         net.flush();
-        longest = longest.max(net.server.log_len(crate::harness::DOC).unwrap());
+        longest = longest.max(net.server().log_len(crate::harness::DOC).unwrap());
     }
     net.settle(10_000);
     assert!(longest < 64, "log grew to {longest}");
@@ -276,10 +276,9 @@ fn fuzzy_client_merges_exactly_what_it_cannot_place() {
         ..cfg()
     };
     let mut net = Net::new(2, config, base);
-    net.server
-        .set_merge(crate::harness::DOC, MergeStrategy::FuzzyPatch);
+    net.set_merge(MergeStrategy::FuzzyPatch);
     for i in 0..2 {
-        net.clients[i].connect(net.now);
+        net.clients[i].connected(net.now);
     }
     net.pump();
     net.settle(60_000);
@@ -292,12 +291,12 @@ fn fuzzy_client_merges_exactly_what_it_cannot_place() {
     net.sync(1);
     while net.deliver_up(1) {}
     net.type_at(1, 6, "漢");
-    assert_eq!(net.clients[1].text(), typed);
+    assert_eq!(net.clients[1].engine().text(), typed);
     while net.deliver_down(1) {}
-    assert_eq!(net.clients[1].text(), "the 字漢uick brow fox");
+    assert_eq!(net.clients[1].engine().text(), "the 字漢uick brow fox");
     net.settle(10_000);
     net.converged().unwrap();
     // Client 0's deletion stands and client 1's typing is kept.
     assert_eq!(net.master(), "the 字漢uick brow fox");
-    assert_eq!(net.clients[1].stats().patches_dropped, 0);
+    assert_eq!(net.clients[1].engine().stats().patches_dropped, 0);
 }

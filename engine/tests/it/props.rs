@@ -89,7 +89,7 @@ proptest! {
     fn converges_after_faults_heal(steps in prop::collection::vec(step(3), 1..120)) {
         let mut net = Net::connected(3, Config::default(), "start text");
         run(&mut net, &steps, &mut |net, c, at, del, text| {
-            let len = net.clients[c].text().chars().count();
+            let len = net.clients[c].engine().text().chars().count();
             let pos = ((len as f64) * at) as usize;
             let end = (pos + del).min(len);
             net.clients[c].delete(pos, end).unwrap();
@@ -114,14 +114,14 @@ proptest! {
         };
         let mut intended: Vec<Option<String>> = vec![None; 3];
         run(&mut net, &steps, &mut |net, c, at, del, text| {
-            let (a, b) = region(net.clients[c].text(), c);
+            let (a, b) = region(net.clients[c].engine().text(), c);
             let pos = a + (((b - a) as f64) * at) as usize;
             let end = (pos + del).min(b);
             net.clients[c].delete(pos, end).unwrap();
             net.clients[c].insert(pos, text).unwrap();
         });
         for (c, slot) in intended.iter_mut().enumerate() {
-            let t = net.clients[c].text().to_string();
+            let t = net.clients[c].engine().text().to_string();
             let (a, b) = region(&t, c);
             *slot = Some(t.chars().skip(a).take(b - a).collect());
         }

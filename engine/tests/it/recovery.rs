@@ -2,13 +2,14 @@
 //! lost (or duplicated).
 
 use dsync_engine::{
-    Checksum, ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, Delta, Edit, PeerId,
-    ServerMsg, ServerOutput, DAMAGED_MAX,
+    Checksum, ClientEvent, ClientMsg, Config, Delta, Edit, PeerId, ServerMsg, ServerOutput,
+    DAMAGED_MAX,
 };
 
 use dsync_store::Store;
 
-use crate::harness::{Net, DOC};
+use crate::harness::{client, Net, DOC};
+use dsync_node::ClientNodeOutput;
 
 fn cfg() -> Config {
     Config::default()
@@ -33,8 +34,8 @@ fn lost_client_message_is_resent_from_pending() {
     assert!(net.drop_up(0).is_some());
     net.settle(10_000);
     assert_eq!(net.master(), "hello world");
-    assert_eq!(net.clients[1].text(), "hello world");
-    assert!(net.clients[0].stats().retransmits >= 1);
+    assert_eq!(net.clients[1].engine().text(), "hello world");
+    assert!(net.clients[0].engine().stats().retransmits >= 1);
 }
 
 #[test]
@@ -51,10 +52,10 @@ fn lost_server_reply_restores_backup_shadow() {
     assert!(net.drop_down(0).is_some());
     net.settle(10_000);
     assert_eq!(net.master(), "BabcZ");
-    assert_eq!(net.server.stats().rollbacks, 1);
-    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.server().stats().rollbacks, 1);
+    assert_eq!(net.server().stats().resets, 0);
     // Z was applied once: the resent copy was a duplicate.
-    assert_eq!(net.server.stats().duplicates_skipped, 1);
+    assert_eq!(net.server().stats().duplicates_skipped, 1);
 }
 
 #[test]
@@ -65,8 +66,8 @@ fn duplicated_client_message_is_skipped() {
     net.duplicate_up(0);
     net.settle(10_000);
     assert_eq!(net.master(), "xY");
-    assert_eq!(net.server.stats().stale_skipped, 1);
-    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.server().stats().stale_skipped, 1);
+    assert_eq!(net.server().stats().resets, 0);
 }
 
 #[test]
@@ -79,9 +80,9 @@ fn duplicated_server_reply_is_skipped() {
     net.deliver_up(0);
     net.duplicate_down(0);
     net.settle(10_000);
-    assert_eq!(net.clients[0].text(), "Ax");
-    assert!(net.clients[0].stats().stale_skipped >= 1);
-    assert_eq!(count(net.clients[0].text(), "A"), 1);
+    assert_eq!(net.clients[0].engine().text(), "Ax");
+    assert!(net.clients[0].engine().stats().stale_skipped >= 1);
+    assert_eq!(count(net.clients[0].engine().text(), "A"), 1);
 }
 
 #[test]
@@ -96,7 +97,7 @@ fn reordered_stale_request_is_ignored() {
     net.reorder_up(0);
     net.settle(10_000);
     assert_eq!(net.master(), "XY");
-    assert_eq!(net.server.stats().stale_skipped, 1);
+    assert_eq!(net.server().stats().stale_skipped, 1);
 }
 
 /// Wait for the client's next request (a retransmit) and damage its first edit again.
@@ -159,8 +160,8 @@ fn damaged_edit_is_ignored_once_and_resent() {
     flip_checksum(first_edit_mut(&mut net, 0));
     net.settle(10_000);
     assert_eq!(net.master(), "mine shared");
-    assert_eq!(net.server.stats().corrupt_ignored, 1);
-    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.server().stats().corrupt_ignored, 1);
+    assert_eq!(net.server().stats().resets, 0);
 }
 
 #[test]
@@ -173,8 +174,8 @@ fn checksum_mismatch_twice_resets_and_keeps_local_typing() {
     damage_again(&mut net, 0, flip_checksum);
     net.settle(10_000);
     assert_eq!(net.master(), "mine shared");
-    assert_eq!(net.server.stats().resets, 1);
-    assert_eq!(net.clients[0].stats().resets, 1);
+    assert_eq!(net.server().stats().resets, 1);
+    assert_eq!(net.clients[0].engine().stats().resets, 1);
 }
 
 /// A reset is a fresh start: one damaged edit right after it is refused once, like any first
@@ -188,16 +189,16 @@ fn one_damaged_edit_after_a_reset_is_refused_once_not_reset_again() {
     damage_again(&mut net, 0, flip_checksum);
     net.deliver_up(0);
     net.deliver_down(0);
-    assert_eq!(net.server.stats().resets, 1);
-    assert_eq!(net.clients[0].stats().resets, 1);
+    assert_eq!(net.server().stats().resets, 1);
+    assert_eq!(net.clients[0].engine().stats().resets, 1);
     // The first request after the reset carries the re-merged typing: damage it once.
-    let ignored = net.server.stats().corrupt_ignored;
+    let ignored = net.server().stats().corrupt_ignored;
     net.sync(0);
     flip_checksum(first_edit_mut(&mut net, 0));
     net.settle(10_000);
     assert_eq!(net.master(), "mine shared");
-    assert_eq!(net.server.stats().corrupt_ignored, ignored + 1);
-    assert_eq!(net.server.stats().resets, 1, "no second reset");
+    assert_eq!(net.server().stats().corrupt_ignored, ignored + 1);
+    assert_eq!(net.server().stats().resets, 1, "no second reset");
 }
 
 #[test]
@@ -210,7 +211,7 @@ fn delta_that_does_not_fit_twice_resets_and_keeps_local_typing() {
     damage_again(&mut net, 0, misfit);
     net.settle(10_000);
     assert_eq!(net.master(), "shared!");
-    assert_eq!(net.server.stats().resets, 1);
+    assert_eq!(net.server().stats().resets, 1);
 }
 
 /// A reset that is lost and sent again must still name the client's pre-reset shadow exactly,
@@ -249,10 +250,10 @@ fn a_resent_reset_stays_exact_after_the_log_moved_on() {
     assert_eq!(count(&master, "⟨"), 43, "{master}");
     assert_eq!(count(&master, "⟩"), 43, "{master}");
     // Exact all the way: no link was lost, no merge fell back to texts.
-    let s = net.server.stats();
+    let s = net.server().stats();
     assert_eq!((s.link_fallbacks, s.merge_fallbacks), (0, 0), "{s:?}");
-    assert_eq!(net.clients[0].stats().inexact_resets, 0);
-    assert_eq!(net.clients[0].stats().resets, 1);
+    assert_eq!(net.clients[0].engine().stats().inexact_resets, 0);
+    assert_eq!(net.clients[0].engine().stats().resets, 1);
 }
 
 #[test]
@@ -268,10 +269,10 @@ fn damaged_server_edit_is_ignored_once_then_resent() {
         other => panic!("unexpected {other:?}"),
     }
     net.settle(10_000);
-    assert_eq!(net.clients[0].text(), "Babc");
-    assert_eq!(net.clients[0].stats().corrupt_ignored, 1);
-    assert_eq!(net.clients[0].stats().resets, 0);
-    assert_eq!(net.server.stats().rollbacks, 1);
+    assert_eq!(net.clients[0].engine().text(), "Babc");
+    assert_eq!(net.clients[0].engine().stats().corrupt_ignored, 1);
+    assert_eq!(net.clients[0].engine().stats().resets, 0);
+    assert_eq!(net.server().stats().rollbacks, 1);
 }
 
 #[test]
@@ -284,7 +285,7 @@ fn version_from_the_future_resets() {
     }
     net.settle(10_000);
     assert_eq!(net.master(), "v2");
-    assert_eq!(net.server.stats().resets, 1);
+    assert_eq!(net.server().stats().resets, 1);
 }
 
 /// A reset the client never received is part of the session's durable state: a server that
@@ -309,11 +310,11 @@ fn a_reset_the_client_never_saw_survives_a_server_restart() {
     }
     assert_eq!(count(&master, "⟨"), 4, "{master}");
     assert_eq!(
-        net.clients[0].stats().inexact_resets,
+        net.clients[0].engine().stats().inexact_resets,
         0,
         "the re-merge was exact"
     );
-    assert_eq!(net.clients[0].stats().resets, 1);
+    assert_eq!(net.clients[0].engine().stats().resets, 1);
 }
 
 /// Full-text edits go from server to client only: one from a client is refused with
@@ -374,13 +375,13 @@ fn typing_past_the_document_limit_is_dropped_and_said_not_resent_forever() {
         "{:?}",
         net.events[1]
     );
-    assert_eq!(net.clients[1].text(), "aaaaaaaaaaaa");
-    assert!(net.clients[1].is_settled());
+    assert_eq!(net.clients[1].engine().text(), "aaaaaaaaaaaa");
+    assert!(net.clients[1].engine().is_settled());
     // Nothing is resent after it settled.
-    let sent_before = net.server.stats().edits_applied;
+    let sent_before = net.server().stats().edits_applied;
     net.advance(10_000);
     net.settle(5_000);
-    assert_eq!(net.server.stats().edits_applied, sent_before);
+    assert_eq!(net.server().stats().edits_applied, sent_before);
 }
 
 #[test]
@@ -395,9 +396,9 @@ fn server_restart_resumes_persisted_sessions() {
     net.crash_server(); // the request carrying Y is lost with the server
     net.settle(20_000);
     assert_eq!(net.master(), "baseXY");
-    assert_eq!(net.clients[1].text(), "baseXY");
-    assert!(net.server.stats().resumes >= 2);
-    assert_eq!(net.server.stats().resets, 0);
+    assert_eq!(net.clients[1].engine().text(), "baseXY");
+    assert!(net.server().stats().resumes >= 2);
+    assert_eq!(net.server().stats().resets, 0);
 }
 
 #[test]
@@ -410,14 +411,15 @@ fn server_amnesia_resets_without_losing_or_duplicating_typing() {
     net.drop_down(0);
     // Y is typed and never sent before the crash.
     net.type_at(0, 5, "Y");
-    net.crash_server();
-    // The server forgot every session.
-    let mut forgot = net.store.load(DOC).unwrap().unwrap();
-    forgot.sessions.clear();
-    net.store.insert(DOC, forgot);
+    // The server crashes and forgets every session.
+    net.crash_server_then(|store| {
+        let mut forgot = store.load(DOC).unwrap().unwrap();
+        forgot.sessions.clear();
+        store.insert(DOC, forgot);
+    });
     net.settle(20_000);
     assert_eq!(net.master(), "baseXY");
-    assert_eq!(net.clients[0].stats().resets, 1);
+    assert_eq!(net.clients[0].engine().stats().resets, 1);
 }
 
 #[test]
@@ -426,25 +428,24 @@ fn client_restart_starts_from_the_server_text() {
     net.type_at(0, 3, "d");
     net.sync(0);
     net.flush();
-    net.clients[1] = ClientEngine::new(cfg(), "c1-restarted", DOC);
+    net.clients[1] = client(cfg(), "c1-restarted");
     net.reconnect(1);
     net.settle(10_000);
-    assert_eq!(net.clients[1].text(), "abcd");
+    assert_eq!(net.clients[1].engine().text(), "abcd");
 }
 
 #[test]
 fn silent_peer_is_evicted_after_its_heartbeats() {
     let mut net = Net::connected(1, cfg(), "t");
     let ghost = PeerId(999);
-    net.server.handle_message(net.now, ghost, ClientMsg::Ping);
-    net.pump();
-    let peers = net.server.peer_count();
+    net.send_as(ghost, ClientMsg::Ping);
+    let peers = net.server().peer_count();
     // Client 0 keeps syncing; the ghost says nothing more.
     for _ in 0..100 {
         net.advance(1_000);
         net.flush();
     }
-    assert_eq!(net.server.peer_count(), peers - 1);
+    assert_eq!(net.server().peer_count(), peers - 1);
     let pinged = net.server_log.iter().any(|o| {
         matches!(o, ServerOutput::Send { to, msg: dsync_engine::ServerMsg::Ping } if *to == ghost)
     });
@@ -458,7 +459,7 @@ fn silent_peer_is_evicted_after_its_heartbeats() {
 
 #[test]
 fn silent_server_is_reported_by_the_client() {
-    let mut c = ClientEngine::new(cfg(), "c", DOC);
+    let mut c = client(cfg(), "c");
     let mut net = Net::connected(1, cfg(), "t");
     std::mem::swap(&mut c, &mut net.clients[0]);
     let start = net.now;
@@ -467,14 +468,14 @@ fn silent_server_is_reported_by_the_client() {
         let t = start.plus_ms(s * 1_000);
         c.handle_timeout(t);
         while let Some(o) = c.poll_output() {
-            if o == ClientOutput::Event(ClientEvent::ServerSilent) {
+            if o == ClientNodeOutput::Event(ClientEvent::ServerSilent) {
                 silent_at.get_or_insert(t);
             }
         }
     }
     let at = silent_at.expect("client never noticed the silent server");
     assert_eq!(at.ms_since(start), 90_000);
-    assert!(!c.is_connected());
+    assert!(!c.engine().is_connected());
 }
 
 /// Damage client `i`'s next [`DAMAGED_MAX`] + 1 server replies, typing `typed(k)` before each
@@ -516,7 +517,10 @@ fn a_resync_after_damaged_replies_with_typing_pending_waits_for_the_reconnect() 
     net.flush();
     let rounds = DAMAGED_MAX as usize + 1;
     damage_replies(&mut net, 0, |k| k.to_string());
-    assert_eq!(net.clients[0].stats().corrupt_ignored, DAMAGED_MAX as u64);
+    assert_eq!(
+        net.clients[0].engine().stats().corrupt_ignored,
+        DAMAGED_MAX as u64
+    );
     assert!(
         connect_resume(net.up[0].back()).is_some(),
         "the last damaged reply makes the client reconnect: {:?}",

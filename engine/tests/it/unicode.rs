@@ -22,7 +22,7 @@ fn deltas_count_utf16_units_on_the_wire() {
     // 'a' is 1 unit, '😀' is 2: the insertion comes after 3 units, 'b' is kept after it.
     assert_eq!(sent_delta(&net, 0), "=3\t+%C3%A9\t=1");
     net.settle(10_000);
-    assert_eq!(net.clients[1].text(), "a😀éb");
+    assert_eq!(net.clients[1].engine().text(), "a😀éb");
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn mixed_scripts_converge() {
     let mut net = Net::connected(3, Config::default(), "日本語 e\u{301} 👨‍👩‍👧 text");
     net.type_at(0, 0, "中文 ");
     net.type_at(1, 5, "\u{308}"); // a combining mark on its own
-    let len = net.clients[2].text().chars().count();
+    let len = net.clients[2].engine().text().chars().count();
     net.type_at(2, len, " 🇫🇷");
     for i in 0..3 {
         net.sync(i);
@@ -48,7 +48,7 @@ fn crlf_is_normalised_and_converges() {
     net.clients[0].set_text("one\r\ntwo\r\n").unwrap();
     net.sync(0);
     net.settle(10_000);
-    assert_eq!(net.clients[1].text(), "one\ntwo\n");
+    assert_eq!(net.clients[1].engine().text(), "one\ntwo\n");
 }
 
 #[test]
