@@ -1,0 +1,238 @@
+//! The nodes' contracts: the batch rule, framing, decoding, loading, backoff, quiet detection.
+
+use dsync_engine::{
+    ClientEvent, ClientMsg, Config, ErrorCode, PeerId, PersistRecord, ServerMsg, StoredDocument,
+    Time,
+};
+use dsync_net::encode_client;
+use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
+use dsync_store::{MemStore, Store, StoreError};
+
+const DOC: &str = "doc";
+
+fn store_with(text: &str) -> MemStore {
+    let mut s = MemStore::new();
+    s.insert(
+        DOC,
+        StoredDocument {
+            text: text.into(),
+            ..StoredDocument::default()
+        },
+    );
+    s
+}
+
+fn connect(seq: u64) -> ClientMsg {
+    ClientMsg::Connect {
+        protocol: dsync_engine::PROTOCOL_VERSION,
+        doc: DOC.into(),
+        client_id: "c0".into(),
+        token: None,
+        seq,
+        resume: None,
+    }
+}
+
+fn sends(outputs: &[Output]) -> Vec<&ServerMsg> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { msg, .. } => Some(msg),
+            Output::Disconnect { .. } => None,
+        })
+        .collect()
+}
+
+/// A store whose commits fail (a full disk) until told otherwise.
+#[derive(Debug)]
+struct FullDisk {
+    inner: MemStore,
+    full: bool,
+}
+
+impl Store for FullDisk {
+    fn load(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
+        self.inner.load(doc)
+    }
+    fn commit(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
+        if self.full {
+            return Err(StoreError::Io("no space left on device".into()));
+        }
+        self.inner.commit(records, now_ms)
+    }
+    fn documents(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.documents()
+    }
+}
+
+#[test]
+fn a_committed_batch_releases_its_replies_and_the_store_holds_it() {
+    let cfg = Config::default();
+    let mut node = ServerNode::new(cfg, store_with("hello"), 1 << 20);
+    let line = encode_client(&connect(1));
+    node.receive_bytes(Time(0), PeerId(1), line.as_bytes());
+    let (node, released) = node.commit(0).expect("the in-memory store commits");
+    assert!(!released.records.is_empty(), "a new session is persisted");
+    match sends(&released.outputs)[..] {
+        [ServerMsg::ConnectOk { text, .. }] => assert_eq!(text, "hello"),
+        ref other => panic!("{other:?}"),
+    }
+    let stored = node.store().load(DOC).unwrap().unwrap();
+    assert_eq!(
+        stored.sessions.len(),
+        1,
+        "the session is durable before the reply is out"
+    );
+    // The line each send carries is the encoded message.
+    for o in &released.outputs {
+        if let Output::Send { msg, line, .. } = o {
+            assert_eq!(*line, dsync_net::encode_server(msg));
+        }
+    }
+}
+
+#[test]
+fn a_failed_commit_releases_nothing_and_keeps_only_the_store() {
+    let cfg = Config::default();
+    let disk = FullDisk {
+        inner: store_with("hello"),
+        full: true,
+    };
+    let mut node = ServerNode::new(cfg, disk, 1 << 20);
+    node.receive_bytes(Time(0), PeerId(1), encode_client(&connect(1)).as_bytes());
+    let failed = match node.commit(0) {
+        Ok(_) => panic!("a full disk cannot commit"),
+        Err(f) => f,
+    };
+    assert!(failed.error.to_string().contains("no space left"));
+    // Nothing of the batch is durable: the session the connect opened is not in the store.
+    let stored = failed.store.load(DOC).unwrap().unwrap();
+    assert!(stored.sessions.is_empty());
+    // A node started again on the same store serves the client once the disk has room.
+    let mut disk = failed.store;
+    disk.full = false;
+    let mut node = ServerNode::new(cfg, disk, 1 << 20);
+    node.receive_bytes(Time(5), PeerId(2), encode_client(&connect(2)).as_bytes());
+    let (_, released) = node.commit(5).unwrap();
+    assert!(matches!(
+        sends(&released.outputs)[..],
+        [ServerMsg::ConnectOk { .. }]
+    ));
+}
+
+#[test]
+fn frames_split_at_every_byte_decode_the_same() {
+    let cfg = Config::default();
+    let line = encode_client(&connect(1));
+    let bytes = line.as_bytes();
+    for cut in 1..bytes.len() {
+        let mut node = ServerNode::new(cfg, store_with("x"), 1 << 20);
+        node.receive_bytes(Time(0), PeerId(1), &bytes[..cut]);
+        node.receive_bytes(Time(0), PeerId(1), &bytes[cut..]);
+        let (node, released) = node.commit(0).unwrap();
+        assert_eq!(sends(&released.outputs).len(), 1, "cut at {cut}");
+        assert_eq!(node.stats().decode_errors, 0);
+    }
+}
+
+#[test]
+fn bad_frames_get_error_replies_and_are_counted() {
+    let cfg = Config::default();
+    let mut node = ServerNode::new(cfg, store_with("x"), 64);
+    node.receive_bytes(Time(0), PeerId(1), b"{\"type\":\"nonsense\"}\n");
+    node.receive_bytes(Time(0), PeerId(1), &[b'#'; 100]);
+    node.receive_bytes(Time(0), PeerId(1), b"\n\xff\xfe\n");
+    node.receive_datagram(Time(0), PeerId(2), &[b'{'; 65]);
+    let (node, released) = node.commit(0).unwrap();
+    let codes: Vec<ErrorCode> = sends(&released.outputs)
+        .into_iter()
+        .map(|m| match m {
+            ServerMsg::Error { code, .. } => *code,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::BadMessage,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::BadMessage,
+            ErrorCode::FrameTooLarge
+        ]
+    );
+    assert_eq!(node.stats().decode_errors, 4);
+    assert_eq!(node.stats().frames, 0);
+}
+
+#[test]
+fn client_backoff_doubles_to_its_cap_and_resets_on_connect_ok() {
+    let cfg = Config::default();
+    let ncfg = ClientNodeConfig {
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 700,
+        ..ClientNodeConfig::for_engine(&cfg)
+    };
+    let mut c = ClientNode::new(cfg, ncfg, "c0", DOC);
+    let delays: Vec<u64> = (0..5).map(|_| c.attempt_failed()).collect();
+    assert_eq!(delays, [100, 200, 400, 700, 700]);
+    c.connected(Time(0));
+    let ok = ServerMsg::ConnectOk {
+        doc: DOC.into(),
+        seq: 1,
+        resumed: false,
+        text: "t".into(),
+        client_version: 0,
+        server_version: 0,
+    };
+    c.receive_bytes(Time(1), dsync_net::encode_server(&ok).as_bytes());
+    let mut connected = false;
+    while let Some(o) = c.poll_output() {
+        connected |= o == ClientNodeOutput::Event(ClientEvent::Connected { resumed: false });
+    }
+    assert!(connected);
+    assert_eq!(c.lost(), 100, "a connect_ok resets the backoff");
+}
+
+#[test]
+fn quiet_polls_count_empty_round_trips_and_an_edit_resets_them() {
+    let cfg = Config::default();
+    let mut server = Some(ServerNode::new(cfg, store_with("t"), 1 << 20));
+    let mut c = ClientNode::new(cfg, ClientNodeConfig::for_engine(&cfg), "c0", DOC);
+    let mut now = 0u64;
+    let round = |c: &mut ClientNode, server: &mut Option<ServerNode<MemStore>>, now: u64| {
+        let mut s = server.take().unwrap();
+        loop {
+            let mut moved = false;
+            while let Some(o) = c.poll_output() {
+                if let ClientNodeOutput::Transmit(t) = o {
+                    s.receive_bytes(Time(now), PeerId(1), t.line.as_bytes());
+                    moved = true;
+                }
+            }
+            let (n, released) = s.commit(now).unwrap();
+            s = n;
+            for o in released.outputs {
+                if let Output::Send { line, .. } = o {
+                    c.receive_bytes(Time(now), line.as_bytes());
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        *server = Some(s);
+    };
+    c.connected(Time(now));
+    round(&mut c, &mut server, now);
+    assert!(!c.converged());
+    for _ in 0..2 {
+        now += 1;
+        c.sync_now(Time(now));
+        round(&mut c, &mut server, now);
+    }
+    assert!(c.converged(), "two empty round trips: {}", c.quiet_polls());
+    c.insert(0, "x").unwrap();
+    assert_eq!(c.quiet_polls(), 0);
+    assert!(!c.converged());
+}
