@@ -66,18 +66,22 @@
 //! # Ok::<(), dsync_engine::EngineError>(())
 //! ```
 
+pub mod checksum;
 pub mod client;
 pub mod config;
 pub mod delta;
+pub mod diff;
 pub mod dmp;
 pub mod merge;
 pub mod msg;
 pub mod op;
 pub mod server;
+pub mod text;
 
+pub use checksum::Checksum;
 pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow, DAMAGED_MAX};
 pub use config::{Config, Limits, LimitsError, Stats, Time};
-pub use delta::{Checksum, Delta, DeltaError, DeltaOp};
+pub use delta::{Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
 pub use msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
 pub use op::{OpError, Operation};

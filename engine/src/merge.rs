@@ -15,7 +15,7 @@
 //! - **Overwrite**: `changed` wins outright. Unsafe (it loses concurrent edits); kept only as
 //!   the baseline the simulator must catch losing edits.
 
-use crate::delta::{diff_hunks, Hunk};
+use crate::diff::{diff_hunks, Hunk};
 use crate::dmp::{self, FuzzySettings};
 use crate::op::{OpError, Operation};
 

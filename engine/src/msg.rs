@@ -1,7 +1,8 @@
 //! The protocol's messages as plain Rust data. The wire form (JSON, field names, the delta
 //! text) belongs to `dsync-net`; the engine never sees bytes.
 
-use crate::delta::{Checksum, Delta};
+use crate::checksum::Checksum;
+use crate::delta::Delta;
 
 /// The protocol version this engine speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

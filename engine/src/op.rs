@@ -446,7 +446,7 @@ impl Operation {
     pub fn from_diff(old: &str, new: &str) -> Operation {
         let mut op = Operation::new();
         let mut pos = 0;
-        for h in crate::delta::diff_hunks(old, new) {
+        for h in crate::diff::diff_hunks(old, new) {
             op.retain(h.old.start - pos);
             op.insert(&new[h.new.clone()]);
             op.delete(h.old.len());
@@ -469,7 +469,7 @@ impl Operation {
                 Step::Delete(n) => out.push_str(&format!("-{n}")),
                 Step::Insert(t) => {
                     out.push('+');
-                    out.push_str(&crate::delta::encode_uri(t));
+                    out.push_str(&crate::text::encode_uri(t));
                 }
             }
         }
@@ -477,8 +477,8 @@ impl Operation {
     }
 
     /// Parse [`Operation::to_text`]'s form.
-    pub fn parse(text: &str) -> Result<Operation, crate::delta::DeltaError> {
-        use crate::delta::DeltaError;
+    pub fn parse(text: &str) -> Result<Operation, crate::text::DeltaError> {
+        use crate::text::DeltaError;
         let mut op = Operation::new();
         for token in text.split('\t').filter(|t| !t.is_empty()) {
             let Some(first) = token.chars().next() else {
@@ -500,7 +500,7 @@ impl Operation {
                     op.delete(count()?);
                 }
                 "+" => {
-                    op.insert(&crate::delta::decode_uri(rest)?);
+                    op.insert(&crate::text::decode_uri(rest)?);
                 }
                 _ => return Err(DeltaError::BadOperation(token.chars().take(40).collect())),
             }

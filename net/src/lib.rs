@@ -10,7 +10,7 @@
 //! Invariant: every decode error maps to a protocol [`ErrorCode`] ([`DecodeError::code`]), so
 //! a driver can always answer a bad frame with a clear `error` message.
 
-use dsync_engine::delta::{Checksum, Delta, DeltaError};
+use dsync_engine::{Checksum, Delta, DeltaError};
 use dsync_engine::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg};
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,7 @@
 //! which JSON escapes; CJK and astral characters, which percent-encoding triples; one-char
 //! operations, which cost a count and a tab each).
 
-use dsync_engine::delta::{Checksum, Delta};
+use dsync_engine::{Checksum, Delta};
 use dsync_engine::{Edit, Limits, Operation, ResetBase, ServerMsg};
 use dsync_net::{decode_server, encode_server, LineBuffer};
 use proptest::prelude::*;

@@ -188,3 +188,125 @@ fn rand_is_built_without_an_unseeded_source() {
         }
     }
 }
+
+/// The engine's top-level modules each file under `engine/src` belongs to, and the modules it
+/// names through `crate::` (test modules left out).
+fn engine_module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = root().join("engine/src");
+    let mut graph = std::collections::BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)
+            .expect("engine/src is readable")
+            .flatten()
+        {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(&src).expect("under engine/src");
+            let top = rel
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .unwrap_or("")
+                .trim_end_matches(".rs")
+                .to_string();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let deps: &mut std::collections::BTreeSet<String> =
+                graph.entry(top.clone()).or_default();
+            deps.extend(crate_refs(code).into_iter().filter(|d| *d != top));
+        }
+    }
+    graph
+}
+
+/// Module names after `crate::`, including those inside `use crate::{a, b::c}`.
+fn crate_refs(code: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = group.split('}').next().unwrap_or("");
+            out.extend(inner.split(',').map(|p| ident(p.trim())));
+        } else {
+            out.push(ident(rest));
+        }
+    }
+    // Items re-exported at the crate root (`crate::EngineError`) are not modules.
+    out.retain(|m| m.chars().next().is_some_and(|c| c.is_lowercase()));
+    out
+}
+
+/// A circle in a module graph, if there is one.
+fn circle(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Option<Vec<String>> {
+    fn visit(
+        g: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        n: &str,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for d in g.get(n).into_iter().flatten() {
+            if let Some(c) = visit(g, d, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(graph, n, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn engine_modules_import_in_no_circle() {
+    let graph = engine_module_graph();
+    assert!(graph["op"].contains("diff") && graph["delta"].contains("op"));
+    assert_eq!(circle(&graph), None, "{graph:#?}");
+    // The check sees a planted circle.
+    let mut planted = graph.clone();
+    planted.get_mut("op").unwrap().insert("delta".into());
+    assert_eq!(
+        circle(&planted).map(|c| c.len()),
+        Some(3),
+        "op → delta → op is a circle"
+    );
+}
+
+#[test]
+fn no_source_file_of_the_engine_or_the_simulator_passes_800_lines() {
+    let mut long = Vec::new();
+    for (path, text) in text_files() {
+        let rel = path.strip_prefix(root()).unwrap_or(&path).to_path_buf();
+        let under = rel.starts_with("engine/src") || rel.starts_with("sim/src");
+        let lines = text.lines().count();
+        if under && rel.extension().is_some_and(|e| e == "rs") && lines > 800 {
+            long.push(format!("{} has {lines} lines", rel.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these along their concerns: {long:?}"
+    );
+}

@@ -14,12 +14,14 @@
 
 use std::collections::VecDeque;
 
+use crate::checksum::Checksum;
 use crate::config::{Config, Stats, Time};
-use crate::delta::{normalize_newlines, Checksum, Delta, DeltaError};
+use crate::delta::{Delta, DeltaError};
 use crate::dmp::FuzzySettings;
 use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, OpMerge, SameGap};
 use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::op::{OpError, Operation};
+use crate::text::normalize_newlines;
 use crate::EngineError;
 
 mod recovery;

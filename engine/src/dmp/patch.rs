@@ -468,7 +468,7 @@ pub fn patch_to_text(patches: &[Patch]) -> String {
                 Op::Equal => ' ',
             });
             let s: String = data.iter().collect();
-            out.push_str(&crate::delta::encode_uri(&s));
+            out.push_str(&crate::text::encode_uri(&s));
             out.push('\n');
         }
     }

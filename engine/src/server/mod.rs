@@ -21,12 +21,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::checksum::Checksum;
 use crate::client::Shadow;
 use crate::config::{Config, Stats, Time};
-use crate::delta::{normalize_newlines, Checksum, Delta};
+use crate::delta::Delta;
 use crate::merge::{merge, merge_ops, MergeStrategy, OpMerge};
 use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
 use crate::op::{Operation, Step};
+use crate::text::normalize_newlines;
 use crate::EngineError;
 
 mod records;

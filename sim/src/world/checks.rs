@@ -81,8 +81,8 @@ pub(super) fn divergence(a: &str, b: &str) -> u64 {
     if a == b {
         return 0;
     }
-    let p = dsync_engine::delta::common_prefix_len(a, b);
-    let s = dsync_engine::delta::common_suffix_len(a, b, a.len().min(b.len()) - p);
+    let p = dsync_engine::diff::common_prefix_len(a, b);
+    let s = dsync_engine::diff::common_suffix_len(a, b, a.len().min(b.len()) - p);
     let da = a[p..a.len() - s].chars().count();
     let db = b[p..b.len() - s].chars().count();
     da.max(db) as u64
