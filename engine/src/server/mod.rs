@@ -37,7 +37,7 @@ mod sync;
 
 pub use records::*;
 use state::to_master;
-use sync::sync_session;
+use sync::{sync_session, SyncRequest};
 
 /// The exact change from a shadow's text to the master as it was at log index `idx`.
 #[derive(Debug, Clone)]
@@ -57,15 +57,22 @@ struct Session {
     backup_link: Option<Link>,
     pending: Vec<Edit>,
     last_seq: u64,
-    awaiting_reset: Option<u64>,
-    /// The shadow (and its link) from before an outstanding reset, so a resent reset can
-    /// still tell the client where it started.
-    reset_from: Option<(String, Option<Link>)>,
+    /// A reset the client has not acknowledged yet.
+    reset: Option<AwaitingReset>,
     /// Consecutive requests whose edit failed its strict apply or checksum. The first is taken
     /// for damage in transit and ignored (the client resends); a second one means the shadows
     /// really diverged, and the session is reset.
     bad_streak: u32,
     last_active: Time,
+}
+
+/// A reset sent and not yet acknowledged: its version, and the shadow (with its link) from
+/// before it, so a resent reset can still tell the client where it started.
+#[derive(Debug, Clone)]
+struct AwaitingReset {
+    version: u64,
+    from_text: String,
+    from_link: Option<Link>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,9 +191,10 @@ impl ServerEngine {
             .sessions
             .into_iter()
             .map(|r| {
-                let reset = r.reset.map(|p| {
-                    let from_link = p.from_link.map(|(op, idx)| Link { op, idx });
-                    (p.version, (p.from_text, from_link))
+                let reset = r.reset.map(|p| AwaitingReset {
+                    version: p.version,
+                    from_text: p.from_text,
+                    from_link: p.from_link.map(|(op, idx)| Link { op, idx }),
                 });
                 (
                     r.client_id,
@@ -198,8 +206,7 @@ impl ServerEngine {
                         backup_link: r.backup_link.map(|(op, idx)| Link { op, idx }),
                         pending: Vec::new(),
                         last_seq: r.last_seq,
-                        awaiting_reset: reset.as_ref().map(|r| r.0),
-                        reset_from: reset.map(|r| r.1),
+                        reset,
                         bad_streak: 0,
                         last_active: Time(0),
                     },
@@ -506,17 +513,15 @@ impl ServerEngine {
                 "document is not loaded".into(),
             );
         };
-        let mut outcome = sync_session(
-            &config,
-            d,
-            &doc,
-            &client_id,
+        let req = SyncRequest {
+            doc: &doc,
+            client_id: &client_id,
             now,
             seq,
             m_ack,
             edits,
-            &mut self.stats,
-        );
+        };
+        let mut outcome = sync_session(&config, d, req, &mut self.stats);
         // The log may shrink now that this session moved on; the store can forget as much.
         d.trim_log(self.config.limits.max_log_entries, &mut self.stats);
         if let SyncOutcome::Reply {
@@ -561,15 +566,22 @@ impl ServerEngine {
             return;
         };
         let m = s.shadow.server_version.max(s.backup.server_version) + 1;
-        if s.awaiting_reset.is_none() || s.reset_from.is_none() {
-            s.reset_from = Some((s.shadow.text.clone(), s.link.clone()));
-        }
-        let base = s.reset_from.as_ref().map(|(text, link)| {
-            let op = to_master(&d.master, &d.log, d.log_base, text, link, &mut self.stats);
-            ResetBase {
-                checksum: Checksum::of(text),
-                delta: Delta::from_operation(&op, text),
-            }
+        // A reset sent again keeps the shadow it first started from.
+        let (from_text, from_link) = match s.reset.take() {
+            Some(r) => (r.from_text, r.from_link),
+            None => (s.shadow.text.clone(), s.link.clone()),
+        };
+        let op = to_master(
+            &d.master,
+            &d.log,
+            d.log_base,
+            &from_text,
+            &from_link,
+            &mut self.stats,
+        );
+        let base = Some(ResetBase {
+            checksum: Checksum::of(&from_text),
+            delta: Delta::from_operation(&op, &from_text),
         });
         s.shadow = Shadow {
             text: d.master.clone(),
@@ -580,7 +592,11 @@ impl ServerEngine {
         s.link = now_link.clone();
         s.backup_link = now_link;
         s.pending.clear();
-        s.awaiting_reset = Some(m);
+        s.reset = Some(AwaitingReset {
+            version: m,
+            from_text,
+            from_link,
+        });
         // A fresh start: the next damaged edit is again taken for damage in transit.
         s.bad_streak = 0;
         self.stats.resets += 1;
@@ -695,8 +711,8 @@ impl ServerEngine {
             for (id, sess) in &d.sessions {
                 fits(&sess.link, &sess.shadow.text, id);
                 fits(&sess.backup_link, &sess.backup.text, id);
-                if let Some((text, link)) = &sess.reset_from {
-                    fits(link, text, id);
+                if let Some(r) = &sess.reset {
+                    fits(&r.from_link, &r.from_text, id);
                 }
                 crate::msg::assert_numbered_up_to(
                     &sess.pending,

@@ -18,8 +18,7 @@ impl Session {
             shadow,
             pending: Vec::new(),
             last_seq: seq,
-            awaiting_reset: None,
-            reset_from: None,
+            reset: None,
             bad_streak: 0,
             last_active: now,
         }
@@ -50,14 +49,11 @@ impl Session {
             backup_link: link(&self.backup_link),
             shadow_is_master,
             backup_is_shadow,
-            reset: self
-                .awaiting_reset
-                .zip(self.reset_from.as_ref())
-                .map(|(version, (text, l))| PendingReset {
-                    version,
-                    from_text: text.clone(),
-                    from_link: link(l),
-                }),
+            reset: self.reset.as_ref().map(|r| PendingReset {
+                version: r.version,
+                from_text: r.from_text.clone(),
+                from_link: link(&r.from_link),
+            }),
         }
     }
 }
@@ -95,7 +91,7 @@ impl Document {
                 [
                     s.link.as_ref(),
                     s.backup_link.as_ref(),
-                    s.reset_from.as_ref().and_then(|(_, l)| l.as_ref()),
+                    s.reset.as_ref().and_then(|r| r.from_link.as_ref()),
                 ]
             })
             .filter_map(|l| l.map(|l| l.idx))

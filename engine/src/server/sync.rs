@@ -1,20 +1,90 @@
-//! The sync step: one `client_sync` against one session.
+//! The sync step: one `client_sync` against one session, as the steps of `docs/protocol.md`
+//! (guaranteed-delivery DS, server side):
+//!
+//! 1. [`admit`]: a stale request is ignored; an outstanding reset must be acknowledged.
+//! 2. [`restore_or_reset`]: a lost reply shows as `m_ack` equal to the backup's m (restore), and
+//!    server edits below `m_ack` are acknowledged.
+//! 3. [`apply_edit`], for each client edit: decoded against the shadow, checked (checksum,
+//!    size), then taken into the shadow and the master (in place when nothing moved on, by an
+//!    exact merge otherwise).
+//! 4. [`reply`]: the backup is refreshed, what the master has that the shadow lacks is sent,
+//!    and the persist record comes with the reply (persist, then acknowledge).
+//!
+//! A step returns `Err(Stop)` to end the request early (ignore it, or reset the session).
 
 use super::*;
 
-/// Guaranteed-delivery DS, server side, for one `client_sync` (see `docs/protocol.md`).
-#[allow(clippy::too_many_arguments)]
+/// One `client_sync`, as the sync step reads it.
+pub(super) struct SyncRequest<'a> {
+    pub(super) doc: &'a str,
+    pub(super) client_id: &'a str,
+    pub(super) now: Time,
+    pub(super) seq: u64,
+    pub(super) m_ack: u64,
+    pub(super) edits: Vec<Edit>,
+}
+
+/// The master side of a document, as one request changes it.
+struct MasterState<'d> {
+    text: &'d mut String,
+    version: &'d mut u64,
+    log: &'d mut VecDeque<Operation>,
+    log_base: u64,
+    strategy: MergeStrategy,
+    /// Master changes this request made, by version (for the store).
+    changes: Vec<(u64, Operation)>,
+}
+
+impl MasterState<'_> {
+    fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Record `change` as the master's next version.
+    fn push(&mut self, change: Operation) {
+        *self.version += 1;
+        self.changes.push((*self.version, change.clone()));
+        self.log.push_back(change);
+    }
+}
+
+/// Why a request ends before its reply: it is ignored, or the session is reset (with the error
+/// to send first, if any).
+enum Stop {
+    Ignore,
+    Reset(Option<(ErrorCode, String)>),
+}
+
+/// What one client edit came to.
+enum EditOutcome {
+    /// Taken into the shadow (and the master).
+    Applied,
+    /// Already applied before (a retransmission).
+    Duplicate,
+    /// Refused for now (maybe damaged in transit): the rest of the request is not read.
+    Refused((ErrorCode, String)),
+}
+
+/// Handle one `client_sync` against its session (see the module docs).
 pub(super) fn sync_session(
     config: &Config,
     d: &mut Document,
-    doc: &str,
-    client_id: &str,
-    now: Time,
-    seq: u64,
-    m_ack: u64,
-    edits: Vec<Edit>,
+    req: SyncRequest<'_>,
     stats: &mut Stats,
 ) -> SyncOutcome {
+    match sync_steps(config, d, req, stats) {
+        Ok(outcome) => outcome,
+        Err(Stop::Ignore) => SyncOutcome::Ignore,
+        Err(Stop::Reset(error)) => SyncOutcome::Reset { error },
+    }
+}
+
+fn sync_steps(
+    config: &Config,
+    d: &mut Document,
+    req: SyncRequest<'_>,
+    stats: &mut Stats,
+) -> Result<SyncOutcome, Stop> {
     let Document {
         master,
         version,
@@ -23,238 +93,305 @@ pub(super) fn sync_session(
         log,
         log_base,
     } = d;
-    let Some(s) = sessions.get_mut(client_id) else {
-        return SyncOutcome::Ignore;
-    };
-    if seq <= s.last_seq {
-        stats.stale_skipped += 1;
-        return SyncOutcome::Ignore;
-    }
-    s.last_seq = seq;
-    s.last_active = now;
-    let acknowledged_reset = s.awaiting_reset.is_some();
-    if let Some(want) = s.awaiting_reset {
-        if m_ack != want {
-            // The reset was lost or this request crossed it: send it again.
-            return SyncOutcome::Reset { error: None };
-        }
-        s.awaiting_reset = None;
-        s.reset_from = None;
-    }
+    let s = sessions.get_mut(req.client_id).ok_or(Stop::Ignore)?;
     // The store must forget an acknowledged reset, or a reload would send it again.
-    let mut dirty = acknowledged_reset;
-    // Step 1: a lost reply shows as m_ack == backup's m. Restore before anything else.
-    if m_ack == s.shadow.server_version {
-    } else if m_ack == s.backup.server_version {
-        s.shadow = s.backup.clone();
-        s.link = s.backup_link.clone();
-        s.pending.clear();
-        stats.rollbacks += 1;
-        dirty = true;
-    } else {
-        return SyncOutcome::Reset { error: None };
-    }
-    // Step 2: server edits tagged v < m_ack are acknowledged.
-    s.pending.retain(|e| e.version() >= m_ack);
-    let mut master_changed = false;
-    let mut new_changes: Vec<(u64, Operation)> = Vec::new();
-    let mut refused: Option<(ErrorCode, String)> = None;
-    let limits = config.limits;
+    let mut dirty = admit(s, &req, stats)?;
+    dirty |= restore_or_reset(s, req.m_ack, stats)?;
+    let mut m = MasterState {
+        text: master,
+        version,
+        log,
+        log_base: *log_base,
+        strategy: *strategy,
+        changes: Vec::new(),
+    };
     // The exact change from this client's shadow to the master, kept up to date below.
-    let mut ours = to_master(master, log, *log_base, &s.shadow.text, &s.link, stats);
+    let mut ours = to_master(m.text, m.log, m.log_base, &s.shadow.text, &s.link, stats);
+    let mut refused = None;
+    let mut req = req;
+    let edits = std::mem::take(&mut req.edits);
     for edit in edits {
-        let v = edit.version();
-        if v < s.shadow.client_version {
-            stats.duplicates_skipped += 1;
-            continue;
-        }
-        if v > s.shadow.client_version {
-            return SyncOutcome::Reset { error: None };
-        }
-        let (theirs, checksum) = match edit {
-            Edit::Delta {
-                delta, checksum, ..
-            } => match delta.to_operation(&s.shadow.text) {
-                Ok(op) => (op, checksum),
-                Err(e) => {
-                    tracing::warn!(doc, client = client_id, error = %e, "delta does not fit shadow");
-                    if s.bad_streak == 0 {
-                        // Maybe damaged in transit: refuse this edit, answer for the rest.
-                        s.bad_streak = 1;
-                        stats.corrupt_ignored += 1;
-                        refused = Some((ErrorCode::BadDelta, format!("edit {v} refused: {e}")));
-                        break;
-                    }
-                    return SyncOutcome::Reset {
-                        error: Some((ErrorCode::BadDelta, e.to_string())),
-                    };
-                }
-            },
-            Edit::Full { .. } => {
-                // Full-text edits go from server to client only (docs/protocol.md): refused,
-                // with the rest of the request answered as usual.
-                refused = Some((
-                    ErrorCode::BadMessage,
-                    format!("edit {v} refused: full-text edits go from server to client only"),
-                ));
+        match apply_edit(config, &mut m, s, &mut ours, edit, &req, stats)? {
+            EditOutcome::Applied => dirty = true,
+            EditOutcome::Duplicate => stats.duplicates_skipped += 1,
+            EditOutcome::Refused(error) => {
+                refused = Some(error);
                 break;
             }
-        };
-        // The master holds no `\r`; only text the change inserts can bring one, so only that is
-        // scanned (not the whole document).
-        let brings_cr = theirs
-            .steps()
-            .iter()
-            .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
-        // Nothing moved on since this shadow: the change can go into the shadow in place and the
-        // master becomes a copy of it. Otherwise it is merged past what the master gained.
-        let fast = ours.is_noop() && !brings_cr;
-        // Verify the checksum first; the fast path checks it without building the new text.
-        let (new, sum) = if fast {
-            (None, theirs.result_checksum(&s.shadow.text).map(Checksum))
-        } else {
-            match theirs.apply(&s.shadow.text) {
-                Ok(t) => {
-                    let sum = Checksum::of(&t);
-                    (Some(t), Ok(sum))
-                }
-                Err(e) => (None, Err(e)),
-            }
-        };
-        let sum = match sum {
-            Ok(c) => c,
-            Err(e) => {
-                return SyncOutcome::Reset {
-                    error: Some((ErrorCode::BadDelta, e.to_string())),
-                }
-            }
-        };
-        if sum != checksum {
-            tracing::warn!(
-                doc,
-                client = client_id,
-                "checksum mismatch after strict apply"
-            );
-            if s.bad_streak == 0 {
-                // Most likely damaged in transit: refuse this edit, answer for the rest; the
-                // client sends it again with its next cycle.
-                s.bad_streak = 1;
-                stats.corrupt_ignored += 1;
-                refused = Some((
-                    ErrorCode::BadDelta,
-                    format!("edit {v} refused: checksum mismatch after applying it"),
-                ));
-                break;
-            }
-            return SyncOutcome::Reset { error: None };
         }
-        let too_large = |len: usize| {
-            Some((
-                ErrorCode::DocumentTooLarge,
-                format!(
-                    "document would be {len} bytes; the maximum is {}",
-                    limits.max_document_bytes
-                ),
-            ))
-        };
-        if theirs.target_len() > limits.max_document_bytes {
-            return SyncOutcome::Reset {
-                error: too_large(theirs.target_len()),
-            };
-        }
-        let Some(new) = new else {
-            // Fast path: checked above, so this cannot fail.
-            if let Err(e) = theirs.apply_in_place(&mut s.shadow.text) {
-                return SyncOutcome::Reset {
-                    error: Some((ErrorCode::BadDelta, e.to_string())),
-                };
-            }
-            if !theirs.is_noop() {
-                master.clone_from(&s.shadow.text);
-                *version += 1;
-                new_changes.push((*version, theirs.clone()));
-                log.push_back(theirs);
-                master_changed = true;
-            }
-            ours = Operation::identity(s.shadow.text.len());
-            s.shadow.client_version += 1;
-            stats.edits_applied += 1;
-            dirty = true;
-            continue;
-        };
-        let m = merge_ops(
-            *strategy,
-            &config.fuzzy,
-            &s.shadow.text,
-            &theirs,
-            &new,
-            &ours,
-            master,
-        )
-        .unwrap_or_else(|e| {
-            tracing::error!(doc, error = %e, "exact merge failed; merging texts");
-            stats.merge_fallbacks += 1;
-            let out = merge(*strategy, &config.fuzzy, &s.shadow.text, &new, master);
-            OpMerge {
-                theirs_after: Operation::from_diff(master, &out.text),
-                ours_after: Operation::from_diff(&new, &out.text),
-                text: out.text,
-                patches_dropped: out.patches_dropped,
-            }
-        });
-        stats.patches_dropped += m.patches_dropped as u64;
-        let (merged, change, after) =
-            match brings_cr.then(|| normalize_newlines(&m.text).into_owned()) {
-                Some(o) if o != m.text => {
-                    let change = Operation::from_diff(master, &o);
-                    let after = Operation::from_diff(&new, &o);
-                    (o, change, after)
-                }
-                _ => (m.text, m.theirs_after, m.ours_after),
-            };
-        if merged.len() > limits.max_document_bytes {
-            return SyncOutcome::Reset {
-                error: too_large(merged.len()),
-            };
-        }
-        // An exact change says whether the master moved; comparing texts would cost a scan.
-        if !change.is_noop() {
-            *master = merged;
-            *version += 1;
-            new_changes.push((*version, change.clone()));
-            log.push_back(change);
-            master_changed = true;
-        }
-        ours = after;
-        s.shadow.text = new;
-        s.shadow.client_version += 1;
-        stats.edits_applied += 1;
-        dirty = true;
     }
     // The log is complete for this request: its end is the master's version from here on.
-    let log_end = *log_base + log.len() as u64;
-    // What this request changed, for the store (master, session, new master changes).
-    let persist = |s: &Session, master: &String, changes: Vec<(u64, Operation)>, version: u64| {
-        PersistRecord {
-            doc: doc.to_string(),
-            text: master_changed.then(|| master.clone()),
-            version,
-            sessions: vec![s.record(client_id, log_end)],
+    let log_end = m.log_base + m.log.len() as u64;
+    let persist = |s: &Session, m: &MasterState<'_>, dirty: bool| {
+        dirty.then(|| PersistRecord {
+            doc: req.doc.to_string(),
+            text: m.changed().then(|| m.text.clone()),
+            version: *m.version,
+            sessions: vec![s.record(req.client_id, log_end)],
             removed_sessions: Vec::new(),
-            changes,
-            changes_needed_after: *log_base,
-        }
+            changes: m.changes.clone(),
+            changes_needed_after: m.log_base,
+        })
     };
     if let Some(error) = refused {
         s.link = Some(Link {
             op: ours,
             idx: log_end,
         });
-        let persist = dirty.then(|| persist(s, master, new_changes, *version));
-        return SyncOutcome::Refuse { persist, error };
+        let persist = persist(s, &m, dirty);
+        return Ok(SyncOutcome::Refuse { persist, error });
     }
+    dirty |= reply(config, &m, s, ours, log_end)?;
+    let persist = persist(s, &m, dirty);
+    let msg = ServerMsg::ServerSync {
+        doc: req.doc.to_string(),
+        seq: req.seq,
+        client_version: s.shadow.client_version,
+        edits: s.pending.clone(),
+    };
+    Ok(SyncOutcome::Reply { persist, msg })
+}
+
+/// Step 1: a request older than the last one is ignored; a request that crossed an outstanding
+/// reset gets the reset again. Returns whether the session changed in a way the store keeps.
+fn admit(s: &mut Session, req: &SyncRequest<'_>, stats: &mut Stats) -> Result<bool, Stop> {
+    if req.seq <= s.last_seq {
+        stats.stale_skipped += 1;
+        return Err(Stop::Ignore);
+    }
+    s.last_seq = req.seq;
+    s.last_active = req.now;
+    let Some(reset) = &s.reset else {
+        return Ok(false);
+    };
+    if req.m_ack != reset.version {
+        // The reset was lost or this request crossed it: send it again.
+        return Err(Stop::Reset(None));
+    }
+    s.reset = None;
+    Ok(true)
+}
+
+/// Step 2: restore the backup when the client never got our last reply; reset when `m_ack`
+/// matches neither shadow. Server edits below `m_ack` are acknowledged.
+fn restore_or_reset(s: &mut Session, m_ack: u64, stats: &mut Stats) -> Result<bool, Stop> {
+    let mut restored = false;
+    if m_ack == s.shadow.server_version {
+    } else if m_ack == s.backup.server_version {
+        s.shadow = s.backup.clone();
+        s.link = s.backup_link.clone();
+        s.pending.clear();
+        stats.rollbacks += 1;
+        restored = true;
+    } else {
+        return Err(Stop::Reset(None));
+    }
+    s.pending.retain(|e| e.version() >= m_ack);
+    Ok(restored)
+}
+
+/// Step 3, one client edit: decode, check, apply (in place or by an exact merge).
+fn apply_edit(
+    config: &Config,
+    m: &mut MasterState<'_>,
+    s: &mut Session,
+    ours: &mut Operation,
+    edit: Edit,
+    req: &SyncRequest<'_>,
+    stats: &mut Stats,
+) -> Result<EditOutcome, Stop> {
+    let v = edit.version();
+    if v < s.shadow.client_version {
+        return Ok(EditOutcome::Duplicate);
+    }
+    if v > s.shadow.client_version {
+        return Err(Stop::Reset(None));
+    }
+    let (theirs, checksum) = match decode_edit(s, edit, req, stats)? {
+        Ok(x) => x,
+        Err(refusal) => return Ok(EditOutcome::Refused(refusal)),
+    };
+    // The master holds no `\r`; only text the change inserts can bring one, so only that is
+    // scanned (not the whole document).
+    let brings_cr = theirs
+        .steps()
+        .iter()
+        .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
+    // Nothing moved on since this shadow: the change can go into the shadow in place and the
+    // master becomes a copy of it. Otherwise it is merged past what the master gained.
+    let fast = ours.is_noop() && !brings_cr;
+    // Verify the checksum first; the fast path checks it without building the new text.
+    let (new, sum) = if fast {
+        (None, theirs.result_checksum(&s.shadow.text).map(Checksum))
+    } else {
+        match theirs.apply(&s.shadow.text) {
+            Ok(t) => {
+                let sum = Checksum::of(&t);
+                (Some(t), Ok(sum))
+            }
+            Err(e) => (None, Err(e)),
+        }
+    };
+    let sum = sum.map_err(|e| Stop::Reset(Some((ErrorCode::BadDelta, e.to_string()))))?;
+    if sum != checksum {
+        tracing::warn!(
+            doc = req.doc,
+            client = req.client_id,
+            "checksum mismatch after strict apply"
+        );
+        // Most likely damaged in transit: refuse this edit, answer for the rest; the client
+        // sends it again with its next cycle. Twice in a row: the shadows diverged.
+        let why = format!("edit {v} refused: checksum mismatch after applying it");
+        return Ok(EditOutcome::Refused(damaged(s, stats, why, None)?));
+    }
+    let limit = config.limits.max_document_bytes;
+    check_size(theirs.target_len(), limit)?;
+    match new {
+        None => apply_in_place(m, s, ours, theirs)?,
+        Some(new) => merge_into_master(config, m, s, ours, &theirs, new, brings_cr, req, stats)?,
+    }
+    s.shadow.client_version += 1;
+    stats.edits_applied += 1;
+    Ok(EditOutcome::Applied)
+}
+
+/// The client's change as an exact operation on the shadow, with the checksum it claims; or a
+/// refusal (a first damaged edit, a full-text edit from a client).
+#[allow(clippy::type_complexity)]
+fn decode_edit(
+    s: &mut Session,
+    edit: Edit,
+    req: &SyncRequest<'_>,
+    stats: &mut Stats,
+) -> Result<Result<(Operation, Checksum), (ErrorCode, String)>, Stop> {
+    let v = edit.version();
+    match edit {
+        Edit::Delta {
+            delta, checksum, ..
+        } => match delta.to_operation(&s.shadow.text) {
+            Ok(op) => Ok(Ok((op, checksum))),
+            Err(e) => {
+                tracing::warn!(doc = req.doc, client = req.client_id, error = %e, "delta does not fit shadow");
+                let why = format!("edit {v} refused: {e}");
+                let reset = Some((ErrorCode::BadDelta, e.to_string()));
+                Ok(Err(damaged(s, stats, why, reset)?))
+            }
+        },
+        // Full-text edits go from server to client only (docs/protocol.md): refused, with the
+        // rest of the request answered as usual.
+        Edit::Full { .. } => Ok(Err((
+            ErrorCode::BadMessage,
+            format!("edit {v} refused: full-text edits go from server to client only"),
+        ))),
+    }
+}
+
+/// An edit that does not fit or check: the first in a row is refused (maybe damaged in
+/// transit; the client resends) with the error returned here, the next one resets the session
+/// with `reset_error`.
+fn damaged(
+    s: &mut Session,
+    stats: &mut Stats,
+    why: String,
+    reset_error: Option<(ErrorCode, String)>,
+) -> Result<(ErrorCode, String), Stop> {
+    if s.bad_streak == 0 {
+        s.bad_streak = 1;
+        stats.corrupt_ignored += 1;
+        return Ok((ErrorCode::BadDelta, why));
+    }
+    Err(Stop::Reset(reset_error))
+}
+
+/// A document may not pass the size limit.
+fn check_size(len: usize, limit: usize) -> Result<(), Stop> {
+    if len <= limit {
+        return Ok(());
+    }
+    let message = format!("document would be {len} bytes; the maximum is {limit}");
+    Err(Stop::Reset(Some((ErrorCode::DocumentTooLarge, message))))
+}
+
+/// Nothing moved on since the shadow: the change goes into it in place, and the master becomes
+/// a copy of it.
+fn apply_in_place(
+    m: &mut MasterState<'_>,
+    s: &mut Session,
+    ours: &mut Operation,
+    theirs: Operation,
+) -> Result<(), Stop> {
+    // Checked by `result_checksum` above, so this cannot fail.
+    theirs
+        .apply_in_place(&mut s.shadow.text)
+        .map_err(|e| Stop::Reset(Some((ErrorCode::BadDelta, e.to_string()))))?;
+    if !theirs.is_noop() {
+        m.text.clone_from(&s.shadow.text);
+        m.push(theirs);
+    }
+    *ours = Operation::identity(s.shadow.text.len());
+    Ok(())
+}
+
+/// The master moved on since the shadow: merge the client's change past what it gained,
+/// exactly (falling back to texts only if the exact merge fails, counted as a bug).
+#[allow(clippy::too_many_arguments)]
+fn merge_into_master(
+    config: &Config,
+    m: &mut MasterState<'_>,
+    s: &mut Session,
+    ours: &mut Operation,
+    theirs: &Operation,
+    new: String,
+    brings_cr: bool,
+    req: &SyncRequest<'_>,
+    stats: &mut Stats,
+) -> Result<(), Stop> {
+    let (strategy, fuzzy) = (m.strategy, &config.fuzzy);
+    let shadow = &s.shadow.text;
+    let merged =
+        merge_ops(strategy, fuzzy, shadow, theirs, &new, ours, m.text).unwrap_or_else(|e| {
+            tracing::error!(doc = req.doc, error = %e, "exact merge failed; merging texts");
+            stats.merge_fallbacks += 1;
+            let out = merge(strategy, fuzzy, shadow, &new, m.text);
+            OpMerge {
+                theirs_after: Operation::from_diff(m.text, &out.text),
+                ours_after: Operation::from_diff(&new, &out.text),
+                text: out.text,
+                patches_dropped: out.patches_dropped,
+            }
+        });
+    stats.patches_dropped += merged.patches_dropped as u64;
+    let (text, change, after) =
+        match brings_cr.then(|| normalize_newlines(&merged.text).into_owned()) {
+            Some(o) if o != merged.text => {
+                let change = Operation::from_diff(m.text, &o);
+                let after = Operation::from_diff(&new, &o);
+                (o, change, after)
+            }
+            _ => (merged.text, merged.theirs_after, merged.ours_after),
+        };
+    check_size(text.len(), config.limits.max_document_bytes)?;
+    // An exact change says whether the master moved; comparing texts would cost a scan.
+    if !change.is_noop() {
+        *m.text = text;
+        m.push(change);
+    }
+    *ours = after;
+    s.shadow.text = new;
+    Ok(())
+}
+
+/// Step 4: refresh the backup on every accepted message (pitfall 2), and queue what the master
+/// has that the shadow lacks. Returns whether the session changed in a way the store keeps.
+fn reply(
+    config: &Config,
+    m: &MasterState<'_>,
+    s: &mut Session,
+    ours: Operation,
+    log_end: u64,
+) -> Result<bool, Stop> {
+    let mut dirty = false;
     s.bad_streak = 0;
-    // Step 4: refresh the backup on every accepted message (pitfall 2).
     // Within a session, equal versions mean equal texts: compare the numbers, not the texts.
     let same = (s.backup.client_version, s.backup.server_version)
         == (s.shadow.client_version, s.shadow.server_version);
@@ -268,33 +405,24 @@ pub(super) fn sync_session(
         op: ours.clone(),
         idx: log_end,
     });
-    // Step 5: send what the master has that this client's shadow lacks.
     // `ours` is the exact change from the shadow to the master: no-op means equal texts.
     if !ours.is_noop() {
-        if s.pending.len() >= limits.max_pending_edits {
-            return SyncOutcome::Reset { error: None };
+        if s.pending.len() >= config.limits.max_pending_edits {
+            return Err(Stop::Reset(None));
         }
         let delta = Delta::from_operation(&ours, &s.shadow.text);
         s.pending.push(Edit::Delta {
             version: s.shadow.server_version,
             delta,
-            checksum: Checksum::of(master),
+            checksum: Checksum::of(m.text),
         });
-        s.shadow.text.clone_from(master);
+        s.shadow.text.clone_from(m.text);
         s.shadow.server_version += 1;
         dirty = true;
     }
     s.link = Some(Link {
-        op: Operation::identity(master.len()),
+        op: Operation::identity(m.text.len()),
         idx: log_end,
     });
-    // Step 6: persist, then acknowledge.
-    let persist = dirty.then(|| persist(s, master, new_changes, *version));
-    let msg = ServerMsg::ServerSync {
-        doc: doc.to_string(),
-        seq,
-        client_version: s.shadow.client_version,
-        edits: s.pending.clone(),
-    };
-    SyncOutcome::Reply { persist, msg }
+    Ok(dirty)
 }
