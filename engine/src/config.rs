@@ -25,8 +25,9 @@ impl Time {
 pub struct Limits {
     /// Largest document, in UTF-8 bytes.
     pub max_document_bytes: usize,
-    /// Longest pending edit stack (either side). A client at the limit stops stacking new
-    /// edits (the typing stays in its text, nothing is lost) until acknowledgements arrive.
+    /// Longest pending edit stack of a client (a server holds at most one unacknowledged edit
+    /// per session). A client at the limit stops stacking new edits (the typing stays in its
+    /// text, nothing is lost) until acknowledgements arrive.
     pub max_pending_edits: usize,
     /// Most bytes a client holds for its pending edits (a copy of the shadow before each): at
     /// the limit it stops stacking, as at `max_pending_edits`.

@@ -79,7 +79,7 @@ pub mod server;
 pub mod text;
 
 pub use checksum::Checksum;
-pub use client::{ClientEngine, ClientEvent, ClientOutput, Shadow, DAMAGED_MAX};
+pub use client::{ClientEngine, ClientEvent, ClientOutput, PendingEdit, Shadow, DAMAGED_MAX};
 pub use config::{Config, Limits, LimitsError, Stats, Time};
 pub use delta::{Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};

@@ -44,20 +44,6 @@ pub struct ResetBase {
     pub delta: Delta,
 }
 
-/// Assert that a stack of pending edits is numbered consecutively up to `next` (exclusive): the
-/// shadow's version counts the edits stacked so far. `what` names the stack in the message; it
-/// is formatted only if the assertion fails (the check runs after every engine call).
-pub(crate) fn assert_numbered_up_to(edits: &[Edit], next: u64, what: std::fmt::Arguments<'_>) {
-    let n = edits.len() as u64;
-    for (i, e) in edits.iter().enumerate() {
-        assert_eq!(
-            e.version() + (n - i as u64),
-            next,
-            "{what}: pending edits are numbered up to the shadow's version"
-        );
-    }
-}
-
 impl Edit {
     /// The edit's version.
     pub fn version(&self) -> u64 {

@@ -93,6 +93,32 @@ struct InFlight {
     sent_at: Time,
 }
 
+/// An edit the server has not acknowledged: a delta (clients never send full texts), and the
+/// shadow it was made from (what it changed; the base for re-merging after a reset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEdit {
+    version: u64,
+    delta: Delta,
+    checksum: Checksum,
+    before: String,
+}
+
+impl PendingEdit {
+    /// The client version this edit was made at.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The edit as sent.
+    pub fn to_edit(&self) -> Edit {
+        Edit::Delta {
+            version: self.version,
+            delta: self.delta.clone(),
+            checksum: self.checksum,
+        }
+    }
+}
+
 /// Client side of Differential Synchronization for one document.
 #[derive(Debug, Clone)]
 pub struct ClientEngine {
@@ -101,16 +127,15 @@ pub struct ClientEngine {
     doc: String,
     text: String,
     shadow: Shadow,
-    pending: Vec<Edit>,
+    /// Unacknowledged edits, oldest first, each with the shadow it was made from.
+    pending: Vec<PendingEdit>,
     /// How many of `pending` have been sent at least once (the rest are new this cycle).
     pending_sent: usize,
     /// The exact change from `shadow.text` to `text`: the user's edits since the last cycle,
     /// kept as an operation so the delta sent is what the user did, not a diff's guess.
     local: Operation,
-    /// The shadow before each pending edit (parallel to `pending`): what each edit changed.
-    befores: Vec<String>,
     /// The text as the server is known to hold it: the shadow minus the unacknowledged edits.
-    /// `None` while it is simply the text before the oldest pending edit (`befores[0]`), or the
+    /// `None` while it is simply the text before the oldest pending edit (its `before`), or the
     /// shadow when nothing is pending. The base for re-merging local typing after a reset.
     confirmed: Option<String>,
     /// A string buffer freed by an acknowledgement, reused for the next shadow.
@@ -148,7 +173,6 @@ impl ClientEngine {
             pending: Vec::new(),
             pending_sent: 0,
             local: Operation::new(),
-            befores: Vec::new(),
             confirmed: None,
             spare: None,
             has_session: false,
@@ -186,7 +210,7 @@ impl ClientEngine {
     }
 
     /// Unacknowledged edits.
-    pub fn pending(&self) -> &[Edit] {
+    pub fn pending(&self) -> &[PendingEdit] {
         &self.pending
     }
 
@@ -372,23 +396,23 @@ impl ClientEngine {
         }
         let resent = self.pending_sent.min(self.pending.len());
         self.stats.retransmits += resent as u64;
-        let held: usize = self.befores.iter().map(String::len).sum();
+        let held: usize = self.pending.iter().map(|p| p.before.len()).sum();
         let room = self.pending.len() < self.config.limits.max_pending_edits
             && held + self.shadow.text.len() <= self.config.limits.max_pending_bytes;
         if self.text != self.shadow.text && room {
             let delta = Delta::from_operation(&self.local, &self.shadow.text);
             self.local = Operation::identity(self.text.len());
-            self.pending.push(Edit::Delta {
-                version: self.shadow.client_version,
-                delta,
-                checksum: Checksum::of(&self.text),
-            });
-            // The old shadow moves into `befores` (no copy); the new one is the text diffed,
+            // The old shadow moves into the pending edit (no copy); the new one is the text,
             // copied into a recycled buffer when there is one.
             let mut next = self.spare.take().unwrap_or_default();
             next.clone_from(&self.text);
-            let old = std::mem::replace(&mut self.shadow.text, next);
-            self.befores.push(old);
+            let before = std::mem::replace(&mut self.shadow.text, next);
+            self.pending.push(PendingEdit {
+                version: self.shadow.client_version,
+                delta,
+                checksum: Checksum::of(&self.text),
+                before,
+            });
             self.shadow.client_version += 1;
         }
         let seq = self.next_seq();
@@ -399,7 +423,7 @@ impl ClientEngine {
             doc: self.doc.clone(),
             seq,
             server_version: self.shadow.server_version,
-            edits: self.pending.clone(),
+            edits: self.pending.iter().map(PendingEdit::to_edit).collect(),
         });
     }
 
@@ -665,17 +689,15 @@ impl ClientEngine {
             Ok(self.text.as_str()),
             "local must turn the shadow into the text"
         );
-        assert_eq!(
-            self.befores.len(),
-            self.pending.len(),
-            "one base per pending edit"
-        );
         assert!(self.pending_sent <= self.pending.len());
-        crate::msg::assert_numbered_up_to(
-            &self.pending,
-            self.shadow.client_version,
-            format_args!("client"),
-        );
+        let first = self.shadow.client_version - self.pending.len() as u64;
+        for (k, p) in self.pending.iter().enumerate() {
+            assert_eq!(
+                p.version,
+                first + k as u64,
+                "client: pending edits numbered in a row"
+            );
+        }
         assert!(
             self.in_flight.is_none() || self.conn == Conn::Connected,
             "a request in flight needs a connection"

@@ -49,7 +49,11 @@ impl ClientEngine {
         base: Option<&ResetBase>,
     ) -> bool {
         let Some(base) = base else { return false };
-        let candidate = self.befores.first().unwrap_or(&self.shadow.text).clone();
+        let candidate = self
+            .pending
+            .first()
+            .map_or(&self.shadow.text, |p| &p.before)
+            .clone();
         if Checksum::of(&candidate) != base.checksum {
             return false;
         }
@@ -61,12 +65,10 @@ impl ClientEngine {
         }
         // Ours: every unacknowledged edit, then the typing since the last cycle.
         let mut ours = Operation::identity(candidate.len());
-        for (edit, before) in self.pending.iter().zip(&self.befores) {
-            let Edit::Delta { delta, .. } = edit else {
-                return false;
-            };
-            match delta
-                .to_operation(before)
+        for p in &self.pending {
+            match p
+                .delta
+                .to_operation(&p.before)
                 .and_then(|op| ours.compose(&op).map_err(|_| DeltaError::BadUtf8))
             {
                 Ok(o) => ours = o,
@@ -109,7 +111,6 @@ impl ClientEngine {
             server_version,
         };
         self.pending.clear();
-        self.befores.clear();
         self.confirmed = None;
         self.pending_sent = 0;
         self.in_flight = None;
@@ -130,18 +131,15 @@ impl ClientEngine {
             // Everything arrived: the server holds exactly the shadow's edits.
             self.confirmed = None;
         } else if let Some(mut conf) = self.confirmed_text() {
-            for (edit, before) in self.pending.iter().zip(&self.befores).take(acked) {
-                if let Edit::Delta { delta, .. } = edit {
-                    if let Ok(after) = delta.apply(before) {
-                        conf = three_way(before, &after, &conf);
-                    }
+            for p in self.pending.iter().take(acked) {
+                if let Ok(after) = p.delta.apply(&p.before) {
+                    conf = three_way(&p.before, &after, &conf);
                 }
             }
             self.confirmed = Some(conf);
         }
-        self.pending.drain(..acked);
-        for old in self.befores.drain(..acked) {
-            self.spare = Some(old);
+        for p in self.pending.drain(..acked) {
+            self.spare = Some(p.before);
         }
         self.pending_sent = self.pending_sent.saturating_sub(acked);
     }
@@ -150,7 +148,7 @@ impl ClientEngine {
     pub(super) fn confirmed_text(&mut self) -> Option<String> {
         self.confirmed
             .take()
-            .or_else(|| self.befores.first().cloned())
+            .or_else(|| self.pending.first().map(|p| p.before.clone()))
     }
 
     /// Adopt the server's `text` at (n, m), re-merging unacknowledged local typing onto it.

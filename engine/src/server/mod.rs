@@ -14,7 +14,11 @@
 //!   and never a change to another client's session.
 //! - The backup shadow is refreshed on every accepted `client_sync` (pitfall 2) and restored
 //!   only when `server_version` equals the backup's m (pitfall 3), before duplicates are
-//!   filtered; restoring clears the pending server edits.
+//!   filtered; restoring clears the pending server edit.
+//! - A session holds at most one unacknowledged server edit (`Option`, not a stack): every
+//!   accepted request acknowledges the last reply's edit (its `server_version` is the shadow's
+//!   m) or restores the backup (which drops it), so at most the one edit of this reply is
+//!   outstanding.
 //! - A reset carries explicit versions (pitfall 7) and the server keeps answering with it until
 //!   the client acknowledges it.
 //! - Maps are `BTreeMap`: iteration order never depends on hashing.
@@ -55,7 +59,8 @@ struct Session {
     link: Option<Link>,
     /// How `backup` becomes the master.
     backup_link: Option<Link>,
-    pending: Vec<Edit>,
+    /// The server edit sent with the last reply and not acknowledged yet.
+    pending: Option<Edit>,
     last_seq: u64,
     /// A reset the client has not acknowledged yet.
     reset: Option<AwaitingReset>,
@@ -204,7 +209,7 @@ impl ServerEngine {
                         backup: r.backup,
                         link: r.link.map(|(op, idx)| Link { op, idx }),
                         backup_link: r.backup_link.map(|(op, idx)| Link { op, idx }),
-                        pending: Vec::new(),
+                        pending: None,
                         last_seq: r.last_seq,
                         reset,
                         bad_streak: 0,
@@ -267,7 +272,14 @@ impl ServerEngine {
 
     /// Number of unacknowledged server edits for a client.
     pub fn pending_len(&self, doc: &str, client_id: &str) -> Option<usize> {
-        Some(self.docs.get(doc)?.sessions.get(client_id)?.pending.len())
+        Some(usize::from(
+            self.docs
+                .get(doc)?
+                .sessions
+                .get(client_id)?
+                .pending
+                .is_some(),
+        ))
     }
 
     /// Number of connected peers.
@@ -591,7 +603,7 @@ impl ServerEngine {
         s.backup = s.shadow.clone();
         s.link = now_link.clone();
         s.backup_link = now_link;
-        s.pending.clear();
+        s.pending = None;
         s.reset = Some(AwaitingReset {
             version: m,
             from_text,
@@ -714,11 +726,13 @@ impl ServerEngine {
                 if let Some(r) = &sess.reset {
                     fits(&r.from_link, &r.from_text, id);
                 }
-                crate::msg::assert_numbered_up_to(
-                    &sess.pending,
-                    sess.shadow.server_version,
-                    format_args!("{name}/{id}"),
-                );
+                if let Some(e) = &sess.pending {
+                    assert_eq!(
+                        e.version() + 1,
+                        sess.shadow.server_version,
+                        "{name}/{id}: the pending edit is the shadow's last"
+                    );
+                }
                 assert!(
                     sess.backup.client_version <= sess.shadow.client_version
                         && sess.backup.server_version <= sess.shadow.server_version,

@@ -16,7 +16,7 @@ impl Session {
             link: None,
             backup_link: None,
             shadow,
-            pending: Vec::new(),
+            pending: None,
             last_seq: seq,
             reset: None,
             bad_streak: 0,

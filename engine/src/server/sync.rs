@@ -141,13 +141,13 @@ fn sync_steps(
         let persist = persist(s, &m, dirty);
         return Ok(SyncOutcome::Refuse { persist, error });
     }
-    dirty |= reply(config, &m, s, ours, log_end)?;
+    dirty |= reply(&m, s, ours, log_end)?;
     let persist = persist(s, &m, dirty);
     let msg = ServerMsg::ServerSync {
         doc: req.doc.to_string(),
         seq: req.seq,
         client_version: s.shadow.client_version,
-        edits: s.pending.clone(),
+        edits: s.pending.iter().cloned().collect(),
     };
     Ok(SyncOutcome::Reply { persist, msg })
 }
@@ -180,13 +180,15 @@ fn restore_or_reset(s: &mut Session, m_ack: u64, stats: &mut Stats) -> Result<bo
     } else if m_ack == s.backup.server_version {
         s.shadow = s.backup.clone();
         s.link = s.backup_link.clone();
-        s.pending.clear();
+        s.pending = None;
         stats.rollbacks += 1;
         restored = true;
     } else {
         return Err(Stop::Reset(None));
     }
-    s.pending.retain(|e| e.version() >= m_ack);
+    // Equal to the shadow's m (restored or not): the last reply's edit, if any, arrived.
+    debug_assert_eq!(m_ack, s.shadow.server_version);
+    s.pending = None;
     Ok(restored)
 }
 
@@ -384,7 +386,6 @@ fn merge_into_master(
 /// Step 4: refresh the backup on every accepted message (pitfall 2), and queue what the master
 /// has that the shadow lacks. Returns whether the session changed in a way the store keeps.
 fn reply(
-    config: &Config,
     m: &MasterState<'_>,
     s: &mut Session,
     ours: Operation,
@@ -407,11 +408,8 @@ fn reply(
     });
     // `ours` is the exact change from the shadow to the master: no-op means equal texts.
     if !ours.is_noop() {
-        if s.pending.len() >= config.limits.max_pending_edits {
-            return Err(Stop::Reset(None));
-        }
         let delta = Delta::from_operation(&ours, &s.shadow.text);
-        s.pending.push(Edit::Delta {
+        s.pending = Some(Edit::Delta {
             version: s.shadow.server_version,
             delta,
             checksum: Checksum::of(m.text),
