@@ -4,10 +4,12 @@
 //!
 //! Run it with `cargo run -p dsync-engine --example in_process`; `cargo test` runs it too.
 //!
-//! A real driver (the server in `server/src/driver.rs`) does two more things this one skips:
-//! it loads a document from its store when `document_needed` names one, and it commits every
-//! `ServerOutput::Persist` record before acting on any output after it, so nothing is
-//! acknowledged that a crash could lose.
+//! A real driver does more than this one: it loads a document from its store when
+//! `document_needed` names one, and it commits every `ServerOutput::Persist` record before
+//! acting on any output after it, so nothing is acknowledged that a crash could lose. The
+//! binaries, the simulator, the tests and the benches get all of that from `dsync-node`
+//! (`ServerNode`, `ClientNode`), whose types allow no other order; this example shows the bare
+//! engine underneath, for anyone writing a driver of their own.
 
 use dsync_engine::{
     ClientEngine, ClientEvent, ClientOutput, Config, PeerId, ServerEngine, ServerOutput,

@@ -3,13 +3,14 @@
 //!
 //! The engine never reads a clock, a socket, a random source or a database: `now` is passed in
 //! ([`Time`]), inputs arrive through `handle_*` methods, and outputs are drained with
-//! `poll_output` / `poll_timeout`. The simulator, the tokio server and the terminal client all
-//! drive these same types.
+//! `poll_output` / `poll_timeout`. The simulator, the tokio server, the terminal client, the
+//! tests and the benches all drive these same types, through the nodes of `dsync-node`.
 //!
 //! Map:
 //! - [`client::ClientEngine`] and [`server::ServerEngine`]: the two state machines;
 //! - [`msg`]: the protocol messages as Rust data (the wire form lives in `dsync-net`);
-//! - [`delta`]: diff (via `similar`), the diff-match-patch delta codec (UTF-16 counts), CRC-32;
+//! - [`delta`]: the diff-match-patch delta codec (UTF-16 counts); [`diff`]: diffs as hunks (via
+//!   `similar`); [`text`]: UTF-16 units, escapes, newlines; [`checksum`]: CRC-32;
 //! - [`merge`]: three-way, fuzzy patch and overwrite merges;
 //! - [`op`]: exact changes (operations) with compose and transform;
 //! - [`dmp`]: the fuzzy matcher and patcher, ported from the reference diff-match-patch.

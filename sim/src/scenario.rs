@@ -104,6 +104,11 @@ pub struct EngineSettings {
     /// makes idle sessions outrun the log, so their next merge falls back to a diff once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_log_entries: Option<usize>,
+    /// Largest frame either node accepts, in bytes (default: what the engine's limits need,
+    /// about 67 MiB). A smaller one keeps garbage past the limit cheap; a legal frame larger
+    /// than it is refused like any other, and the run shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<usize>,
 }
 
 impl Default for EngineSettings {
@@ -114,6 +119,7 @@ impl Default for EngineSettings {
             heartbeat_ms: 30_000,
             merge: Merge::ThreeWay,
             max_log_entries: None,
+            max_frame_bytes: None,
         }
     }
 }
@@ -594,6 +600,9 @@ impl Scenario {
         }
         if self.storage.restart_ms == 0 {
             return Err("storage.restart_ms must be above 0".into());
+        }
+        if self.engine.max_frame_bytes.is_some_and(|n| n < 1024) {
+            return Err("engine.max_frame_bytes must be at least 1024".into());
         }
         if self.engine.sync_interval_ms == 0
             || self.engine.retransmit_ms == 0

@@ -102,6 +102,10 @@ enum Focus {
     ShortLog,
 }
 
+/// The frame limit of swarm runs: a few hundred times what their documents reach, and small
+/// enough that garbage longer than it costs little.
+pub const SWARM_MAX_FRAME_BYTES: usize = 256 << 10;
+
 /// What the Unicode typing runs type, a character at a time.
 pub const UNICODE_ALPHABET: &str = "ae 😀𝄞👍🏽\u{301}\u{308}👨\u{200d}👩漢字ش\r\n";
 
@@ -273,6 +277,8 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
         heartbeat_ms: r.random_range(2_000..=30_000),
         merge,
         max_log_entries: (focus == Focus::ShortLog).then(|| r.random_range(2..=24)),
+        // Swarm documents stay far below this; garbage past it stays cheap.
+        max_frame_bytes: Some(SWARM_MAX_FRAME_BYTES),
     };
     if focus == Focus::RetransmitChains {
         engine.retransmit_ms = r.random_range(200..=600);

@@ -319,7 +319,10 @@ impl<'a> Sim<'a> {
             commit_pending: false,
             commits: 0,
             commit_fates,
-            max_frame_bytes: config.limits.frame_bytes(),
+            max_frame_bytes: sc
+                .engine
+                .max_frame_bytes
+                .unwrap_or(config.limits.frame_bytes()),
             removed_sessions: BTreeSet::new(),
             clients,
             partitions: Vec::new(),
@@ -374,14 +377,17 @@ impl<'a> Sim<'a> {
                 sc.topology.clock_drift_pct
             ),
             format!(
-                "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}{}",
+                "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}{}{}",
                 sc.engine.sync_interval_ms,
                 sc.engine.retransmit_ms,
                 sc.engine.heartbeat_ms,
                 sc.engine.merge,
                 sc.engine
                     .max_log_entries
-                    .map_or(String::new(), |n| format!(" max_log_entries={n}"))
+                    .map_or(String::new(), |n| format!(" max_log_entries={n}")),
+                sc.engine
+                    .max_frame_bytes
+                    .map_or(String::new(), |n| format!(" max_frame_bytes={n}"))
             ),
             format!(
                 "network latency_ms={}..{} drop={} duplicate={} reorder={} (+{} ms) corrupt={} split={} garbage={}",
