@@ -138,10 +138,10 @@ pub struct LinkFaults {
     pub reorder: f64,
     /// Extra delay of a reordered message.
     pub reorder_delay_ms: u64,
-    /// Chance a frame's bytes are corrupted in flight: a byte of an edit's delta or text
-    /// changed (the checksum or the delta codec catches it), a byte made invalid UTF-8, or the
-    /// frame cut short (JSON decoding catches them). On streams this models corruption the
-    /// transport missed; the receiver drops the frame and the protocol recovers.
+    /// Chance a frame's bytes are damaged in flight: three times in four, for a frame with an
+    /// edit, a byte of that edit's delta or text changed (`Corrupt`: the checksum or the delta
+    /// codec catches it); otherwise a byte made invalid UTF-8 or the frame cut short (`Mangle`:
+    /// decoding catches it). On streams this models damage the transport missed.
     pub corrupt: f64,
     /// Stream: chance a frame is split in two pieces that travel with their own latencies (the
     /// receiver's line splitter must join them).
@@ -301,8 +301,11 @@ pub enum Fate {
     Delay(u64),
     /// Delivered twice, after these latencies.
     Duplicate(u64, u64),
-    /// Delivered corrupted after this latency.
+    /// Delivered after this latency with a byte of its first edit changed (a frame without an
+    /// edit is delivered as it is).
     Corrupt(u64),
+    /// Delivered after this latency with bytes that break decoding (invalid UTF-8, or cut short).
+    Mangle(u64),
     /// Stream: split in two pieces delivered after these latencies.
     Split(u64, u64),
     /// Delivered after this latency, behind a line of garbage.

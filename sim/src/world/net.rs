@@ -88,7 +88,7 @@ impl<'a> Sim<'a> {
         })
     }
 
-    pub(super) fn draw_fate(&mut self, from: Node, to: Node) -> Fate {
+    pub(super) fn draw_fate(&mut self, from: Node, to: Node, frame: &[u8]) -> Fate {
         let f = self.link_faults(from, to).clone();
         let (lo, hi) = f.latency_ms;
         if !self.random || self.stopped_at.is_some() {
@@ -102,7 +102,10 @@ impl<'a> Sim<'a> {
             return Fate::Drop;
         }
         if f.corrupt > 0.0 && r.random_bool(f.corrupt) {
-            return Fate::Corrupt(lat);
+            if wire::has_edit(frame) && r.random_bool(0.75) {
+                return Fate::Corrupt(lat);
+            }
+            return Fate::Mangle(lat);
         }
         if f.garbage > 0.0 && r.random_bool(f.garbage) {
             return Fate::Garbage(lat);
@@ -136,7 +139,7 @@ impl<'a> Sim<'a> {
         let explicit = self.fates.get(&(from, to, nth)).copied();
         let fate = match explicit {
             Some(f) => f,
-            None => self.draw_fate(from, to),
+            None => self.draw_fate(from, to, &bytes),
         };
         if self.opts.record {
             self.recorded.push(Timed {
@@ -201,7 +204,21 @@ impl<'a> Sim<'a> {
                 self.launch(from, to, conn, bytes, copy_msgs, l2);
             }
             Fate::Corrupt(lat) => {
-                let damage = wire::corrupt(&mut bytes);
+                if wire::corrupt(&mut bytes) {
+                    self.summary.corrupted += 1;
+                    self.set_chart(chart_idx, None, "corrupted");
+                    self.log_full("corrupt", || {
+                        format!("{link:<12} {label} (an edit's byte changed, +{lat}ms)")
+                    });
+                } else {
+                    self.log_full("send", || {
+                        format!("{link:<12} {label} (no edit to corrupt, +{lat}ms)")
+                    });
+                }
+                self.launch(from, to, conn, bytes, vec![(payload, chart_idx)], lat);
+            }
+            Fate::Mangle(lat) => {
+                let damage = wire::mangle(&mut bytes);
                 self.summary.corrupted += 1;
                 self.set_chart(chart_idx, None, "corrupted");
                 self.log_full("corrupt", || {

@@ -2,10 +2,10 @@
 //! choice is a function of the frame's bytes, so a recorded fate (`Corrupt`, `Garbage`,
 //! `Split`) replays exactly.
 //!
-//! Corruption only makes changes some layer must catch (or that change nothing the frame means,
-//! like the case of a percent escape's hex digit): a byte of an edit's delta or text replaced
-//! (the delta codec or the edit's CRC-32), a byte that is never valid UTF-8, or a frame cut
-//! short (JSON). A changed digit of a version number would pass every check; the
+//! Damage only makes changes some layer must catch (or that change nothing the frame means, like
+//! the case of a percent escape's hex digit): `Corrupt` replaces a byte of an edit's delta or text
+//! (the delta codec or the edit's CRC-32); `Mangle` writes a byte that is never valid UTF-8 or
+//! cuts the frame short (decoding). A changed digit of a version number would pass every check; the
 //! protocol has no frame checksum and relies on the transport for those (see
 //! `docs/protocol.md`), so the simulator does not pretend otherwise.
 
@@ -19,11 +19,9 @@ pub(super) fn hash(bytes: &[u8]) -> u64 {
     h
 }
 
-/// What [`corrupt`] did.
+/// What [`mangle`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Damage {
-    /// A byte of an edit's delta or text replaced.
-    Payload,
     /// A byte made 0xFF (never valid UTF-8).
     NotUtf8,
     /// The frame cut short (its newline kept).
@@ -33,7 +31,6 @@ pub(super) enum Damage {
 impl Damage {
     pub(super) fn name(self) -> &'static str {
         match self {
-            Damage::Payload => "payload byte changed",
             Damage::NotUtf8 => "invalid UTF-8 byte",
             Damage::Truncated => "frame cut short",
         }
@@ -68,47 +65,56 @@ fn edit_value(frame: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// Damage a frame (newline-terminated, at least 2 bytes) in a way some check must catch.
-pub(super) fn corrupt(frame: &mut Vec<u8>) -> Damage {
+/// Whether a frame carries an edit whose bytes [`corrupt`] can damage.
+pub(super) fn has_edit(frame: &[u8]) -> bool {
+    edit_value(frame).is_some_and(|(a, b)| (a..b).any(|i| plain(frame, i)))
+}
+
+/// A letter or digit that is neither a JSON escape's nor a percent escape's.
+fn plain(frame: &[u8], i: usize) -> bool {
+    frame[i].is_ascii_alphanumeric()
+        && frame[i - 1] != b'\\'
+        && frame[i - 1] != b'%'
+        && frame[i.saturating_sub(2)] != b'%'
+}
+
+/// Damage the first edit of a frame: a letter or digit of its delta or text replaced by
+/// another of its kind. The frame still decodes, and the edit's text comes out different (or
+/// the delta no longer fits its base), which only the receiver's strict apply and CRC-32 can
+/// tell: the checksum path, which repeated damage turns into resets. False (the frame
+/// untouched) when the frame has no such edit.
+pub(super) fn corrupt(frame: &mut [u8]) -> bool {
+    let Some((a, b)) = edit_value(frame) else {
+        return false;
+    };
+    let spots: Vec<usize> = (a..b).filter(|&i| plain(frame, i)).collect();
+    if spots.is_empty() {
+        return false;
+    }
+    let h = hash(frame);
+    let at = spots[(h >> 8) as usize % spots.len()];
+    let old = frame[at];
+    let (base, n) = match old {
+        b'0'..=b'9' => (b'0', 10),
+        b'a'..=b'z' => (b'a', 26),
+        _ => (b'A', 26),
+    };
+    let shift = 1 + ((h >> 16) % (n - 1) as u64) as u8;
+    frame[at] = base + (old - base + shift) % n;
+    true
+}
+
+/// Damage a frame (newline-terminated, at least 2 bytes) so that decoding fails: a byte made
+/// 0xFF (never valid UTF-8), or the frame cut short (its newline kept; never its closing brace,
+/// so the JSON is never complete).
+pub(super) fn mangle(frame: &mut Vec<u8>) -> Damage {
     debug_assert!(frame.len() >= 2 && frame.last() == Some(&b'\n'));
     let h = hash(frame);
     let body = frame.len() - 1;
-    // Damage lands in an edit when the frame has one, seven times in eight: the checksum path,
-    // which repeated damage turns into resets. The rest, and frames without an edit, break
-    // decoding (invalid UTF-8 or a frame cut short).
-    if h % 8 != 0 {
-        if let Some((a, b)) = edit_value(frame) {
-            // A letter or digit that is neither a JSON escape's nor a percent escape's, replaced
-            // by another of its kind: the frame still decodes, and the edit's text comes out
-            // different (or the delta no longer fits its base), which only the receiver's
-            // strict apply and CRC-32 can tell.
-            let plain: Vec<usize> = (a..b)
-                .filter(|&i| {
-                    frame[i].is_ascii_alphanumeric()
-                        && frame[i - 1] != b'\\'
-                        && frame[i - 1] != b'%'
-                        && frame[i.saturating_sub(2)] != b'%'
-                })
-                .collect();
-            if !plain.is_empty() {
-                let at = plain[(h >> 8) as usize % plain.len()];
-                let old = frame[at];
-                let (base, n) = match old {
-                    b'0'..=b'9' => (b'0', 10),
-                    b'a'..=b'z' => (b'a', 26),
-                    _ => (b'A', 26),
-                };
-                let shift = 1 + ((h >> 16) % (n - 1) as u64) as u8;
-                frame[at] = base + (old - base + shift) % n;
-                return Damage::Payload;
-            }
-        }
-    }
     if (h >> 24) % 2 == 0 {
         frame[(h >> 8) as usize % body] = 0xff;
         Damage::NotUtf8
     } else {
-        // Keep 1..body-1 bytes: never the closing brace, so the JSON is never complete.
         let keep = 1 + (h >> 8) as usize % (body - 1).max(1);
         frame.truncate(keep.min(body - 1).max(1));
         frame.push(b'\n');
@@ -160,20 +166,23 @@ mod tests {
         .into_bytes()
     }
 
-    /// Every corruption of many frames is caught by decoding or by the edit's checksum, or
-    /// changes nothing the frame means.
+    /// Every corruption of many frames is caught by the edit's strict apply or checksum, or
+    /// changes nothing the frame means; every mangled frame fails to decode.
     #[test]
     fn every_corruption_is_caught() {
         let mut kinds = std::collections::BTreeSet::new();
         for i in 0..3_000 {
             let text = format!("hel{i}lo wörld {}", "x".repeat(i % 17));
             let mut f = sync_frame(&text);
-            let d = corrupt(&mut f);
-            kinds.insert(format!("{d:?}"));
-            let line = String::from_utf8(f);
-            let Ok(line) = line else { continue };
+            assert!(has_edit(&f));
+            let mut m = f.clone();
+            kinds.insert(format!("{:?}", mangle(&mut m)));
+            let bad = String::from_utf8(m).map(|l| decode_client(&l, 1 << 20));
+            assert!(!matches!(bad, Ok(Ok(_))), "a mangled frame decoded");
+            assert!(corrupt(&mut f));
+            let line = String::from_utf8(f).expect("corruption keeps UTF-8");
             let Ok(ClientMsg::ClientSync { edits, .. }) = decode_client(&line, 1 << 20) else {
-                continue;
+                continue; // a delta count made unparseable: refused as bad_delta
             };
             let Edit::Delta {
                 delta, checksum, ..
@@ -190,12 +199,11 @@ mod tests {
                 );
             }
         }
-        assert_eq!(kinds.len(), 3, "{kinds:?}");
-        // A frame without an edit is damaged so that decoding fails.
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        // A frame without an edit is left alone by `corrupt`.
         let mut ping = encode_server(&ServerMsg::Ping).into_bytes();
-        corrupt(&mut ping);
-        let s = String::from_utf8(ping);
-        assert!(s.map_or(true, |l| decode_server(&l, 1 << 20).is_err()));
+        assert!(!has_edit(&ping) && !corrupt(&mut ping));
+        assert_eq!(ping, encode_server(&ServerMsg::Ping).into_bytes());
     }
 
     #[test]
