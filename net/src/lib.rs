@@ -382,6 +382,19 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
     })
 }
 
+/// The frame a datagram holds: all of it (a trailing `\n` allowed), refused when longer than
+/// `max_frame_bytes` or not UTF-8. The datagram twin of [`LineBuffer`].
+pub fn datagram_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<String, DecodeError> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if body.len() > max_frame_bytes {
+        return Err(DecodeError::FrameTooLarge {
+            len: body.len(),
+            max: max_frame_bytes,
+        });
+    }
+    String::from_utf8(body.to_vec()).map_err(|_| DecodeError::NotUtf8)
+}
+
 /// Splits a byte stream into `\n`-terminated frames, refusing frames over a maximum size.
 ///
 /// An oversized frame yields one [`DecodeError::FrameTooLarge`] and is skipped up to its

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use dsync_engine::{
     ClientEngine, ClientEvent, ClientMsg, ClientOutput, Config, EngineError, ServerMsg, Time,
 };
-use dsync_net::{decode_server, encode_client, DecodeError, LineBuffer};
+use dsync_net::{datagram_frame, decode_server, encode_client, DecodeError, LineBuffer};
 
 /// First reconnect delay, in ms; doubles after each failure up to [`RECONNECT_MAX_MS`].
 pub const RECONNECT_MIN_MS: u64 = 250;
@@ -233,15 +233,7 @@ impl ClientNode {
 
     /// One datagram: exactly one frame.
     pub fn receive_datagram(&mut self, now: Time, bytes: &[u8]) {
-        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let frame = if body.len() > self.cfg.max_frame_bytes {
-            Err(DecodeError::FrameTooLarge {
-                len: body.len(),
-                max: self.cfg.max_frame_bytes,
-            })
-        } else {
-            String::from_utf8(body.to_vec()).map_err(|_| DecodeError::NotUtf8)
-        };
+        let frame = datagram_frame(bytes, self.cfg.max_frame_bytes);
         self.receive_frame(now, frame);
     }
 

@@ -13,7 +13,7 @@ use dsync_engine::{
     ClientMsg, Config, EngineError, ErrorCode, MergeStrategy, PeerId, PersistRecord, ServerEngine,
     ServerMsg, ServerOutput, Stats, Time,
 };
-use dsync_net::{decode_client, encode_server, DecodeError, LineBuffer};
+use dsync_net::{datagram_frame, decode_client, encode_server, DecodeError, LineBuffer};
 use dsync_store::{Store, StoreError};
 
 /// What a committed batch lets the driver do, in order.
@@ -150,15 +150,7 @@ impl<S: Store> ServerNode<S> {
 
     /// One datagram: exactly one frame (a trailing newline is allowed).
     pub fn receive_datagram(&mut self, now: Time, peer: PeerId, bytes: &[u8]) {
-        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let frame = if body.len() > self.max_frame_bytes {
-            Err(DecodeError::FrameTooLarge {
-                len: body.len(),
-                max: self.max_frame_bytes,
-            })
-        } else {
-            String::from_utf8(body.to_vec()).map_err(|_| DecodeError::NotUtf8)
-        };
+        let frame = datagram_frame(bytes, self.max_frame_bytes);
         self.receive_frame(now, peer, frame);
     }
 
@@ -226,11 +218,6 @@ impl<S: Store> ServerNode<S> {
             self.stats.commits += 1;
         }
         Ok((self, released))
-    }
-
-    /// A peer the driver drops on its own (its queue is full): the engine forgets it.
-    pub fn drop_peer(&mut self, now: Time, peer: PeerId) {
-        self.closed(now, peer);
     }
 
     /// Load the document a message opens, if needed. False when it could not be (the peer got

@@ -323,7 +323,7 @@ fn engine_thread(
                         if c.try_send(line).is_err() {
                             tracing::warn!(peer = to.0, "peer too slow or gone; dropping it");
                             conns.remove(&to);
-                            node.drop_peer(now(), to);
+                            node.closed(now(), to);
                         }
                     }
                 }

@@ -82,7 +82,7 @@ pub(super) fn sync_session(
 fn sync_steps(
     config: &Config,
     d: &mut Document,
-    req: SyncRequest<'_>,
+    mut req: SyncRequest<'_>,
     stats: &mut Stats,
 ) -> Result<SyncOutcome, Stop> {
     let Document {
@@ -108,7 +108,6 @@ fn sync_steps(
     // The exact change from this client's shadow to the master, kept up to date below.
     let mut ours = to_master(m.text, m.log, m.log_base, &s.shadow.text, &s.link, stats);
     let mut refused = None;
-    let mut req = req;
     let edits = std::mem::take(&mut req.edits);
     for edit in edits {
         match apply_edit(config, &mut m, s, &mut ours, edit, &req, stats)? {

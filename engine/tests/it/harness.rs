@@ -162,9 +162,8 @@ impl Net {
 
     /// Hand `m` to the server from any peer.
     pub fn send_as(&mut self, peer: PeerId, m: ClientMsg) {
-        let line = encode_client(&m);
-        let (now, frame) = (self.now, line.trim_end_matches('\n').to_string());
-        self.node_mut().receive_frame(now, peer, Ok(frame));
+        let (now, line) = (self.now, encode_client(&m));
+        self.node_mut().receive_datagram(now, peer, line.as_bytes());
         self.pump();
     }
 

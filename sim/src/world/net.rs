@@ -413,12 +413,11 @@ impl<'a> Sim<'a> {
 
     /// The bytes reach their node, which splits, decodes and handles them.
     pub(super) fn hand_over(&mut self, f: Flight) {
-        let up = matches!(f.to, Node::Server);
-        let down = match f.to {
-            Node::Client(i) => self.clients[i].node.is_none().then_some(()),
-            Node::Server => None,
+        let receiver_down = match f.to {
+            Node::Server => self.server.is_none(),
+            Node::Client(i) => self.clients[i].node.is_none(),
         };
-        if (up && self.server.is_none()) || (!up && down.is_some()) {
+        if receiver_down {
             self.lost(&f, "dropped");
             return;
         }
