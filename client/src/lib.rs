@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod hostile;
 pub mod load;
 
 use std::sync::{Arc, Mutex};

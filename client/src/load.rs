@@ -81,18 +81,25 @@ pub enum LoadError {
     Bounds(String),
 }
 
-/// Run the load.
-pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(cfg.server.as_str())
+/// Resolve `server` to a loopback address, or say why not.
+pub async fn loopback(server: &str) -> Result<SocketAddr, LoadError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(server)
         .await
         .map_err(|e| LoadError::Resolve {
-            server: cfg.server.clone(),
+            server: server.to_string(),
             error: e.to_string(),
         })?
         .collect();
-    let Some(server) = addrs.iter().find(|a| a.ip().is_loopback()).copied() else {
-        return Err(LoadError::NotLoopback(cfg.server.clone()));
-    };
+    addrs
+        .iter()
+        .find(|a| a.ip().is_loopback())
+        .copied()
+        .ok_or_else(|| LoadError::NotLoopback(server.to_string()))
+}
+
+/// Run the load.
+pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
+    let server = loopback(&cfg.server).await?;
     if cfg.clients == 0 || cfg.clients > MAX_CLIENTS {
         return Err(LoadError::Bounds(format!(
             "--clients must be 1 to {MAX_CLIENTS}"

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dsync_client::{load, parse_command, Command, Notice, Session, SessionConfig, HELP};
+use dsync_client::{hostile, load, parse_command, Command, Notice, Session, SessionConfig, HELP};
 
 /// dsync terminal client: an interactive editor prompt on a shared document (the default),
 /// a script runner, or a load generator.
@@ -64,6 +64,34 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         docs: usize,
     },
+    /// Attack a loopback server as a hostile peer while one honest client types into its own
+    /// document, and report the honest client's round trips (docs/protocol.md, "Bounded
+    /// resources"). For measuring a server's defences; loopback only.
+    Hostile {
+        /// The attack.
+        #[arg(value_enum)]
+        attack: AttackArg,
+        /// Seconds the honest client types and the attack runs.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Size of the flood's frames and of the slowloris' held frames.
+        #[arg(long, default_value_t = 8 << 20)]
+        frame_bytes: usize,
+        /// Connections the slowloris opens.
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// The server's process id: its peak resident memory is reported (Linux).
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AttackArg {
+    Flood,
+    SlowReader,
+    Slowloris,
+    CrEdit,
 }
 
 fn main() -> ExitCode {
@@ -92,6 +120,28 @@ fn main() -> ExitCode {
                 rate,
                 docs,
             }) => load_mode(&cli, clients, duration, rate, docs).await,
+            Some(Mode::Hostile {
+                attack,
+                duration,
+                frame_bytes,
+                connections,
+                server_pid,
+            }) => {
+                let attack = match attack {
+                    AttackArg::Flood => hostile::Attack::Flood,
+                    AttackArg::SlowReader => hostile::Attack::SlowReader,
+                    AttackArg::Slowloris => hostile::Attack::Slowloris,
+                    AttackArg::CrEdit => hostile::Attack::CrEdit,
+                };
+                let cfg = hostile::HostileConfig {
+                    server: cli.server.clone(),
+                    attack,
+                    duration: Duration::from_secs(duration),
+                    frame_bytes,
+                    connections,
+                };
+                hostile_mode(cfg, server_pid).await
+            }
         }
     });
     match result {
@@ -188,6 +238,46 @@ async fn load_mode(
     }
     eprintln!("error: load run failed: {}", why.join("; "));
     Ok(ExitCode::FAILURE)
+}
+
+async fn hostile_mode(cfg: hostile::HostileConfig, pid: Option<u32>) -> anyhow::Result<ExitCode> {
+    let name = cfg.attack.name();
+    let secs = cfg.duration.as_secs();
+    let r = hostile::run(cfg).await?;
+    let h = &r.honest;
+    out!("hostile  attack={name} duration={secs}s");
+    out!("attack   {}", r.attack);
+    out!(
+        "honest   connected={} converged={} round_trips={} rtt_p50={:.2}ms rtt_p99={:.2}ms errors={}{}",
+        h.connected,
+        h.converged,
+        h.round_trips,
+        h.p50.as_secs_f64() * 1e3,
+        h.p99.as_secs_f64() * 1e3,
+        h.errors,
+        h.connect_failure
+            .as_deref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default()
+    );
+    if let Some(pid) = pid {
+        match peak_rss_kib(pid) {
+            Some(kib) => out!("server   pid={pid} peak_rss={:.1}MiB", kib as f64 / 1024.0),
+            None => out!("server   pid={pid} peak_rss=unknown (no /proc/{pid}/status)"),
+        }
+    }
+    Ok(if h.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// How long a script waits for its document to open.

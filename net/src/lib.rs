@@ -402,12 +402,16 @@ pub fn datagram_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<String, De
 #[derive(Debug, Clone)]
 pub struct LineBuffer {
     buf: Vec<u8>,
+    /// Bytes at the front of `buf` already handed out: frames are taken by moving this mark,
+    /// and the buffer is compacted only when the dead front outweighs the live rest, so many
+    /// short frames (or blank lines) in one read cost linear time, not a copy each.
+    start: usize,
     max: usize,
     /// Skipping the rest of an oversized frame.
     discarding: bool,
     /// Bytes of the oversized frame seen so far.
     discarded: usize,
-    /// Where to resume looking for `\n` in `buf`.
+    /// Where to resume looking for `\n` in `buf` (absolute index, at least `start`).
     scanned: usize,
 }
 
@@ -416,6 +420,7 @@ impl LineBuffer {
     pub fn new(max_frame_bytes: usize) -> Self {
         LineBuffer {
             buf: Vec::new(),
+            start: 0,
             max: max_frame_bytes,
             discarding: false,
             discarded: 0,
@@ -425,54 +430,76 @@ impl LineBuffer {
 
     /// Bytes held, waiting for a newline.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
+    }
+
+    /// True while the bytes held (if any) are the start of a frame that is not complete yet,
+    /// or the rest of an oversized one being skipped.
+    pub fn in_frame(&self) -> bool {
+        self.discarding || self.buffered() > 0
     }
 
     /// Add bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start >= self.buffered() {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Take `len` bytes (the frame) and the newline after them off the front.
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let frame = self.buf[self.start..self.start + len].to_vec();
+        self.start += len + 1;
+        self.scanned = self.start;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            self.scanned = 0;
+        }
+        frame
     }
 
     /// The next complete frame (without its `\n`, and without a trailing `\r`), if any.
     pub fn next_frame(&mut self) -> Option<Result<String, DecodeError>> {
         loop {
-            let nl = self.buf[self.scanned..]
+            let from = self.scanned.max(self.start);
+            let nl = self.buf[from..]
                 .iter()
                 .position(|&b| b == b'\n')
-                .map(|p| p + self.scanned);
+                .map(|p| p + from - self.start);
             match nl {
                 Some(i) if self.discarding => {
                     let len = self.discarded + i;
-                    self.buf.drain(..=i);
+                    self.take(i);
                     self.discarding = false;
                     self.discarded = 0;
-                    self.scanned = 0;
                     return Some(Err(DecodeError::FrameTooLarge { len, max: self.max }));
                 }
                 Some(i) if i > self.max => {
-                    self.buf.drain(..=i);
-                    self.scanned = 0;
+                    self.take(i);
                     return Some(Err(DecodeError::FrameTooLarge {
                         len: i,
                         max: self.max,
                     }));
                 }
                 Some(i) => {
-                    let mut frame: Vec<u8> = self.buf.drain(..=i).collect();
-                    frame.pop();
+                    let mut frame = self.take(i);
                     if frame.last() == Some(&b'\r') {
                         frame.pop();
                     }
-                    self.scanned = 0;
                     if frame.iter().all(u8::is_ascii_whitespace) {
                         continue; // blank lines are keep-alives, not frames
                     }
                     return Some(String::from_utf8(frame).map_err(|_| DecodeError::NotUtf8));
                 }
-                None if self.buf.len() > self.max => {
+                None if self.buffered() > self.max => {
                     // No newline within the limit: drop what we hold and skip to the next one.
-                    self.discarded += self.buf.len();
+                    self.discarded += self.buffered();
                     self.buf.clear();
+                    self.start = 0;
                     self.scanned = 0;
                     self.discarding = true;
                     return None;

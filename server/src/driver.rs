@@ -7,54 +7,89 @@
 //! of inputs is handled, committed in one transaction, and only then answered.
 //!
 //! Invariants: nothing a connection sends reaches another connection except through the engine;
-//! a connection's outgoing queue is bounded (a peer that does not read is dropped); replies come
-//! only from [`ServerNode::commit`], after the batch's commit returned `Ok`.
+//! every byte read and not yet handled is paid for from a bounded budget, and a connection
+//! reads only when it has one (`conn.rs`); a connection's outgoing queue is bounded in bytes (a
+//! peer that does not read is closed); replies come only from [`ServerNode::commit`], after the
+//! batch's commit returned `Ok`; a failed commit stops the server.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dsync_engine::{Config, ErrorCode, PeerId, ServerMsg, Time};
-use dsync_net::{encode_server, LineBuffer};
+use dsync_net::encode_server;
 use dsync_node::{Output, ServerNode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
+use crate::conn::{self, Budget, ConnLimits, Event, Outbox, READ_CHUNK};
 use dsync_store::{SqliteStore, StoreError};
 
-/// Server settings.
+/// Server settings. Every queue and buffer has its limit here (docs/protocol.md, "Bounded
+/// resources").
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// SQLite database file.
     pub db: PathBuf,
+    /// Largest database file, in bytes; a commit past it fails and stops the server.
+    pub max_db_bytes: Option<u64>,
     /// Engine settings (heartbeat, limits, merge strategy).
     pub engine: Config,
     /// Largest accepted frame, in bytes.
     pub max_frame_bytes: usize,
-    /// Most simultaneous connections.
+    /// Most simultaneous connections (lowered at start to fit the open-file limit).
     pub max_connections: usize,
-    /// Most frames queued for one connection before it is dropped as too slow.
-    pub max_queued_frames: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Most bytes read from peers and not yet handled, over all connections: partial frames
+    /// and frames waiting for the engine. At the limit, connections wait before reading more.
+    pub max_inbound_bytes: usize,
+    /// Most bytes queued for one connection; a connection whose replies would pass it is closed
+    /// as too slow (an empty queue takes one reply of any size).
+    pub max_outbound_bytes: usize,
+    /// Time a new connection has for its first frame, and any frame has to finish once begun.
+    pub frame_timeout: Duration,
     /// Most inputs the engine handles before it commits and answers.
     pub max_batch: usize,
 }
+
+/// The default of [`ServerConfig::max_inbound_bytes`].
+pub const DEFAULT_MAX_INBOUND_BYTES: usize = 256 << 20;
+/// The default of [`ServerConfig::max_outbound_bytes`].
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 16 << 20;
+/// Open files the server keeps for itself (the database, its WAL, the listener, the runtime):
+/// the connection limit is fitted under the process's open-file limit minus this.
+pub const RESERVED_FDS: usize = 64;
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             db: PathBuf::from("documents.db"),
+            max_db_bytes: None,
             engine: Config::default(),
             max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 10_000,
-            max_queued_frames: 1_024,
+            max_connections_per_ip: 1_000,
+            max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+            frame_timeout: Duration::from_secs(30),
             max_batch: 256,
         }
+    }
+}
+
+impl ServerConfig {
+    /// What one connection may hold inbound: a whole frame, plus the read that finishes it.
+    fn per_connection_inbound(&self) -> usize {
+        self.max_frame_bytes.saturating_add(2 * READ_CHUNK)
     }
 }
 
@@ -78,22 +113,20 @@ pub enum ServerError {
         /// The store error.
         error: StoreError,
     },
+    /// The settings do not fit together.
+    #[error("{0}")]
+    Config(String),
     /// The engine thread died.
     #[error("engine thread stopped unexpectedly")]
     EngineGone,
-}
-
-enum Input {
-    Open(PeerId, SocketAddr, mpsc::Sender<String>),
-    Frame(PeerId, Result<String, dsync_net::DecodeError>),
-    Closed(PeerId),
-    Shutdown,
 }
 
 /// A running server: its bound address, and a way to stop it.
 pub struct Running {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The connection limit in force (the configured one, or lower to fit the open-file limit).
+    pub max_connections: usize,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -104,14 +137,70 @@ impl Running {
         let _ = self.stop.send(true);
         self.task.await.map_err(|_| ServerError::EngineGone)?
     }
+
+    /// Serve until `signal` completes (then shut down) or the server stops on its own — a
+    /// failed commit ends it with the store's error, so the process can exit non-zero and a
+    /// supervisor restart it. `Ok(true)`: stopped by the signal.
+    pub async fn until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<bool, ServerError> {
+        tokio::select! {
+            () = signal => self.shutdown().await.map(|()| true),
+            ended = &mut self.task => match ended {
+                Ok(Ok(())) => Ok(false),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ServerError::EngineGone),
+            },
+        }
+    }
+}
+
+/// The open-file limit of this process (soft), where the system says (Linux).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Open the store, bind, and serve in the background until [`Running::shutdown`].
-pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
-    let store = SqliteStore::open(&cfg.db).map_err(|error| ServerError::Store {
+pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
+    if cfg.max_inbound_bytes < cfg.per_connection_inbound() {
+        return Err(ServerError::Config(format!(
+            "the inbound limit ({} bytes) is below what one largest frame needs ({} bytes)",
+            cfg.max_inbound_bytes,
+            cfg.per_connection_inbound()
+        )));
+    }
+    if cfg.max_connections == 0 || cfg.max_connections_per_ip == 0 {
+        return Err(ServerError::Config(
+            "the connection limits must be at least 1".into(),
+        ));
+    }
+    if let Some(fds) = open_file_limit() {
+        let fit = fds.saturating_sub(RESERVED_FDS).max(1);
+        if cfg.max_connections > fit {
+            tracing::warn!(
+                configured = cfg.max_connections,
+                open_file_limit = fds,
+                lowered_to = fit,
+                "connection limit lowered to fit the open-file limit (raise it with `ulimit -n`)"
+            );
+            cfg.max_connections = fit;
+        }
+    }
+    let mut store = SqliteStore::open(&cfg.db).map_err(|error| ServerError::Store {
         path: cfg.db.clone(),
         error,
     })?;
+    if let Some(bytes) = cfg.max_db_bytes {
+        store
+            .set_max_bytes(bytes)
+            .map_err(|error| ServerError::Store {
+                path: cfg.db.clone(),
+                error,
+            })?;
+    }
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|error| ServerError::Listen {
@@ -123,8 +212,21 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
         error,
     })?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let max_connections = cfg.max_connections;
     let task = tokio::spawn(serve(cfg, store, listener, stop_rx));
-    Ok(Running { addr, stop, task })
+    Ok(Running {
+        addr,
+        max_connections,
+        stop,
+        task,
+    })
+}
+
+/// Open connections, in all and per address.
+#[derive(Default)]
+struct Census {
+    total: usize,
+    per_ip: BTreeMap<IpAddr, usize>,
 }
 
 async fn serve(
@@ -133,118 +235,131 @@ async fn serve(
     listener: TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let (tx, rx) = std_mpsc::channel::<Input>();
-    let engine_cfg = cfg.clone();
-    let engine = std::thread::Builder::new()
-        .name("dsync-engine".into())
-        .spawn(move || engine_thread(engine_cfg, store, rx))
-        .map_err(|_| ServerError::EngineGone)?;
+    let (tx, rx) = std_mpsc::channel::<Event>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let engine = {
+        let (cfg, stopping) = (cfg.clone(), stopping.clone());
+        std::thread::Builder::new()
+            .name("dsync-engine".into())
+            .spawn(move || {
+                let r = engine_thread(cfg, store, rx, &stopping);
+                let _ = done_tx.send(());
+                r
+            })
+            .map_err(|_| ServerError::EngineGone)?
+    };
+    let inbound = Arc::new(Semaphore::new(cfg.max_inbound_bytes));
+    let limits = ConnLimits {
+        max_frame_bytes: cfg.max_frame_bytes,
+        max_outbound_bytes: cfg.max_outbound_bytes,
+        frame_timeout: cfg.frame_timeout,
+        idle_timeout: Duration::from_millis(cfg.engine.heartbeat_ms.saturating_mul(4)),
+    };
+    let census = Arc::new(Mutex::new(Census::default()));
     let mut next_peer = 1u64;
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Accept errors (out of file descriptors, mostly) back off instead of spinning, and are
+    // logged once per back-off, with how many there were.
+    let mut backoff = Duration::ZERO;
+    let mut accept_errors = 0u64;
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let peer = PeerId(next_peer);
-                next_peer += 1;
-                if open.load(std::sync::atomic::Ordering::Relaxed) >= cfg.max_connections {
-                    tracing::warn!(%remote, "refusing connection: at the maximum");
-                    tokio::spawn(refuse(stream, cfg.max_connections));
-                    continue;
+            _ = &mut done_rx => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                accept_errors += 1;
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                if backoff == Duration::from_secs(1) || accept_errors == 1 {
+                    tracing::warn!(error = %e, errors = accept_errors, retry_in = ?backoff, "accept failed");
                 }
-                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(peer = peer.0, %remote, "connection opened");
-                let tx = tx.clone();
-                let open = open.clone();
-                let (max_frame, max_queue) = (cfg.max_frame_bytes, cfg.max_queued_frames);
-                tokio::spawn(async move {
-                    let why = connection(peer, remote, stream, tx, max_frame, max_queue).await;
-                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(peer = peer.0, %remote, reason = %why, "connection closed");
-                });
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = &mut done_rx => break,
+                    () = tokio::time::sleep(backoff) => continue,
+                }
             }
+        };
+        backoff = Duration::ZERO;
+        accept_errors = 0;
+        let peer = PeerId(next_peer);
+        next_peer += 1;
+        let ip = remote.ip();
+        let refused = {
+            let mut c = census.lock().map_err(|_| ServerError::EngineGone)?;
+            let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+            if c.total >= cfg.max_connections {
+                Some(format!(
+                    "the server has its maximum of {} connections",
+                    cfg.max_connections
+                ))
+            } else if from_ip >= cfg.max_connections_per_ip {
+                Some(format!(
+                    "{ip} has its maximum of {} connections",
+                    cfg.max_connections_per_ip
+                ))
+            } else {
+                c.total += 1;
+                *c.per_ip.entry(ip).or_insert(0) += 1;
+                None
+            }
+        };
+        if let Some(why) = refused {
+            tracing::warn!(%remote, reason = %why, "refusing connection");
+            tokio::spawn(refuse(stream, why));
+            continue;
         }
+        tracing::info!(peer = peer.0, %remote, "connection opened");
+        let (tx, census) = (tx.clone(), census.clone());
+        let budget = Budget::new(inbound.clone(), cfg.per_connection_inbound());
+        tokio::spawn(async move {
+            let why = conn::serve(peer, remote, stream, tx, budget, limits).await;
+            if let Ok(mut c) = census.lock() {
+                c.total -= 1;
+                if let Some(n) = c.per_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        c.per_ip.remove(&ip);
+                    }
+                }
+            }
+            tracing::info!(peer = peer.0, %remote, reason = %why, "connection closed");
+        });
     }
     tracing::info!("shutting down: no new connections; committing and closing the store");
-    let _ = tx.send(Input::Shutdown);
+    stopping.store(true, Ordering::Release);
+    // Wake the engine thread if it waits for input.
+    drop(tx);
+    drop(listener);
     tokio::task::spawn_blocking(move || engine.join())
         .await
         .map_err(|_| ServerError::EngineGone)?
         .map_err(|_| ServerError::EngineGone)?
 }
 
-async fn refuse(mut stream: TcpStream, max: usize) {
+async fn refuse(mut stream: TcpStream, message: String) {
     let msg = ServerMsg::Error {
         doc: None,
         code: ErrorCode::TooManyConnections,
-        message: format!("the server has its maximum of {max} connections"),
+        message,
     };
     let _ = stream.write_all(encode_server(&msg).as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 
-/// Serve one connection until it ends; returns why it ended (for the log).
-async fn connection(
-    peer: PeerId,
-    remote: SocketAddr,
-    stream: TcpStream,
-    tx: std_mpsc::Sender<Input>,
-    max_frame: usize,
-    max_queue: usize,
-) -> String {
-    let (mut rd, mut wr) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(max_queue);
-    if tx.send(Input::Open(peer, remote, out_tx)).is_err() {
-        return "the server is stopping".into();
-    }
-    let writer = tokio::spawn(async move {
-        while let Some(line) = out_rx.recv().await {
-            if wr.write_all(line.as_bytes()).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    let mut frames = LineBuffer::new(max_frame);
-    let mut buf = vec![0u8; 64 * 1024];
-    let why = loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) => break "the peer closed it".to_string(),
-            Err(e) => break format!("read failed: {e}"),
-            Ok(n) => n,
-        };
-        frames.push(&buf[..n]);
-        while let Some(frame) = frames.next_frame() {
-            if tx.send(Input::Frame(peer, frame)).is_err() {
-                writer.abort();
-                return "the server is stopping".into();
-            }
-        }
-        if writer.is_finished() {
-            break "the server closed it".to_string();
-        }
-    };
-    let _ = tx.send(Input::Closed(peer));
-    writer.abort();
-    why
-}
-
 fn engine_thread(
     cfg: ServerConfig,
     store: SqliteStore,
-    rx: std_mpsc::Receiver<Input>,
+    rx: std_mpsc::Receiver<Event>,
+    stopping: &AtomicBool,
 ) -> Result<(), ServerError> {
     let start = Instant::now();
     let now = || Time(start.elapsed().as_millis() as u64);
     let mut node = ServerNode::new(cfg.engine, store, cfg.max_frame_bytes);
-    let mut conns: BTreeMap<PeerId, mpsc::Sender<String>> = BTreeMap::new();
+    let mut conns: BTreeMap<PeerId, Outbox> = BTreeMap::new();
     // Peer addresses and the documents in memory, for the log only.
     let mut remotes: BTreeMap<PeerId, SocketAddr> = BTreeMap::new();
     let mut loaded: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
@@ -257,33 +372,43 @@ fn engine_thread(
             .poll_timeout()
             .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
             .unwrap_or(Duration::from_secs(3600));
+        // Connections keep their senders until they end, so a stopping server is told by the
+        // flag; the wait is short then.
+        let wait = if stopping.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            wait.min(Duration::from_millis(250))
+        };
         let first = match rx.recv_timeout(wait) {
             Ok(i) => Some(i),
             Err(std_mpsc::RecvTimeoutError::Timeout) => None,
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut batch: Vec<Input> = first.into_iter().collect();
+        let mut batch: Vec<Event> = first.into_iter().collect();
         while batch.len() < cfg.max_batch {
             match rx.try_recv() {
                 Ok(i) => batch.push(i),
                 Err(_) => break,
             }
         }
-        let mut shutdown = false;
+        // Stopping: what is queued is dropped unanswered (its senders resend to the next
+        // server); the batch in hand was handled, committed and answered.
+        let shutdown = stopping.load(Ordering::Acquire);
         for input in batch {
             let t = now();
             match input {
-                Input::Open(peer, remote, out) => {
+                Event::Open(peer, remote, out) => {
                     conns.insert(peer, out);
                     remotes.insert(peer, remote);
                 }
-                Input::Frame(peer, frame) => node.receive_frame(t, peer, frame),
-                Input::Closed(peer) => {
+                // The frame's permits go back when it is dropped here, after it was handled.
+                Event::Frame(_, _) if shutdown => {}
+                Event::Frame(peer, inbound) => node.receive_frame(t, peer, inbound.frame),
+                Event::Closed(peer) => {
                     conns.remove(&peer);
                     remotes.remove(&peer);
                     node.closed(t, peer);
                 }
-                Input::Shutdown => shutdown = true,
             }
         }
         node.handle_timeout(now());
@@ -310,8 +435,9 @@ fn engine_thread(
             }
             Err(failed) => {
                 // Nothing of this batch may be acknowledged, and the engine already counted it
-                // as applied: stop. Clients keep their edits and resend to the next server.
-                tracing::error!(error = %failed.error, "store commit failed; stopping");
+                // as applied: stop the whole server (`serve` sees this thread end), so the
+                // process exits non-zero. Clients keep their edits and resend to the next one.
+                tracing::error!(error = %failed.error, "store commit failed; the server stops");
                 return Err(store_err(failed.error));
             }
         };
@@ -320,8 +446,13 @@ fn engine_thread(
                 Output::Send { to, msg, line } => {
                     log_reply(to, remotes.get(&to), &msg);
                     if let Some(c) = conns.get(&to) {
-                        if c.try_send(line).is_err() {
-                            tracing::warn!(peer = to.0, "peer too slow or gone; dropping it");
+                        if !c.send(line) {
+                            tracing::warn!(
+                                peer = to.0,
+                                limit = cfg.max_outbound_bytes,
+                                "peer too slow: its queued replies passed the limit; closing it"
+                            );
+                            c.close();
                             conns.remove(&to);
                             node.closed(now(), to);
                         }

@@ -40,9 +40,31 @@ struct Cli {
     /// Most clients (sessions) per document.
     #[arg(long, default_value_t = Limits::default().max_clients_per_document)]
     max_clients_per_document: usize,
-    /// Most simultaneous connections.
+    /// Most simultaneous connections (lowered at start, with a warning, to fit the open-file
+    /// limit less 64).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    #[arg(long, default_value_t = 1_000)]
+    max_connections_per_ip: usize,
+    /// Most bytes read from peers and not yet handled, over all connections (partial frames
+    /// and frames waiting for the engine); at the limit connections wait before reading more.
+    /// At least the largest frame plus 128 KiB [default: 256 MiB, or two largest frames if
+    /// that is more].
+    #[arg(long)]
+    max_inbound_bytes: Option<usize>,
+    /// Most bytes queued to send to one connection; a connection whose replies would pass it
+    /// is closed as too slow (one reply of any size is always allowed).
+    #[arg(long, default_value_t = dsync_server::DEFAULT_MAX_OUTBOUND_BYTES)]
+    max_outbound_bytes: usize,
+    /// Milliseconds a new connection has for its first frame, and any frame has to finish
+    /// once begun.
+    #[arg(long, default_value_t = 30_000)]
+    frame_timeout_ms: u64,
+    /// Largest database file in bytes; a commit that would pass it fails, and the server stops
+    /// (exit status 1) without acknowledging anything of that batch, as when the disk is full.
+    #[arg(long)]
+    max_db_bytes: Option<u64>,
     /// Merge strategy for every document.
     #[arg(long, value_enum, default_value_t = MergeArg::ThreeWay)]
     merge: MergeArg,
@@ -106,6 +128,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         engine,
         max_frame_bytes,
         max_connections: cli.max_connections,
+        max_connections_per_ip: cli.max_connections_per_ip,
+        max_inbound_bytes: cli.max_inbound_bytes.unwrap_or_else(|| {
+            dsync_server::DEFAULT_MAX_INBOUND_BYTES.max(max_frame_bytes.saturating_mul(2))
+        }),
+        max_outbound_bytes: cli.max_outbound_bytes,
+        frame_timeout: std::time::Duration::from_millis(cli.frame_timeout_ms.max(1)),
+        max_db_bytes: cli.max_db_bytes,
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -115,10 +144,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         let running = start(cfg.clone()).await?;
         // Tests and scripts read this line to learn the port when --listen uses port 0.
-        out!("listening on {} (db {})", running.addr, cfg.db.display());
-        shutdown_signal().await;
-        running.shutdown().await?;
-        out!("stopped cleanly");
+        out!(
+            "listening on {} (db {}, at most {} connections)",
+            running.addr,
+            cfg.db.display(),
+            running.max_connections
+        );
+        // A failed commit ends the server by itself: the process exits 1 (a supervisor restarts
+        // it; clients resend what was not acknowledged).
+        if running.until(shutdown_signal()).await? {
+            out!("stopped cleanly");
+        }
         Ok(())
     })
 }

@@ -72,6 +72,18 @@ impl SqliteStore {
         SqliteStore::init(Connection::open_in_memory()?)
     }
 
+    /// Limit the database file to about `bytes` (SQLite's `max_page_count`; at least one page).
+    /// At the limit a commit fails with "database or disk is full" and writes nothing of its
+    /// batch, as when the disk itself is full; reads go on.
+    pub fn set_max_bytes(&mut self, bytes: u64) -> Result<(), StoreError> {
+        let page: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = (bytes / page.max(1) as u64).clamp(1, i64::MAX as u64) as i64;
+        self.conn.pragma_update(None, "max_page_count", pages)?;
+        Ok(())
+    }
+
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > SCHEMA_VERSION {

@@ -362,15 +362,26 @@ fn merge_into_master(
             }
         });
     stats.patches_dropped += merged.patches_dropped as u64;
-    let (text, change, after) =
-        match brings_cr.then(|| normalize_newlines(&merged.text).into_owned()) {
-            Some(o) if o != merged.text => {
-                let change = Operation::from_diff(m.text, &o);
-                let after = Operation::from_diff(&new, &o);
-                (o, change, after)
-            }
-            _ => (merged.text, merged.theirs_after, merged.ours_after),
-        };
+    // Text the client inserted may bring `\r`: the master holds none, so the merge's result is
+    // normalised, and both exact changes are composed with the normalisation's own exact
+    // change (linear; never a diff).
+    let normalised = brings_cr
+        .then(|| Operation::normalize_newlines(&merged.text))
+        .flatten();
+    let (text, change, after) = match normalised {
+        Some((norm, text)) => {
+            let compose = |op: &Operation| {
+                op.compose(&norm)
+                    .map_err(|e| Stop::Reset(Some((ErrorCode::Internal, e.to_string()))))
+            };
+            (
+                text,
+                compose(&merged.theirs_after)?,
+                compose(&merged.ours_after)?,
+            )
+        }
+        None => (merged.text, merged.theirs_after, merged.ours_after),
+    };
     check_size(text.len(), config.limits.max_document_bytes)?;
     // An exact change says whether the master moved; comparing texts would cost a scan.
     if !change.is_noop() {

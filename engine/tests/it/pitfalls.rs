@@ -204,6 +204,60 @@ fn p11_line_endings_normalised() {
     net.converged().unwrap();
 }
 
+/// Pitfall 11 against a peer that does not normalise (issue 11.2): a valid edit inserting
+/// `"\ra"` 100,000 times, merged past a concurrent change, leaves no `\r` in the master and
+/// the exact changes still compose — the normalisation is its own exact change, read off one
+/// scan. It used to be a diff of the raw text against the normalised one: quadratic, 24–27 s
+/// of server time for 300,000 of them, while every other document waited.
+#[test]
+fn p11_raw_carriage_returns_from_a_peer_are_normalised_exactly() {
+    let mut net = Net::connected(2, cfg(), "");
+    let raw = dsync_engine::PeerId(99);
+    net.send_as(
+        raw,
+        ClientMsg::Connect {
+            protocol: dsync_engine::PROTOCOL_VERSION,
+            doc: "doc".into(),
+            client_id: "raw".into(),
+            token: None,
+            seq: 1,
+            resume: None,
+        },
+    );
+    // The master moves on past the raw peer's shadow ("" at 0/0).
+    net.type_at(1, 0, "hello");
+    net.sync(1);
+    net.flush();
+    assert_eq!(net.master(), "hello");
+    let insert = "\ra".repeat(100_000);
+    net.send_as(
+        raw,
+        ClientMsg::ClientSync {
+            doc: "doc".into(),
+            seq: 2,
+            server_version: 0,
+            edits: vec![Edit::Delta {
+                version: 0,
+                delta: dsync_engine::Delta::diff("", &insert),
+                checksum: dsync_engine::Checksum::of(&insert),
+            }],
+        },
+    );
+    let master = net.master();
+    assert!(!master.contains('\r'));
+    assert_eq!(master.len(), 5 + 200_000);
+    assert_eq!(master.matches("\na").count(), 100_000);
+    assert!(
+        master.starts_with("hello") || master.ends_with("hello"),
+        "{}",
+        &master[..20]
+    );
+    assert_eq!(net.server().stats().merge_fallbacks, 0);
+    net.settle(60_000);
+    net.converged().unwrap();
+    assert_eq!(net.server().stats().link_fallbacks, 0);
+}
+
 /// Pitfall 12: A fuzzy patch whose text drifted far drops (counted) rather than landing in the wrong
 /// place with the default threshold 0.4; three-way merge places it exactly.
 #[test]

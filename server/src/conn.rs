@@ -1,0 +1,294 @@
+//! One TCP connection: reads into a [`LineBuffer`] only as fast as the engine thread handles
+//! what was read (backpressure), writes what the engine releases, and ends on its own deadlines.
+//!
+//! Bounds (docs/protocol.md, "Bounded resources"):
+//! - inbound bytes — a partial frame and the frames waiting for the engine — are paid for with
+//!   permits from two semaphores, the connection's own (`max_frame_bytes` + two reads) and the
+//!   server's ([`Budget`]); a byte is read only once both have a permit for it, and the permits
+//!   go back when the engine thread has handled the frame (dropped the [`Inbound`]). A peer that
+//!   sends faster than it is served waits in its own socket buffer, not in our memory;
+//! - outbound bytes are counted per connection ([`Outbox`]); the engine thread closes a
+//!   connection whose queue would pass its limit, at once (the queue is dropped unsent);
+//! - time: a connection must send its first frame, and finish any frame it has begun, within
+//!   `frame_timeout`, and say something (a frame) every `idle_timeout` once it has spoken; the
+//!   engine's heartbeats ping the peers it knows well before that.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsync_engine::PeerId;
+use dsync_net::{DecodeError, LineBuffer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Bytes asked for per read.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Inbound byte permits: the server's (shared by every connection) and one connection's; and
+/// the connection's one slot for a frame in the engine's queue.
+#[derive(Clone)]
+pub struct Budget {
+    global: Arc<Semaphore>,
+    conn: Arc<Semaphore>,
+    slot: Arc<Semaphore>,
+}
+
+/// Permits held for bytes read and not yet handled.
+pub struct Held {
+    global: OwnedSemaphorePermit,
+    conn: OwnedSemaphorePermit,
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.global.num_permits()
+    }
+
+    /// Take `n` of the held permits (all there are, at most).
+    fn split(&mut self, n: usize) -> Option<Held> {
+        let n = n.min(self.bytes());
+        Some(Held {
+            global: self.global.split(n)?,
+            conn: self.conn.split(n)?,
+        })
+    }
+
+    fn merge(&mut self, other: Held) {
+        self.global.merge(other.global);
+        self.conn.merge(other.conn);
+    }
+}
+
+impl Budget {
+    /// A connection's budget within the server's.
+    pub fn new(global: Arc<Semaphore>, per_connection: usize) -> Budget {
+        Budget {
+            global,
+            conn: Arc::new(Semaphore::new(per_connection)),
+            slot: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Wait until the connection's previous frame was handled.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slot.clone().acquire_owned().await.ok()
+    }
+
+    /// Wait for `n` permits from both, the connection's first (so one connection cannot hold
+    /// server permits while it waits for its own).
+    async fn acquire(&self, n: usize) -> Option<Held> {
+        let n = u32::try_from(n).ok()?;
+        let conn = self.conn.clone().acquire_many_owned(n).await.ok()?;
+        let global = self.global.clone().acquire_many_owned(n).await.ok()?;
+        Some(Held { global, conn })
+    }
+
+    fn empty(&self) -> Option<Held> {
+        Some(Held {
+            global: self.global.clone().try_acquire_many_owned(0).ok()?,
+            conn: self.conn.clone().try_acquire_many_owned(0).ok()?,
+        })
+    }
+}
+
+/// A frame read from a connection, with the permits for its bytes and the connection's one
+/// slot: dropping it (after the engine handled it) lets the connection send its next frame and
+/// read that much more. One frame per connection in the engine's queue: a peer's burst waits
+/// in its own socket, and whoever else sends is served between its frames.
+pub struct Inbound {
+    /// The frame (or why it is not one).
+    pub frame: Result<String, DecodeError>,
+    /// The permits for its bytes.
+    _held: Option<Held>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// What a connection tells the engine thread.
+pub enum Event {
+    /// A connection opened; its outbox.
+    Open(PeerId, SocketAddr, Outbox),
+    /// A frame.
+    Frame(PeerId, Inbound),
+    /// The connection ended.
+    Closed(PeerId),
+}
+
+/// The sending half of a connection's outgoing queue, kept by the engine thread.
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    /// Queue `line` unless that would pass the limit (an empty queue takes any one line, so a
+    /// reply larger than the limit can still be sent). False: the connection must be dropped
+    /// as too slow (call [`Outbox::close`]).
+    pub fn send(&self, line: String) -> bool {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(line.len()) > self.max_bytes {
+            return false;
+        }
+        self.queued.fetch_add(line.len(), Ordering::AcqRel);
+        self.tx.send(line).is_ok()
+    }
+
+    /// Close the connection now, dropping what is queued.
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// Limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Largest frame.
+    pub max_frame_bytes: usize,
+    /// Most bytes queued to send.
+    pub max_outbound_bytes: usize,
+    /// Time to send a first frame, and to finish a frame once begun.
+    pub frame_timeout: Duration,
+    /// Longest silence (no complete frame) once a peer has spoken.
+    pub idle_timeout: Duration,
+}
+
+/// Serve one connection until it ends; returns why it ended (for the log). `events` must
+/// accept without blocking (the engine thread's channel).
+pub async fn serve(
+    peer: PeerId,
+    remote: SocketAddr,
+    stream: TcpStream,
+    events: std::sync::mpsc::Sender<Event>,
+    budget: Budget,
+    limits: ConnLimits,
+) -> String {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let close = Arc::new(Notify::new());
+    let outbox = Outbox {
+        tx,
+        queued: queued.clone(),
+        close: close.clone(),
+        max_bytes: limits.max_outbound_bytes,
+    };
+    if events.send(Event::Open(peer, remote, outbox)).is_err() {
+        return "the server is stopping".into();
+    }
+    let mut writer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            let n = line.len();
+            if wr.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+            queued.fetch_sub(n, Ordering::AcqRel);
+        }
+        // The engine dropped the outbox (it closed the connection after its last reply).
+        let _ = wr.shutdown().await;
+    });
+    let mut frames = LineBuffer::new(limits.max_frame_bytes);
+    let mut buf = vec![0u8; READ_CHUNK];
+    // Permits for the bytes `frames` holds.
+    let Some(mut held) = budget.empty() else {
+        writer.abort();
+        return "the server is stopping".into();
+    };
+    // Until the first frame, and while a frame is incomplete: when it must be done.
+    let first_by = Instant::now() + limits.frame_timeout;
+    let mut deadline = Some(first_by);
+    let mut spoken = false;
+    // Frames of the last read not yet handed to the engine (one at a time), with their bytes'
+    // permits: the read is not repeated until they are all handed over.
+    let mut ready_frames: std::collections::VecDeque<(Result<String, DecodeError>, Option<Held>)> =
+        std::collections::VecDeque::new();
+    let why = loop {
+        if let Some((frame, bytes)) = ready_frames.pop_front() {
+            // Our own queue is what it waits for here, so no deadline runs.
+            let slot = tokio::select! {
+                s = budget.slot() => match s {
+                    Some(s) => s,
+                    None => break "the server is stopping".to_string(),
+                },
+                () = close.notified() => break TOO_SLOW.to_string(),
+                _ = &mut writer => break "closed by the server".to_string(),
+            };
+            let inbound = Inbound {
+                frame,
+                _held: bytes,
+                _slot: slot,
+            };
+            if events.send(Event::Frame(peer, inbound)).is_err() {
+                break "the server is stopping".to_string();
+            }
+            continue;
+        }
+        let timeout = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = async {
+            let more = budget.acquire(READ_CHUNK).await?;
+            Some((rd.read(&mut buf).await, more))
+        };
+        let (result, mut more) = tokio::select! {
+            r = read => match r {
+                Some(r) => r,
+                None => break "the server is stopping".to_string(),
+            },
+            () = timeout => break if frames.in_frame() {
+                format!("a frame was not finished within {:?}", limits.frame_timeout)
+            } else if spoken {
+                format!("silent for {:?}", limits.idle_timeout)
+            } else {
+                format!("no frame within {:?} of connecting", limits.frame_timeout)
+            },
+            () = close.notified() => break TOO_SLOW.to_string(),
+            _ = &mut writer => break "closed by the server".to_string(),
+        };
+        let n = match result {
+            Ok(0) => break "the peer closed it".to_string(),
+            Err(e) => break format!("read failed: {e}"),
+            Ok(n) => n,
+        };
+        // Give back the permits of the part of the read that did not fill.
+        drop(more.split(READ_CHUNK - n));
+        held.merge(more);
+        frames.push(&buf[..n]);
+        let mut got_one = false;
+        while let Some(frame) = frames.next_frame() {
+            got_one = true;
+            let len = frame.as_ref().map_or(0, String::len);
+            ready_frames.push_back((frame, held.split(len)));
+        }
+        // What the buffer no longer holds (newlines, blank lines, skipped bytes) is free.
+        drop(held.split(held.bytes().saturating_sub(frames.buffered())));
+        spoken |= got_one;
+        deadline = if !spoken {
+            // Blank lines are not a first frame.
+            Some(first_by)
+        } else if frames.in_frame() {
+            // A frame begun in this read gets the whole timeout; one still going keeps its own.
+            deadline
+                .filter(|_| !got_one)
+                .or_else(|| Some(Instant::now() + limits.frame_timeout))
+        } else if got_one {
+            // Heartbeats watch the peers the engine knows; this catches the ones it does not
+            // (a peer that sent only refused frames), a little after the engine would.
+            Some(Instant::now() + limits.idle_timeout)
+        } else {
+            deadline
+        };
+    };
+    let _ = events.send(Event::Closed(peer));
+    writer.abort();
+    why
+}
+
+const TOO_SLOW: &str = "dropped as too slow: its replies passed the outgoing limit";
