@@ -308,7 +308,7 @@ fn bench_server(cfg: Config, text: &str) -> ServerNode<MemStore> {
             ..StoredDocument::default()
         },
     );
-    ServerNode::new(cfg, store, cfg.limits.frame_bytes())
+    ServerNode::new(cfg, store, cfg.limits.frame_bytes(), [7; 32])
 }
 
 /// Replay a trace through dsync, syncing every `every` transactions.

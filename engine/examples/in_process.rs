@@ -19,7 +19,8 @@ use dsync_engine::{
 /// Two people type into "notes" at the same time; returns the text they both end with.
 fn run() -> String {
     let cfg = Config::default();
-    let mut server = ServerEngine::new(cfg);
+    // Session keys from a fixed seed: fine in one process; a real server seeds from the OS.
+    let mut server = ServerEngine::new(cfg, [7; 32]);
     let mut clients = [
         ClientEngine::new(cfg, "alice", "notes"),
         ClientEngine::new(cfg, "bob", "notes"),

@@ -228,6 +228,9 @@ pub struct Stats {
     pub merge_fallbacks: u64,
     /// Client: a reset whose base the client did not hold, merged by diff.
     pub inexact_resets: u64,
+    /// Server: connects refused because they did not hold the key of the session their client
+    /// id names (`session_taken`). Client: sessions started again under a new id after one.
+    pub sessions_refused: u64,
 }
 
 impl Stats {
@@ -246,5 +249,6 @@ impl Stats {
         self.log_overflows += o.log_overflows;
         self.merge_fallbacks += o.merge_fallbacks;
         self.inexact_resets += o.inexact_resets;
+        self.sessions_refused += o.sessions_refused;
     }
 }

@@ -51,7 +51,7 @@
 //! }
 //!
 //! let cfg = Config::default();
-//! let mut server = ServerEngine::new(cfg);
+//! let mut server = ServerEngine::new(cfg, [7; 32]); // a real server seeds from the OS
 //! let stored = StoredDocument { text: "world".into(), ..StoredDocument::default() };
 //! server.load_document("notes", stored)?;
 //!
@@ -84,7 +84,9 @@ pub use client::{ClientEngine, ClientEvent, ClientOutput, PendingEdit, Shadow, D
 pub use config::{Config, Limits, LimitsError, Stats, Time};
 pub use delta::{Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
-pub use msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
+pub use msg::{
+    ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
+};
 pub use op::{OpError, Operation};
 pub use server::{
     PeerId, PendingReset, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,

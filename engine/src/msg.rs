@@ -53,13 +53,57 @@ impl Edit {
     }
 }
 
-/// The versions a reconnecting client asks to resume from.
+/// The secret a server issues with a new session (`connect_ok`): 128 bits, on the wire as 32
+/// lowercase hex digits. A `connect` that resumes the session, or takes its client id over,
+/// must present it, so knowing a client's id gives nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey(pub [u8; 16]);
+
+impl SessionKey {
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parse 32 hex digits; anything else is `None`.
+    pub fn from_hex(s: &str) -> Option<SessionKey> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut k = [0u8; 16];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(SessionKey(k))
+    }
+
+    /// Equal, compared in time that does not depend on where they differ.
+    pub fn matches(&self, other: &SessionKey) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    // Secrets stay out of logs and traces: only the first 4 digits.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionKey({}…)", &self.to_hex()[..4])
+    }
+}
+
+/// What a reconnecting client presents to resume its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resume {
     /// The client's n.
     pub client_version: u64,
     /// The client's m.
     pub server_version: u64,
+    /// The session's key, from the `connect_ok` that opened it (`None`: the peer sent none or
+    /// not a well-formed one; the resume is refused).
+    pub key: Option<SessionKey>,
 }
 
 /// Messages from a client to the server.
@@ -119,6 +163,8 @@ pub enum ServerMsg {
         client_version: u64,
         /// The m the client adopts (or the server's m, when resumed).
         server_version: u64,
+        /// The new session's key (`None` when resumed: the client has it).
+        session_key: Option<SessionKey>,
     },
     /// Reply to `client_sync`.
     ServerSync {
@@ -167,15 +213,21 @@ pub enum ErrorCode {
     TooManyEdits,
     /// The document has its maximum number of clients.
     TooManyClients,
-    /// The server has its maximum number of documents or connections.
+    /// The server has its maximum number of connections (in all, or from one address).
     TooManyConnections,
+    /// The server has its maximum number of documents in memory, or this connection its
+    /// maximum of open documents.
+    TooManyDocuments,
+    /// The client id belongs to a session this `connect` did not prove it owns (no key, or
+    /// another key): the client starts a new session under another id.
+    SessionTaken,
     /// The server's store failed.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for iteration in tests and docs.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -186,6 +238,8 @@ impl ErrorCode {
         ErrorCode::TooManyEdits,
         ErrorCode::TooManyClients,
         ErrorCode::TooManyConnections,
+        ErrorCode::TooManyDocuments,
+        ErrorCode::SessionTaken,
         ErrorCode::Internal,
     ];
 
@@ -202,6 +256,8 @@ impl ErrorCode {
             ErrorCode::TooManyEdits => "too_many_edits",
             ErrorCode::TooManyClients => "too_many_clients",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::TooManyDocuments => "too_many_documents",
+            ErrorCode::SessionTaken => "session_taken",
             ErrorCode::Internal => "internal",
         }
     }

@@ -11,8 +11,35 @@
 //! a driver can always answer a bad frame with a clear `error` message.
 
 use dsync_engine::{Checksum, Delta, DeltaError};
-use dsync_engine::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg};
+use dsync_engine::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey};
 use serde::{Deserialize, Serialize};
+
+/// The largest number the protocol carries (2^53 − 1, the largest integer every JSON reader,
+/// JavaScript's included, holds exactly). A larger `seq` or version is refused as
+/// `bad_message`, never clamped: numbers reach the store as they came.
+pub const MAX_WIRE_INT: u64 = (1 << 53) - 1;
+
+/// Most characters of a peer's own text (an unknown type's name, a parser's complaint) that
+/// an error message repeats: replies and logs stay small whatever the peer sent.
+pub const MAX_ECHO_CHARS: usize = 120;
+
+fn wire_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v > MAX_WIRE_INT {
+        return Err(serde::de::Error::custom(format!(
+            "number {v} is above the protocol's maximum of 2^53 - 1"
+        )));
+    }
+    Ok(v)
+}
+
+/// At most [`MAX_ECHO_CHARS`] of `s`, marked when cut.
+fn clamp_echo(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO_CHARS) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}… ({} bytes)", &s[..i], s.len()),
+    }
+}
 
 /// Default maximum frame size: what the default limits need (`Limits::frame_bytes`, ~67 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = dsync_engine::Limits::DEFAULT.frame_bytes();
@@ -60,6 +87,9 @@ pub enum DecodeError {
     /// An error code this side does not know.
     #[error("unknown error code {0:?}")]
     UnknownErrorCode(String),
+    /// A `connect_ok`'s session key is not 32 hex digits.
+    #[error("session_key must be 32 hex digits")]
+    BadSessionKey,
 }
 
 impl DecodeError {
@@ -76,6 +106,7 @@ impl DecodeError {
 
 #[derive(Serialize, Deserialize)]
 struct WireEdit {
+    #[serde(deserialize_with = "wire_int")]
     version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     delta: Option<String>,
@@ -90,8 +121,13 @@ struct WireEdit {
 
 #[derive(Serialize, Deserialize)]
 struct WireResume {
+    #[serde(deserialize_with = "wire_int")]
     client_version: u64,
+    #[serde(deserialize_with = "wire_int")]
     server_version: u64,
+    /// The session key, 32 hex digits (optional on the wire; a resume without it is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,13 +139,16 @@ enum WireClient {
         client_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        #[serde(deserialize_with = "wire_int")]
         seq: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<WireResume>,
     },
     ClientSync {
         doc: String,
+        #[serde(deserialize_with = "wire_int")]
         seq: u64,
+        #[serde(deserialize_with = "wire_int")]
         server_version: u64,
         edits: Vec<WireEdit>,
     },
@@ -125,15 +164,22 @@ enum WireClient {
 enum WireServer {
     ConnectOk {
         doc: String,
+        #[serde(deserialize_with = "wire_int")]
         seq: u64,
         resumed: bool,
         text: String,
+        #[serde(deserialize_with = "wire_int")]
         client_version: u64,
+        #[serde(deserialize_with = "wire_int")]
         server_version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_key: Option<String>,
     },
     ServerSync {
         doc: String,
+        #[serde(deserialize_with = "wire_int")]
         seq: u64,
+        #[serde(deserialize_with = "wire_int")]
         client_version: u64,
         edits: Vec<WireEdit>,
     },
@@ -230,6 +276,7 @@ pub fn encode_client(msg: &ClientMsg) -> String {
             resume: resume.map(|r| WireResume {
                 client_version: r.client_version,
                 server_version: r.server_version,
+                key: r.key.map(|k| k.to_hex()),
             }),
         },
         ClientMsg::ClientSync {
@@ -260,6 +307,7 @@ pub fn encode_server(msg: &ServerMsg) -> String {
             text,
             client_version,
             server_version,
+            session_key,
         } => WireServer::ConnectOk {
             doc: doc.clone(),
             seq: *seq,
@@ -267,6 +315,7 @@ pub fn encode_server(msg: &ServerMsg) -> String {
             text: text.clone(),
             client_version: *client_version,
             server_version: *server_version,
+            session_key: session_key.map(|k| k.to_hex()),
         },
         ServerMsg::ServerSync {
             doc,
@@ -294,10 +343,10 @@ fn json_error(e: serde_json::Error) -> DecodeError {
     let message = e.to_string();
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let name = rest.split('`').next().unwrap_or_default();
-        return DecodeError::UnknownType(name.to_string());
+        return DecodeError::UnknownType(clamp_echo(name));
     }
     DecodeError::Json {
-        message,
+        message: clamp_echo(&message),
         line: e.line(),
         column: e.column(),
     }
@@ -323,6 +372,8 @@ pub fn decode_client(frame: &str, max_delta: usize) -> Result<ClientMsg, DecodeE
             resume: resume.map(|r| Resume {
                 client_version: r.client_version,
                 server_version: r.server_version,
+                // A malformed key is no key: the resume is refused (`session_taken`).
+                key: r.key.as_deref().and_then(SessionKey::from_hex),
             }),
         },
         WireClient::ClientSync {
@@ -353,6 +404,7 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
             text,
             client_version,
             server_version,
+            session_key,
         } => ServerMsg::ConnectOk {
             doc,
             seq,
@@ -360,6 +412,10 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
             text,
             client_version,
             server_version,
+            session_key: match session_key {
+                None => None,
+                Some(k) => Some(SessionKey::from_hex(&k).ok_or(DecodeError::BadSessionKey)?),
+            },
         },
         WireServer::ServerSync {
             doc,
@@ -376,7 +432,8 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
         WireServer::Pong => ServerMsg::Pong,
         WireServer::Error { doc, code, message } => ServerMsg::Error {
             doc,
-            code: ErrorCode::parse(&code).ok_or(DecodeError::UnknownErrorCode(code))?,
+            code: ErrorCode::parse(&code)
+                .ok_or_else(|| DecodeError::UnknownErrorCode(clamp_echo(&code)))?,
             message,
         },
     })

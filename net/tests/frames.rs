@@ -20,6 +20,7 @@ fn every_message_roundtrips() {
             resume: Some(Resume {
                 client_version: 4,
                 server_version: 9,
+                key: Some(dsync_engine::SessionKey([0xab; 16])),
             }),
         },
         ClientMsg::ClientSync {
@@ -66,6 +67,7 @@ fn every_message_roundtrips() {
             text: "a\nb".into(),
             client_version: 0,
             server_version: 0,
+            session_key: Some(dsync_engine::SessionKey([0x5a; 16])),
         },
         ServerMsg::ServerSync {
             doc: "d".into(),

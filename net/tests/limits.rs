@@ -15,18 +15,19 @@ fn frames(old: &str, new: &str) -> (String, String, Delta) {
     let delta = Delta::from_operation(&Operation::from_diff(old, new), old);
     let open = encode_server(&ServerMsg::ConnectOk {
         doc: "d".repeat(256),
-        seq: u64::MAX,
+        seq: dsync_net::MAX_WIRE_INT,
         resumed: false,
         text: new.to_string(),
-        client_version: u64::MAX,
-        server_version: u64::MAX,
+        client_version: dsync_net::MAX_WIRE_INT,
+        server_version: dsync_net::MAX_WIRE_INT,
+        session_key: Some(dsync_engine::SessionKey([0xff; 16])),
     });
     let reset = encode_server(&ServerMsg::ServerSync {
         doc: "d".repeat(256),
-        seq: u64::MAX,
-        client_version: u64::MAX,
+        seq: dsync_net::MAX_WIRE_INT,
+        client_version: dsync_net::MAX_WIRE_INT,
         edits: vec![Edit::Full {
-            version: u64::MAX,
+            version: dsync_net::MAX_WIRE_INT,
             text: new.to_string(),
             checksum: Checksum::of(new),
             base: Some(ResetBase {

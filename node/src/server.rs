@@ -84,10 +84,11 @@ pub struct ServerNode<S: Store> {
 }
 
 impl<S: Store> ServerNode<S> {
-    /// A node over `store` refusing frames over `max_frame_bytes`.
-    pub fn new(config: Config, store: S, max_frame_bytes: usize) -> Self {
+    /// A node over `store` refusing frames over `max_frame_bytes`, issuing session keys from
+    /// `key_seed` (32 unpredictable bytes in a real server: see [`ServerEngine::new`]).
+    pub fn new(config: Config, store: S, max_frame_bytes: usize, key_seed: [u8; 32]) -> Self {
         ServerNode {
-            engine: ServerEngine::new(config),
+            engine: ServerEngine::new(config, key_seed),
             store,
             frames: BTreeMap::new(),
             max_frame_bytes,
@@ -243,7 +244,7 @@ impl<S: Store> ServerNode<S> {
         let text = stored.text.clone();
         if let Err(e) = self.engine.load_document(&doc, stored) {
             let code = match e {
-                EngineError::TooManyDocuments(_) => ErrorCode::TooManyConnections,
+                EngineError::TooManyDocuments(_) => ErrorCode::TooManyDocuments,
                 EngineError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
                 _ => ErrorCode::Internal,
             };

@@ -68,7 +68,7 @@ impl Store for FullDisk {
 #[test]
 fn a_committed_batch_releases_its_replies_and_the_store_holds_it() {
     let cfg = Config::default();
-    let mut node = ServerNode::new(cfg, store_with("hello"), 1 << 20);
+    let mut node = ServerNode::new(cfg, store_with("hello"), 1 << 20, [7; 32]);
     let line = encode_client(&connect(1));
     node.receive_bytes(Time(0), PeerId(1), line.as_bytes());
     let (node, released) = node.commit(0).expect("the in-memory store commits");
@@ -98,7 +98,7 @@ fn a_failed_commit_releases_nothing_and_keeps_only_the_store() {
         inner: store_with("hello"),
         full: true,
     };
-    let mut node = ServerNode::new(cfg, disk, 1 << 20);
+    let mut node = ServerNode::new(cfg, disk, 1 << 20, [7; 32]);
     node.receive_bytes(Time(0), PeerId(1), encode_client(&connect(1)).as_bytes());
     let failed = match node.commit(0) {
         Ok(_) => panic!("a full disk cannot commit"),
@@ -111,7 +111,7 @@ fn a_failed_commit_releases_nothing_and_keeps_only_the_store() {
     // A node started again on the same store serves the client once the disk has room.
     let mut disk = failed.store;
     disk.full = false;
-    let mut node = ServerNode::new(cfg, disk, 1 << 20);
+    let mut node = ServerNode::new(cfg, disk, 1 << 20, [7; 32]);
     node.receive_bytes(Time(5), PeerId(2), encode_client(&connect(2)).as_bytes());
     let (_, released) = node.commit(5).unwrap();
     assert!(matches!(
@@ -126,7 +126,7 @@ fn frames_split_at_every_byte_decode_the_same() {
     let line = encode_client(&connect(1));
     let bytes = line.as_bytes();
     for cut in 1..bytes.len() {
-        let mut node = ServerNode::new(cfg, store_with("x"), 1 << 20);
+        let mut node = ServerNode::new(cfg, store_with("x"), 1 << 20, [7; 32]);
         node.receive_bytes(Time(0), PeerId(1), &bytes[..cut]);
         node.receive_bytes(Time(0), PeerId(1), &bytes[cut..]);
         let (node, released) = node.commit(0).unwrap();
@@ -138,7 +138,7 @@ fn frames_split_at_every_byte_decode_the_same() {
 #[test]
 fn bad_frames_get_error_replies_and_are_counted() {
     let cfg = Config::default();
-    let mut node = ServerNode::new(cfg, store_with("x"), 64);
+    let mut node = ServerNode::new(cfg, store_with("x"), 64, [7; 32]);
     node.receive_bytes(Time(0), PeerId(1), b"{\"type\":\"nonsense\"}\n");
     node.receive_bytes(Time(0), PeerId(1), &[b'#'; 100]);
     node.receive_bytes(Time(0), PeerId(1), b"\n\xff\xfe\n");
@@ -183,6 +183,7 @@ fn client_backoff_doubles_to_its_cap_and_resets_on_connect_ok() {
         text: "t".into(),
         client_version: 0,
         server_version: 0,
+        session_key: Some(dsync_engine::SessionKey([1; 16])),
     };
     c.receive_bytes(Time(1), dsync_net::encode_server(&ok).as_bytes());
     let mut connected = false;
@@ -196,7 +197,7 @@ fn client_backoff_doubles_to_its_cap_and_resets_on_connect_ok() {
 #[test]
 fn quiet_polls_count_empty_round_trips_and_an_edit_resets_them() {
     let cfg = Config::default();
-    let mut server = Some(ServerNode::new(cfg, store_with("t"), 1 << 20));
+    let mut server = Some(ServerNode::new(cfg, store_with("t"), 1 << 20, [7; 32]));
     let mut c = ClientNode::new(cfg, ClientNodeConfig::for_engine(&cfg), "c0", DOC);
     let mut now = 0u64;
     let round = |c: &mut ClientNode, server: &mut Option<ServerNode<MemStore>>, now: u64| {

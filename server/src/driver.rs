@@ -237,13 +237,22 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let (tx, rx) = std_mpsc::channel::<Event>();
     let stopping = Arc::new(AtomicBool::new(false));
+    // Session keys are secrets: their seed comes from the operating system, fresh per start.
+    let key_seed = {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut seed = [0u8; 32];
+        rand_chacha::ChaCha20Rng::try_from_os_rng()
+            .map_err(|e| ServerError::Config(format!("no randomness for session keys: {e}")))?
+            .fill_bytes(&mut seed);
+        seed
+    };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let engine = {
         let (cfg, stopping) = (cfg.clone(), stopping.clone());
         std::thread::Builder::new()
             .name("dsync-engine".into())
             .spawn(move || {
-                let r = engine_thread(cfg, store, rx, &stopping);
+                let r = engine_thread(cfg, store, rx, &stopping, key_seed);
                 let _ = done_tx.send(());
                 r
             })
@@ -355,10 +364,11 @@ fn engine_thread(
     store: SqliteStore,
     rx: std_mpsc::Receiver<Event>,
     stopping: &AtomicBool,
+    key_seed: [u8; 32],
 ) -> Result<(), ServerError> {
     let start = Instant::now();
     let now = || Time(start.elapsed().as_millis() as u64);
-    let mut node = ServerNode::new(cfg.engine, store, cfg.max_frame_bytes);
+    let mut node = ServerNode::new(cfg.engine, store, cfg.max_frame_bytes, key_seed);
     let mut conns: BTreeMap<PeerId, Outbox> = BTreeMap::new();
     // Peer addresses and the documents in memory, for the log only.
     let mut remotes: BTreeMap<PeerId, SocketAddr> = BTreeMap::new();

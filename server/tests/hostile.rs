@@ -431,3 +431,124 @@ async fn a_failed_commit_ends_the_process_with_an_error() {
         .unwrap();
     assert_eq!(stored.text, "small and acknowledged ");
 }
+
+async fn send_line(s: &mut tokio::io::BufReader<TcpStream>, line: &str) -> serde_json::Value {
+    s.get_mut().write_all(line.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(T, s.read_line(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+/// Issue 11.6: knowing a client's id gives nothing. A stranger resuming it with made-up
+/// values and a huge `seq`, or opening it afresh, is refused (`session_taken`) and changes
+/// nothing — before, the owner's requests were ignored from then on, and with `seq` ≥ 2^63 the
+/// lockout was stored (clamped) and outlived restarts. Numbers past 2^53 − 1 are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_client_id_does_not_give_its_session_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(cfg(&dir)).await.unwrap();
+    // The owner: a raw connection, so the test knows its id and key.
+    let mut owner = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    let ok = open_doc(&mut owner, "doc", "owner").await;
+    let key = ok["session_key"]
+        .as_str()
+        .expect("a fresh session has a key");
+    assert_eq!(key.len(), 32);
+    let reply = send_line(&mut owner, &append("doc", 2, "", "mine ")).await;
+    assert_eq!(reply["client_version"], 1, "{reply}");
+
+    let mut thief = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    let attempts = [
+        // Resume with made-up versions and no key, then a wrong key; a fresh open.
+        r#"{"type":"connect","protocol":1,"doc":"doc","client_id":"owner","seq":9007199254740991,"resume":{"client_version":0,"server_version":0}}"#.to_string(),
+        format!(r#"{{"type":"connect","protocol":1,"doc":"doc","client_id":"owner","seq":9007199254740990,"resume":{{"client_version":1,"server_version":0,"key":"{}"}}}}"#, "0".repeat(32)),
+        r#"{"type":"connect","protocol":1,"doc":"doc","client_id":"owner","seq":9007199254740989}"#.to_string(),
+    ];
+    for a in &attempts {
+        let v = send_line(&mut thief, &format!("{a}\n")).await;
+        assert_eq!(v["code"], "session_taken", "{a} → {v}");
+    }
+    // Past 2^53 - 1: refused before it reaches anything.
+    let v = send_line(
+        &mut thief,
+        "{\"type\":\"connect\",\"protocol\":1,\"doc\":\"doc\",\"client_id\":\"owner\",\"seq\":18446744073709551615}\n",
+    )
+    .await;
+    assert_eq!(v["code"], "bad_message", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("2^53"), "{v}");
+
+    // The owner types on, on its connection and after reconnecting with its key.
+    let reply = send_line(
+        &mut owner,
+        &encode_client(&ClientMsg::ClientSync {
+            doc: "doc".into(),
+            seq: 3,
+            server_version: 0,
+            edits: vec![WireEdit::Delta {
+                version: 1,
+                delta: Delta::from_ops(vec![DeltaOp::Keep(5), DeltaOp::Insert("still".into())]),
+                checksum: Checksum::of("mine still"),
+            }],
+        }),
+    )
+    .await;
+    assert_eq!(reply["client_version"], 2, "{reply}");
+    drop(owner);
+    let mut back = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    let resumed = send_line(
+        &mut back,
+        &format!(
+            "{{\"type\":\"connect\",\"protocol\":1,\"doc\":\"doc\",\"client_id\":\"owner\",\"seq\":4,\"resume\":{{\"client_version\":2,\"server_version\":0,\"key\":\"{key}\"}}}}\n"
+        ),
+    )
+    .await;
+    assert_eq!(resumed["type"], "connect_ok", "{resumed}");
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert!(resumed.get("session_key").is_none(), "{resumed}");
+    server.shutdown().await.unwrap();
+    // Nothing of the thief's numbers was stored.
+    use dsync_store::Store;
+    let stored = dsync_store::SqliteStore::open(dir.path().join("documents.db"))
+        .unwrap()
+        .load("doc")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.text, "mine still");
+    // The owner's own numbers (a resume is not written until its next change).
+    assert!(
+        stored.sessions[0].last_seq <= 4,
+        "{}",
+        stored.sessions[0].last_seq
+    );
+}
+
+/// A client whose id was taken over (here: a stranger opened it first, while it was unused)
+/// starts again under a new id and loses none of its typing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_id_is_taken_starts_afresh_and_keeps_its_typing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(cfg(&dir)).await.unwrap();
+    let mut squatter = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(
+        open_doc(&mut squatter, "doc", "victim").await["type"],
+        "connect_ok"
+    );
+    let reply = send_line(&mut squatter, &append("doc", 2, "", "squat ")).await;
+    assert_eq!(reply["client_version"], 1, "{reply}");
+    let mut sc = SessionConfig::new(server.addr, "doc");
+    sc.client_id = "victim".into();
+    sc.engine.sync_interval_ms = 100;
+    sc.engine.retransmit_ms = 500;
+    let victim = Session::start(sc, None);
+    victim
+        .edit(Edit::Append("typed early".into()))
+        .await
+        .unwrap();
+    let s = victim.wait_converged(T).await.unwrap();
+    assert_eq!(s.text, "squat typed early");
+    victim.stop().await;
+    server.shutdown().await.unwrap();
+}

@@ -39,6 +39,13 @@ pub enum StoreError {
         /// The version found.
         found: i64,
     },
+    /// A number too large for the store (SQLite's signed 64-bit integers): nothing of the batch
+    /// was written.
+    #[error("number {value} is too large to store")]
+    OutOfRange {
+        /// The number.
+        value: u64,
+    },
     /// The disk refused a write (full, failing): nothing of the batch was written.
     #[error("I/O: {0}")]
     Io(String),

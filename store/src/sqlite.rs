@@ -2,14 +2,16 @@
 //! the simulator, so a simulated crash loses exactly what a real one would: whatever was not
 //! committed.
 //!
-//! Schema (version 2, in `PRAGMA user_version`; a version 1 file is migrated on open):
+//! Schema (version 3, in `PRAGMA user_version`; version 1 and 2 files are migrated on open):
 //! - `documents(name PRIMARY KEY, text, version, updated_at_ms)`
 //! - `sessions(doc, client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n,
 //!   backup_m, last_seq, link_op, link_version, backup_link_op, backup_link_version,
 //!   updated_at_ms, reset_version, reset_from_text, reset_link_op, reset_link_version,
-//!   PRIMARY KEY(doc, client_id))`: the link columns hold the exact change from the shadow to
-//!   the master at a document version (NULL: unknown); the `reset_*` columns (version 2) a
-//!   reset the client has not acknowledged (NULL: none), so it is sent again exactly;
+//!   session_key, PRIMARY KEY(doc, client_id))`: the link columns hold the exact change from
+//!   the shadow to the master at a document version (NULL: unknown); the `reset_*` columns
+//!   (version 2) a reset the client has not acknowledged (NULL: none), so it is sent again
+//!   exactly; `session_key` (version 3) the key a resume must present, 32 hex digits (NULL: a
+//!   session from before keys, which cannot be resumed);
 //! - `changes(doc, version, op, PRIMARY KEY(doc, version))`: recent exact master changes,
 //!   kept while some session's link still needs them, so merges stay exact across restarts.
 //!
@@ -17,13 +19,15 @@
 
 use std::path::Path;
 
-use dsync_engine::{Operation, PendingReset, PersistRecord, SessionRecord, Shadow, StoredDocument};
+use dsync_engine::{
+    Operation, PendingReset, PersistRecord, SessionKey, SessionRecord, Shadow, StoredDocument,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{Store, StoreError};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A SQLite-backed document store.
 #[derive(Debug)]
@@ -31,9 +35,10 @@ pub struct SqliteStore {
     conn: Connection,
 }
 
-fn to_i64(v: u64) -> i64 {
-    // Versions and times stay far below 2^63 in practice; clamp rather than wrap.
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// SQLite integers are signed 64-bit: a larger number is refused, never clamped (the wire
+/// carries at most 2^53 − 1, so only a bug gets here).
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange { value: v })
 }
 
 fn parse_link(l: (Option<String>, Option<i64>)) -> Result<Option<(Operation, u64)>, StoreError> {
@@ -117,6 +122,7 @@ impl SqliteStore {
                      reset_from_text TEXT,
                      reset_link_op TEXT,
                      reset_link_version INTEGER,
+                     session_key TEXT,
                      PRIMARY KEY (doc, client_id)
                  );
                  CREATE TABLE IF NOT EXISTS changes (
@@ -125,20 +131,27 @@ impl SqliteStore {
                      op TEXT NOT NULL,
                      PRIMARY KEY (doc, version)
                  );
-                 PRAGMA user_version = 2;
+                 PRAGMA user_version = 3;
                  COMMIT;",
             )?;
-        } else if found == 1 {
-            // Version 2 added the pending reset; a version 1 file has none.
-            conn.execute_batch(
-                "BEGIN;
-                 ALTER TABLE sessions ADD COLUMN reset_version INTEGER;
+        } else if found < SCHEMA_VERSION {
+            // Version 2 added the pending reset (a version 1 file has none); version 3 the
+            // session key (older sessions have none: they cannot be resumed, only replaced).
+            let v2 = if found == 1 {
+                "ALTER TABLE sessions ADD COLUMN reset_version INTEGER;
                  ALTER TABLE sessions ADD COLUMN reset_from_text TEXT;
                  ALTER TABLE sessions ADD COLUMN reset_link_op TEXT;
-                 ALTER TABLE sessions ADD COLUMN reset_link_version INTEGER;
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )?;
+                 ALTER TABLE sessions ADD COLUMN reset_link_version INTEGER;"
+            } else {
+                ""
+            };
+            conn.execute_batch(&format!(
+                "BEGIN;
+                 {v2}
+                 ALTER TABLE sessions ADD COLUMN session_key TEXT;
+                 PRAGMA user_version = 3;
+                 COMMIT;"
+            ))?;
         }
         Ok(SqliteStore { conn })
     }
@@ -155,7 +168,7 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n, backup_m, last_seq,
                     link_op, link_version, backup_link_op, backup_link_version,
-                    reset_version, reset_from_text, reset_link_op, reset_link_version
+                    reset_version, reset_from_text, reset_link_op, reset_link_version, session_key
              FROM sessions WHERE doc = ?1 ORDER BY client_id",
         )?;
         let rows = stmt.query_map(params![doc], |r| {
@@ -181,10 +194,18 @@ impl SqliteStore {
                         r.get::<_, Option<i64>>(15)?,
                     ),
                 ),
+                r.get::<_, Option<String>>(16)?,
             ))
         })?;
         for row in rows {
-            let (client_id, st, sn, sm, bt, bn, bm, seq, link, backup_link, reset) = row?;
+            let (client_id, st, sn, sm, bt, bn, bm, seq, link, backup_link, reset, key) = row?;
+            let key = match key {
+                None => None,
+                Some(k) => Some(SessionKey::from_hex(&k).ok_or_else(|| StoreError::Corrupt {
+                    table: "sessions",
+                    what: "session_key is not 32 hex digits".into(),
+                })?),
+            };
             let reset = match reset {
                 (Some(v), Some(from_text), link) => Some(PendingReset {
                     version: to_u64(v, "sessions")?,
@@ -196,6 +217,7 @@ impl SqliteStore {
             let t = "sessions";
             sessions.push(SessionRecord {
                 client_id,
+                key,
                 shadow: Shadow {
                     text: st,
                     client_version: to_u64(sn, t)?,
@@ -262,11 +284,11 @@ impl SqliteStore {
                 "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
                  backup_text, backup_n, backup_m, last_seq, link_op, link_version, backup_link_op,
                  backup_link_version, updated_at_ms, reset_version, reset_from_text,
-                 reset_link_op, reset_link_version)
+                 reset_link_op, reset_link_version, session_key)
                  VALUES (?1, ?2,
                          COALESCE(?3, (SELECT text FROM documents WHERE name = ?1)), ?4, ?5,
                          COALESCE(?6, ?3, (SELECT text FROM documents WHERE name = ?1)), ?7, ?8,
-                         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let mut change_stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)",
@@ -281,12 +303,12 @@ impl SqliteStore {
                         doc_stmt.execute(params![
                             r.doc,
                             text,
-                            to_i64(r.version),
-                            to_i64(now_ms)
+                            to_i64(r.version)?,
+                            to_i64(now_ms)?
                         ])?;
                     }
                     None => {
-                        ensure_doc.execute(params![r.doc, to_i64(now_ms)])?;
+                        ensure_doc.execute(params![r.doc, to_i64(now_ms)?])?;
                     }
                 }
                 for s in &r.sessions {
@@ -296,18 +318,18 @@ impl SqliteStore {
                         r.doc,
                         s.client_id,
                         (!s.shadow_is_master).then_some(&s.shadow.text),
-                        to_i64(s.shadow.client_version),
-                        to_i64(s.shadow.server_version),
+                        to_i64(s.shadow.client_version)?,
+                        to_i64(s.shadow.server_version)?,
                         (!s.backup_is_shadow).then_some(&s.backup.text),
-                        to_i64(s.backup.client_version),
-                        to_i64(s.backup.server_version),
-                        to_i64(s.last_seq),
+                        to_i64(s.backup.client_version)?,
+                        to_i64(s.backup.server_version)?,
+                        to_i64(s.last_seq)?,
                         s.link.as_ref().map(|l| l.0.to_text()),
-                        s.link.as_ref().map(|l| to_i64(l.1)),
+                        s.link.as_ref().map(|l| to_i64(l.1)).transpose()?,
                         s.backup_link.as_ref().map(|l| l.0.to_text()),
-                        s.backup_link.as_ref().map(|l| to_i64(l.1)),
-                        to_i64(now_ms),
-                        s.reset.as_ref().map(|r| to_i64(r.version)),
+                        s.backup_link.as_ref().map(|l| to_i64(l.1)).transpose()?,
+                        to_i64(now_ms)?,
+                        s.reset.as_ref().map(|r| to_i64(r.version)).transpose()?,
                         s.reset.as_ref().map(|r| &r.from_text),
                         s.reset
                             .as_ref()
@@ -316,13 +338,15 @@ impl SqliteStore {
                         s.reset
                             .as_ref()
                             .and_then(|r| r.from_link.as_ref())
-                            .map(|l| to_i64(l.1)),
+                            .map(|l| to_i64(l.1))
+                            .transpose()?,
+                        s.key.map(|k| k.to_hex()),
                     ])?;
                 }
                 for (v, op) in &r.changes {
-                    change_stmt.execute(params![r.doc, to_i64(*v), op.to_text()])?;
+                    change_stmt.execute(params![r.doc, to_i64(*v)?, op.to_text()])?;
                 }
-                trim_stmt.execute(params![r.doc, to_i64(r.changes_needed_after)])?;
+                trim_stmt.execute(params![r.doc, to_i64(r.changes_needed_after)?])?;
                 for id in &r.removed_sessions {
                     del_stmt.execute(params![r.doc, id])?;
                 }
@@ -385,6 +409,7 @@ mod tests {
             text: text.map(Into::into),
             version,
             sessions: vec![SessionRecord {
+                key: Some(dsync_engine::SessionKey([3; 16])),
                 client_id: "c".into(),
                 backup: shadow.clone(),
                 shadow,

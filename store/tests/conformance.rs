@@ -21,6 +21,7 @@ fn session(id: &str, text: &str, v: u64) -> SessionRecord {
     };
     SessionRecord {
         client_id: id.into(),
+        key: Some(dsync_engine::SessionKey([v as u8; 16])),
         backup: shadow.clone(),
         shadow,
         last_seq: v * 10,

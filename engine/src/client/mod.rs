@@ -19,7 +19,9 @@ use crate::config::{Config, Stats, Time};
 use crate::delta::{Delta, DeltaError};
 use crate::dmp::FuzzySettings;
 use crate::merge::{merge, merge_ops, three_way, three_way_with, MergeStrategy, OpMerge, SameGap};
-use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::msg::{
+    ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
+};
 use crate::op::{OpError, Operation};
 use crate::text::normalize_newlines;
 use crate::EngineError;
@@ -119,6 +121,15 @@ impl PendingEdit {
     }
 }
 
+/// `base` with a `~n` suffix, kept within 200 bytes (names may have 256).
+fn renamed(base: &str, n: u32) -> String {
+    let mut keep = base.len().min(200);
+    while !base.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{n}", &base[..keep])
+}
+
 /// Client side of Differential Synchronization for one document.
 #[derive(Debug, Clone)]
 pub struct ClientEngine {
@@ -141,6 +152,12 @@ pub struct ClientEngine {
     /// A string buffer freed by an acknowledgement, reused for the next shadow.
     spare: Option<String>,
     has_session: bool,
+    /// The key of our session, from the `connect_ok` that opened it: a resume presents it.
+    session_key: Option<SessionKey>,
+    /// Times the server said our id belongs to a session we do not hold (`session_taken`):
+    /// each time the client starts afresh as `{base id}~{n}`.
+    renames: u32,
+    base_id: String,
     /// The server refused our edits for good (`document_too_large`): the reset it sends with
     /// the refusal replaces our unacknowledged typing instead of having it merged again.
     refused: Option<ErrorCode>,
@@ -164,9 +181,13 @@ impl ClientEngine {
     /// A disconnected client for `doc`, identified as `client_id` (unique per run of the
     /// client: sessions are resumed by it).
     pub fn new(config: Config, client_id: impl Into<String>, doc: impl Into<String>) -> Self {
+        let client_id = client_id.into();
         ClientEngine {
             config,
-            client_id: client_id.into(),
+            base_id: client_id.clone(),
+            client_id,
+            session_key: None,
+            renames: 0,
             doc: doc.into(),
             text: String::new(),
             shadow: Shadow::default(),
@@ -255,9 +276,11 @@ impl ClientEngine {
 
     /// What a `connect` sends to resume our session, if we have one.
     fn resume(&self) -> Option<Resume> {
-        self.has_session.then_some(Resume {
+        let key = self.session_key.filter(|_| self.has_session)?;
+        Some(Resume {
             client_version: self.shadow.client_version,
             server_version: self.shadow.server_version,
+            key: Some(key),
         })
     }
 
@@ -443,6 +466,7 @@ impl ClientEngine {
                 text,
                 client_version,
                 server_version,
+                session_key,
             } => {
                 let awaited = matches!(self.conn, Conn::Connecting { seq: s, .. } if s == seq);
                 if doc != self.doc || !awaited {
@@ -453,6 +477,7 @@ impl ClientEngine {
                 if resumed {
                     self.stats.resumes += 1;
                 } else {
+                    self.session_key = session_key;
                     self.reset_to(text, client_version, server_version, None);
                 }
                 self.has_session = true;
@@ -497,6 +522,17 @@ impl ClientEngine {
                 if code == ErrorCode::UnknownSession && self.conn == Conn::Connected {
                     // The server forgot us (restart, eviction): reopen, resuming if it can.
                     self.connect(now);
+                }
+                if code == ErrorCode::SessionTaken && matches!(self.conn, Conn::Connecting { .. }) {
+                    // Our id names a session we cannot prove is ours (someone else's, or one
+                    // whose key we never got): start afresh under a new id. Unacknowledged
+                    // typing is kept and merged into the text the new session starts from.
+                    self.renames += 1;
+                    self.stats.sessions_refused += 1;
+                    self.client_id = renamed(&self.base_id, self.renames);
+                    self.has_session = false;
+                    self.session_key = None;
+                    self.send_connect(now, None);
                 }
             }
         }

@@ -30,11 +30,15 @@ use crate::client::Shadow;
 use crate::config::{Config, Stats, Time};
 use crate::delta::Delta;
 use crate::merge::{merge, merge_ops, MergeStrategy, OpMerge};
-use crate::msg::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, PROTOCOL_VERSION};
+use crate::msg::{
+    ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
+};
 use crate::op::{Operation, Step};
 use crate::text::normalize_newlines;
 use crate::EngineError;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+mod connect;
 mod records;
 mod state;
 mod sync;
@@ -69,6 +73,9 @@ struct Session {
     /// really diverged, and the session is reset.
     bad_streak: u32,
     last_active: Time,
+    /// The secret a resume must present (`None`: a session stored before keys existed; it
+    /// cannot be resumed, only replaced).
+    key: Option<SessionKey>,
 }
 
 /// A reset sent and not yet acknowledged: its version, and the shadow (with its link) from
@@ -109,6 +116,9 @@ pub struct ServerEngine {
     peers: BTreeMap<PeerId, Peer>,
     outputs: VecDeque<ServerOutput>,
     stats: Stats,
+    /// Session keys: a ChaCha20 stream from the seed the driver gives (the operating system's
+    /// randomness in the real server; the scenario's seed in the simulator, so runs replay).
+    keys: rand_chacha::ChaCha20Rng,
 }
 
 /// What handling one `client_sync` came to.
@@ -131,8 +141,10 @@ enum SyncOutcome {
 }
 
 impl ServerEngine {
-    /// An engine with no documents and no peers.
-    pub fn new(config: Config) -> Self {
+    /// An engine with no documents and no peers, issuing session keys from `key_seed`. A
+    /// server must seed it with 32 unpredictable bytes: whoever knows the seed can compute
+    /// every session key it issues.
+    pub fn new(config: Config, key_seed: [u8; 32]) -> Self {
         ServerEngine {
             config,
             docs: BTreeMap::new(),
@@ -140,6 +152,7 @@ impl ServerEngine {
             peers: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            keys: rand_chacha::ChaCha20Rng::from_seed(key_seed),
         }
     }
 
@@ -214,6 +227,7 @@ impl ServerEngine {
                         reset,
                         bad_streak: 0,
                         last_active: Time(0),
+                        key: r.key,
                     },
                 )
             })
@@ -356,137 +370,6 @@ impl ServerEngine {
             ClientMsg::Close { doc } => self.detach(now, peer, &doc),
             ClientMsg::Ping => self.send(peer, ServerMsg::Pong),
             ClientMsg::Pong => {}
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_connect(
-        &mut self,
-        now: Time,
-        peer: PeerId,
-        protocol: u32,
-        doc: String,
-        client_id: String,
-        seq: u64,
-        resume: Option<Resume>,
-    ) {
-        if protocol != PROTOCOL_VERSION {
-            let m = format!(
-                "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
-            );
-            return self.reject(peer, Some(doc), ErrorCode::UnsupportedProtocol, m);
-        }
-        if !self.valid_name(&doc) || !self.valid_name(&client_id) {
-            let m = format!(
-                "document and client names must be 1 to {} bytes without control characters",
-                self.config.limits.max_name_bytes
-            );
-            return self.reject(peer, None, ErrorCode::BadName, m);
-        }
-        let max_clients = self.config.limits.max_clients_per_document;
-        let Some(d) = self.docs.get_mut(&doc) else {
-            return self.reject(
-                peer,
-                Some(doc),
-                ErrorCode::Internal,
-                "document is not loaded".into(),
-            );
-        };
-        // A different client id bound to this doc on this connection is detached first.
-        let previous = self
-            .peers
-            .get(&peer)
-            .and_then(|p| p.docs.get(&doc))
-            .cloned();
-        if let Some(prev) = previous.filter(|p| *p != client_id) {
-            if let Some(s) = d.sessions.get_mut(&prev) {
-                s.peer = None;
-                s.last_active = now;
-            }
-        }
-        if let Some(s) = d.sessions.get_mut(&client_id) {
-            if seq <= s.last_seq {
-                self.stats.stale_skipped += 1;
-                return;
-            }
-            if resume.is_some() {
-                s.last_seq = seq;
-                s.peer = Some(peer);
-                s.last_active = now;
-                self.stats.resumes += 1;
-                let msg = ServerMsg::ConnectOk {
-                    doc: doc.clone(),
-                    seq,
-                    resumed: true,
-                    text: String::new(),
-                    client_version: s.shadow.client_version,
-                    server_version: s.shadow.server_version,
-                };
-                self.bind(peer, &doc, &client_id);
-                return self.send(peer, msg);
-            }
-        } else if d.sessions.len() >= max_clients {
-            // Make room by forgetting the longest-idle detached session, if there is one.
-            let idle = d
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.peer.is_none())
-                .min_by_key(|(id, s)| (s.last_active, (*id).clone()))
-                .map(|(id, _)| id.clone());
-            match idle {
-                Some(id) => {
-                    d.sessions.remove(&id);
-                    self.outputs.push_back(ServerOutput::Persist(PersistRecord {
-                        doc: doc.clone(),
-                        text: None,
-                        version: d.version,
-                        sessions: Vec::new(),
-                        removed_sessions: vec![id],
-                        changes: Vec::new(),
-                        changes_needed_after: d.log_base,
-                    }));
-                }
-                None => {
-                    let m = format!("document has its maximum of {max_clients} clients");
-                    return self.reject(peer, Some(doc), ErrorCode::TooManyClients, m);
-                }
-            }
-        }
-        let mut session = Session::fresh(&d.master, seq, peer, now);
-        session.link = d.link_now();
-        session.backup_link = d.link_now();
-        let record = session.record(&client_id, d.log_end());
-        let msg = ServerMsg::ConnectOk {
-            doc: doc.clone(),
-            seq,
-            resumed: false,
-            text: d.master.clone(),
-            client_version: 0,
-            server_version: 0,
-        };
-        d.sessions.insert(client_id.clone(), session);
-        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
-            doc: doc.clone(),
-            text: None,
-            version: d.version,
-            sessions: vec![record],
-            removed_sessions: Vec::new(),
-            changes: Vec::new(),
-            changes_needed_after: d.log_base,
-        }));
-        self.bind(peer, &doc, &client_id);
-        self.send(peer, msg);
-    }
-
-    fn bind(&mut self, peer: PeerId, doc: &str, client_id: &str) {
-        // Another connection holding this session loses it (the client moved).
-        for (pid, p) in self.peers.iter_mut() {
-            if *pid != peer && p.docs.get(doc).is_some_and(|c| c == client_id) {
-                p.docs.remove(doc);
-            }
-        }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.docs.insert(doc.to_string(), client_id.to_string());
         }
     }
 

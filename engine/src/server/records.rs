@@ -11,6 +11,8 @@ pub struct PeerId(pub u64);
 pub struct SessionRecord {
     /// Whose session.
     pub client_id: String,
+    /// The key a resume must present (`None`: stored before keys existed; not resumable).
+    pub key: Option<SessionKey>,
     /// The server's shadow of this client.
     pub shadow: Shadow,
     /// The backup shadow.

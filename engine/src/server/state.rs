@@ -4,7 +4,13 @@
 use super::*;
 
 impl Session {
-    pub(super) fn fresh(master: &str, seq: u64, peer: PeerId, now: Time) -> Session {
+    pub(super) fn fresh(
+        master: &str,
+        seq: u64,
+        peer: PeerId,
+        now: Time,
+        key: SessionKey,
+    ) -> Session {
         let shadow = Shadow {
             text: master.to_string(),
             client_version: 0,
@@ -21,7 +27,15 @@ impl Session {
             reset: None,
             bad_streak: 0,
             last_active: now,
+            key: Some(key),
         }
+    }
+
+    /// Never used: no edit either way, no reset, no request since the connect that opened it.
+    /// A connect without the key may replace such a session (a retried connect).
+    pub(super) fn unused(&self) -> bool {
+        let zero = |sh: &Shadow| sh.client_version == 0 && sh.server_version == 0;
+        zero(&self.shadow) && zero(&self.backup) && self.reset.is_none() && self.pending.is_none()
     }
 
     /// The durable form of this session. `log_end` is the document's current version: a
@@ -42,6 +56,7 @@ impl Session {
         };
         SessionRecord {
             client_id: client_id.to_string(),
+            key: self.key,
             shadow: text_unless(shadow_is_master, &self.shadow),
             backup: text_unless(backup_is_shadow, &self.backup),
             last_seq: self.last_seq,

@@ -56,7 +56,12 @@ impl Net {
         Net {
             now: Time(0),
             config,
-            server: Some(ServerNode::new(config, store, config.limits.frame_bytes())),
+            server: Some(ServerNode::new(
+                config,
+                store,
+                config.limits.frame_bytes(),
+                [7; 32],
+            )),
             clients,
             up: vec![VecDeque::new(); n],
             down: vec![VecDeque::new(); n],
@@ -330,6 +335,7 @@ impl Net {
             self.config,
             store,
             self.config.limits.frame_bytes(),
+            [8; 32],
         ));
         for q in self.down.iter_mut() {
             q.clear();

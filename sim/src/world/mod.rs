@@ -19,7 +19,7 @@ use dsync_engine::{
 };
 use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
 use dsync_store::{SqliteStore, Store};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::oracle::{Ledger, Marker, Progress, TokenOrder, PROGRESS_WITHIN_MS};
@@ -155,6 +155,9 @@ pub struct Sim<'a> {
     rng_net: ChaCha8Rng,
     rng_fault: ChaCha8Rng,
     rng_work: ChaCha8Rng,
+    /// Seeds of the server's session keys, one per start (its own stream: drawing keys moves
+    /// no other random choice).
+    rng_keys: ChaCha8Rng,
     random: bool,
     config: Config,
     server: Option<ServerNode<SimStore>>,
@@ -219,6 +222,7 @@ pub struct Sim<'a> {
 const STREAM_NET: u64 = 0x6e65_7477_6f72_6b00;
 const STREAM_FAULT: u64 = 0x6661_756c_7473_0000;
 const STREAM_WORK: u64 = 0x776f_726b_6c6f_6164;
+const STREAM_KEYS: u64 = 0x6b65_7973_0000_0000;
 /// Charted messages at most (keeps the HTML report small).
 const CHART_MAX_MESSAGES: usize = 3_000;
 /// A run never goes past this much virtual time, whatever the file says.
@@ -309,6 +313,7 @@ impl<'a> Sim<'a> {
             rng_net: rng(s, STREAM_NET),
             rng_fault: rng(s, STREAM_FAULT),
             rng_work: rng(s, STREAM_WORK),
+            rng_keys: rng(s, STREAM_KEYS),
             random: seed.is_some(),
             config,
             server: None,

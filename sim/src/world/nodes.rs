@@ -5,7 +5,14 @@ use super::*;
 
 impl<'a> Sim<'a> {
     pub(super) fn start_server(&mut self) {
-        let mut s = ServerNode::new(self.config, self.store.clone(), self.max_frame_bytes);
+        let mut key_seed = [0u8; 32];
+        self.rng_keys.fill_bytes(&mut key_seed);
+        let mut s = ServerNode::new(
+            self.config,
+            self.store.clone(),
+            self.max_frame_bytes,
+            key_seed,
+        );
         s.set_merge(DOC, self.config.merge);
         self.server = Some(s);
     }

@@ -1,0 +1,157 @@
+//! `connect`: opening a session, resuming one (with its key), or taking an unused one over;
+//! making room when a document holds its maximum of sessions.
+
+use super::*;
+
+impl ServerEngine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_connect(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        protocol: u32,
+        doc: String,
+        client_id: String,
+        seq: u64,
+        resume: Option<Resume>,
+    ) {
+        if protocol != PROTOCOL_VERSION {
+            let m = format!(
+                "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+            );
+            return self.reject(peer, Some(doc), ErrorCode::UnsupportedProtocol, m);
+        }
+        if !self.valid_name(&doc) || !self.valid_name(&client_id) {
+            let m = format!(
+                "document and client names must be 1 to {} bytes without control characters",
+                self.config.limits.max_name_bytes
+            );
+            return self.reject(peer, None, ErrorCode::BadName, m);
+        }
+        let max_clients = self.config.limits.max_clients_per_document;
+        let Some(d) = self.docs.get_mut(&doc) else {
+            return self.reject(
+                peer,
+                Some(doc),
+                ErrorCode::Internal,
+                "document is not loaded".into(),
+            );
+        };
+        // A different client id bound to this doc on this connection is detached first.
+        let previous = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.docs.get(&doc))
+            .cloned();
+        if let Some(prev) = previous.filter(|p| *p != client_id) {
+            if let Some(s) = d.sessions.get_mut(&prev) {
+                s.peer = None;
+                s.last_active = now;
+            }
+        }
+        if let Some(s) = d.sessions.get_mut(&client_id) {
+            // Only the holder of the session's key may resume it; a connect without the key
+            // may take the id over only while the session was never used (the same client
+            // retrying a connect whose reply was lost). Nothing of a refused connect is kept:
+            // not even its seq, so a stranger cannot lock the owner out.
+            let proven = resume
+                .and_then(|r| r.key)
+                .zip(s.key)
+                .is_some_and(|(theirs, ours)| theirs.matches(&ours));
+            if !proven && (resume.is_some() || !s.unused()) {
+                self.stats.sessions_refused += 1;
+                let m = format!(
+                    "client id {client_id:?} belongs to a session this connect does not hold the key of; start a new session under another id"
+                );
+                return self.reject(peer, Some(doc), ErrorCode::SessionTaken, m);
+            }
+            if seq <= s.last_seq {
+                self.stats.stale_skipped += 1;
+                return;
+            }
+            if resume.is_some() {
+                s.last_seq = seq;
+                s.peer = Some(peer);
+                s.last_active = now;
+                self.stats.resumes += 1;
+                let msg = ServerMsg::ConnectOk {
+                    doc: doc.clone(),
+                    seq,
+                    resumed: true,
+                    text: String::new(),
+                    client_version: s.shadow.client_version,
+                    server_version: s.shadow.server_version,
+                    session_key: None,
+                };
+                self.bind(peer, &doc, &client_id);
+                return self.send(peer, msg);
+            }
+        } else if d.sessions.len() >= max_clients {
+            // Make room by forgetting the longest-idle detached session, if there is one.
+            let idle = d
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.peer.is_none())
+                .min_by_key(|(id, s)| (s.last_active, (*id).clone()))
+                .map(|(id, _)| id.clone());
+            match idle {
+                Some(id) => {
+                    d.sessions.remove(&id);
+                    self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+                        doc: doc.clone(),
+                        text: None,
+                        version: d.version,
+                        sessions: Vec::new(),
+                        removed_sessions: vec![id],
+                        changes: Vec::new(),
+                        changes_needed_after: d.log_base,
+                    }));
+                }
+                None => {
+                    let m = format!("document has its maximum of {max_clients} clients");
+                    return self.reject(peer, Some(doc), ErrorCode::TooManyClients, m);
+                }
+            }
+        }
+        let mut key = [0u8; 16];
+        self.keys.fill_bytes(&mut key);
+        let key = SessionKey(key);
+        let mut session = Session::fresh(&d.master, seq, peer, now, key);
+        session.link = d.link_now();
+        session.backup_link = d.link_now();
+        let record = session.record(&client_id, d.log_end());
+        let msg = ServerMsg::ConnectOk {
+            doc: doc.clone(),
+            seq,
+            resumed: false,
+            text: d.master.clone(),
+            client_version: 0,
+            server_version: 0,
+            session_key: Some(key),
+        };
+        d.sessions.insert(client_id.clone(), session);
+        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+            doc: doc.clone(),
+            text: None,
+            version: d.version,
+            sessions: vec![record],
+            removed_sessions: Vec::new(),
+            changes: Vec::new(),
+            changes_needed_after: d.log_base,
+        }));
+        self.bind(peer, &doc, &client_id);
+        self.send(peer, msg);
+    }
+
+    pub(super) fn bind(&mut self, peer: PeerId, doc: &str, client_id: &str) {
+        // Another connection holding this session loses it (the client moved).
+        for (pid, p) in self.peers.iter_mut() {
+            if *pid != peer && p.docs.get(doc).is_some_and(|c| c == client_id) {
+                p.docs.remove(doc);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.docs.insert(doc.to_string(), client_id.to_string());
+        }
+    }
+}
