@@ -45,6 +45,13 @@ pub struct Limits {
     pub max_name_bytes: usize,
     /// Most peers (connections) in one server engine.
     pub max_peers: usize,
+    /// Most documents one peer (connection) has open at once; one more is refused with
+    /// `too_many_documents`.
+    pub max_documents_per_peer: usize,
+    /// Most sessions one peer may create (a `connect` that does not resume) per minute of the
+    /// server's clock; one more is refused with `too_many_clients`. A new session may evict a
+    /// document's longest-idle detached one, so this bounds how fast a peer can evict.
+    pub max_new_sessions_per_minute: usize,
     /// Most exact master changes a document keeps for exact merging. A session whose link
     /// reaches further back (idle while this many changes happened) merges by diff once
     /// (counted in [`Stats::link_fallbacks`] after a [`Stats::log_overflows`]).
@@ -94,6 +101,8 @@ impl Limits {
         max_clients_per_document: 2_048,
         max_name_bytes: 256,
         max_peers: 20_000,
+        max_documents_per_peer: 64,
+        max_new_sessions_per_minute: 120,
         max_log_entries: 4_096,
     };
 
@@ -129,6 +138,8 @@ impl Limits {
             ("max_clients_per_document", self.max_clients_per_document),
             ("max_name_bytes", self.max_name_bytes),
             ("max_peers", self.max_peers),
+            ("max_documents_per_peer", self.max_documents_per_peer),
+            ("max_new_sessions_per_minute", self.max_new_sessions_per_minute),
             ("max_log_entries", self.max_log_entries),
         ] {
             if v == 0 {

@@ -224,7 +224,7 @@ impl<S: Store> ServerNode<S> {
     /// Load the document a message opens, if needed. False when it could not be (the peer got
     /// an `error`).
     fn load_if_needed(&mut self, msg: &ClientMsg, peer: PeerId) -> bool {
-        let Some(doc) = self.engine.document_needed(msg).map(str::to_string) else {
+        let Some(doc) = self.engine.document_needed(peer, msg).map(str::to_string) else {
             return true;
         };
         let stored = match self.store.load(&doc) {

@@ -237,3 +237,80 @@ fn quiet_polls_count_empty_round_trips_and_an_edit_resets_them() {
     assert_eq!(c.quiet_polls(), 0);
     assert!(!c.converged());
 }
+
+fn open(doc: &str, client_id: &str, seq: u64) -> ClientMsg {
+    ClientMsg::Connect {
+        protocol: dsync_engine::PROTOCOL_VERSION,
+        doc: doc.into(),
+        client_id: client_id.into(),
+        token: None,
+        seq,
+        resume: None,
+    }
+}
+
+/// The codes of the errors in a batch's replies, and how many documents the store loaded.
+fn error_codes(outputs: &[Output]) -> Vec<ErrorCode> {
+    sends(outputs)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 11, "also seen": one connection could hold 9,999 documents open (refused, at the
+/// engine's limit, as `too_many_connections`). A connection has its own limit, refused as
+/// `too_many_documents` before anything is loaded; another connection is not affected.
+#[test]
+fn one_connection_cannot_hold_every_document() {
+    let mut cfg = Config::default();
+    cfg.limits.max_documents_per_peer = 3;
+    let mut node = ServerNode::new(cfg, MemStore::new(), 1 << 20, [7; 32]);
+    for (i, doc) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        node.handle_message(Time(0), PeerId(1), open(doc, "c", i as u64 + 1));
+    }
+    let (mut node, released) = node.commit(0).unwrap();
+    assert_eq!(error_codes(&released.outputs), [ErrorCode::TooManyDocuments]);
+    assert_eq!(node.engine().documents().count(), 3, "the fourth was never loaded");
+    // Another connection opens the fourth; the first may once it closes one.
+    node.handle_message(Time(1), PeerId(2), open("d", "other", 1));
+    node.handle_message(
+        Time(1),
+        PeerId(1),
+        ClientMsg::Close { doc: "a".into() },
+    );
+    node.handle_message(Time(1), PeerId(1), open("e", "c", 9));
+    let (_, released) = node.commit(1).unwrap();
+    assert!(error_codes(&released.outputs).is_empty());
+}
+
+/// Issue 11, "also seen": one connection cycling fresh client ids evicted every detached
+/// session of a document in about 2.5 s. New sessions per connection are limited per minute.
+#[test]
+fn new_sessions_are_limited_per_connection_and_minute() {
+    let mut cfg = Config::default();
+    cfg.limits.max_new_sessions_per_minute = 5;
+    cfg.limits.max_clients_per_document = 4;
+    let mut node = ServerNode::new(cfg, store_with(""), 1 << 20, [7; 32]);
+    // Four honest sessions, detached.
+    for i in 0..4u64 {
+        node.handle_message(Time(0), PeerId(10 + i), open(DOC, &format!("h{i}"), 1));
+        node.closed(Time(0), PeerId(10 + i));
+    }
+    let (mut node, _) = node.commit(0).unwrap();
+    for i in 0..8u64 {
+        node.handle_message(Time(1_000), PeerId(1), open(DOC, &format!("x{i}"), i + 1));
+    }
+    let (mut node, released) = node.commit(1_000).unwrap();
+    let refused = error_codes(&released.outputs);
+    assert_eq!(refused, [ErrorCode::TooManyClients; 3], "{refused:?}");
+    // Five made, evicting four detached sessions at most: and no more within the minute.
+    let stored = node.store().load(DOC).unwrap().unwrap();
+    assert_eq!(stored.sessions.len(), 4);
+    // A minute later the connection may again.
+    node.handle_message(Time(61_000), PeerId(1), open(DOC, "x9", 20));
+    let (_, released) = node.commit(61_000).unwrap();
+    assert!(error_codes(&released.outputs).is_empty());
+}

@@ -37,6 +37,17 @@ struct Cli {
     /// Largest document in bytes (the delta limit follows: 8× plus a little).
     #[arg(long, default_value_t = Limits::default().max_document_bytes)]
     max_document_bytes: usize,
+    /// Most documents in memory at once (a document stays while a session is attached); one
+    /// more is refused with `too_many_documents`.
+    #[arg(long, default_value_t = Limits::default().max_documents)]
+    max_documents: usize,
+    /// Most documents one connection has open at once.
+    #[arg(long, default_value_t = Limits::default().max_documents_per_peer)]
+    max_documents_per_connection: usize,
+    /// Most new sessions one connection may open per minute (each may take the place of a
+    /// document's longest-idle detached session).
+    #[arg(long, default_value_t = Limits::default().max_new_sessions_per_minute)]
+    max_new_sessions_per_minute: usize,
     /// Most clients (sessions) per document.
     #[arg(long, default_value_t = Limits::default().max_clients_per_document)]
     max_clients_per_document: usize,
@@ -99,6 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let limits = Limits {
         max_clients_per_document: cli.max_clients_per_document,
         max_peers: cli.max_connections,
+        max_documents: cli.max_documents,
+        max_documents_per_peer: cli.max_documents_per_connection,
+        max_new_sessions_per_minute: cli.max_new_sessions_per_minute,
         ..Limits::default().with_document_bytes(cli.max_document_bytes)
     };
     limits

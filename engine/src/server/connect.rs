@@ -28,6 +28,9 @@ impl ServerEngine {
             );
             return self.reject(peer, None, ErrorCode::BadName, m);
         }
+        if let Err(m) = self.peer_may_open(peer, &doc) {
+            return self.reject(peer, Some(doc), ErrorCode::TooManyDocuments, m);
+        }
         let max_clients = self.config.limits.max_clients_per_document;
         let Some(d) = self.docs.get_mut(&doc) else {
             return self.reject(
@@ -47,6 +50,22 @@ impl ServerEngine {
             if let Some(s) = d.sessions.get_mut(&prev) {
                 s.peer = None;
                 s.last_active = now;
+            }
+        }
+        if !d.sessions.contains_key(&client_id) {
+            // A new id: a new session, perhaps in place of an idle one. Rate-limited per peer.
+            let max = self.config.limits.max_new_sessions_per_minute;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if now.0.saturating_sub(p.new_sessions.0 .0) >= 60_000 {
+                    p.new_sessions = (now, 0);
+                }
+                if p.new_sessions.1 >= max {
+                    let m = format!(
+                        "this connection created {max} sessions within a minute; wait before opening more"
+                    );
+                    return self.reject(peer, Some(doc), ErrorCode::TooManyClients, m);
+                }
+                p.new_sessions.1 += 1;
             }
         }
         if let Some(s) = d.sessions.get_mut(&client_id) {

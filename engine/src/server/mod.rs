@@ -105,6 +105,9 @@ struct Peer {
     pinged: bool,
     /// Document → client id bound on this connection.
     docs: BTreeMap<String, String>,
+    /// Sessions this peer created in the current minute (`max_new_sessions_per_minute`), and
+    /// when that minute began.
+    new_sessions: (Time, usize),
 }
 
 /// Server side of Differential Synchronization.
@@ -180,14 +183,27 @@ impl ServerEngine {
     }
 
     /// The document a message needs loaded before it is handled, if it is not loaded yet.
-    pub fn document_needed<'m>(&self, msg: &'m ClientMsg) -> Option<&'m str> {
+    pub fn document_needed<'m>(&self, peer: PeerId, msg: &'m ClientMsg) -> Option<&'m str> {
         match msg {
             ClientMsg::Connect { doc, .. }
-                if !self.docs.contains_key(doc) && self.valid_name(doc) =>
+                if !self.docs.contains_key(doc)
+                    && self.valid_name(doc)
+                    && self.peer_may_open(peer, doc).is_ok() =>
             {
                 Some(doc)
             }
             _ => None,
+        }
+    }
+
+    /// Whether `peer` may open `doc` beside what it has open (`max_documents_per_peer`).
+    fn peer_may_open(&self, peer: PeerId, doc: &str) -> Result<(), String> {
+        let max = self.config.limits.max_documents_per_peer;
+        match self.peers.get(&peer) {
+            Some(p) if p.docs.len() >= max && !p.docs.contains_key(doc) => Err(format!(
+                "this connection has its maximum of {max} open documents; close one first"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -345,6 +361,7 @@ impl ServerEngine {
                     last_heard: now,
                     pinged: false,
                     docs: BTreeMap::new(),
+                    new_sessions: (now, 0),
                 },
             );
         }
