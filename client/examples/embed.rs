@@ -14,6 +14,7 @@ async fn run() -> anyhow::Result<String> {
     let server = dsync_server::start(dsync_server::ServerConfig {
         listen: "127.0.0.1:0".parse()?,
         db: dir.path().join("documents.db"),
+        create: true,
         ..Default::default()
     })
     .await?;

@@ -16,6 +16,7 @@ async fn server() -> (tempfile::TempDir, Running) {
     let cfg = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: dir.path().join("documents.db"),
+        create: true,
         ..ServerConfig::default()
     };
     let running = start(cfg).await.unwrap();

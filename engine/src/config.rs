@@ -139,7 +139,10 @@ impl Limits {
             ("max_name_bytes", self.max_name_bytes),
             ("max_peers", self.max_peers),
             ("max_documents_per_peer", self.max_documents_per_peer),
-            ("max_new_sessions_per_minute", self.max_new_sessions_per_minute),
+            (
+                "max_new_sessions_per_minute",
+                self.max_new_sessions_per_minute,
+            ),
             ("max_log_entries", self.max_log_entries),
         ] {
             if v == 0 {

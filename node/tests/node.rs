@@ -272,15 +272,18 @@ fn one_connection_cannot_hold_every_document() {
         node.handle_message(Time(0), PeerId(1), open(doc, "c", i as u64 + 1));
     }
     let (mut node, released) = node.commit(0).unwrap();
-    assert_eq!(error_codes(&released.outputs), [ErrorCode::TooManyDocuments]);
-    assert_eq!(node.engine().documents().count(), 3, "the fourth was never loaded");
+    assert_eq!(
+        error_codes(&released.outputs),
+        [ErrorCode::TooManyDocuments]
+    );
+    assert_eq!(
+        node.engine().documents().count(),
+        3,
+        "the fourth was never loaded"
+    );
     // Another connection opens the fourth; the first may once it closes one.
     node.handle_message(Time(1), PeerId(2), open("d", "other", 1));
-    node.handle_message(
-        Time(1),
-        PeerId(1),
-        ClientMsg::Close { doc: "a".into() },
-    );
+    node.handle_message(Time(1), PeerId(1), ClientMsg::Close { doc: "a".into() });
     node.handle_message(Time(1), PeerId(1), open("e", "c", 9));
     let (_, released) = node.commit(1).unwrap();
     assert!(error_codes(&released.outputs).is_empty());

@@ -38,6 +38,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// SQLite database file.
     pub db: PathBuf,
+    /// Create the database file if it is missing or empty. Without it the server refuses to
+    /// start on a missing or empty file: a store that was expected and is gone must be noticed,
+    /// not silently replaced by an empty one.
+    pub create: bool,
     /// Largest database file, in bytes; a commit past it fails and stops the server.
     pub max_db_bytes: Option<u64>,
     /// Engine settings (heartbeat, limits, merge strategy).
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             db: PathBuf::from("documents.db"),
+            create: false,
             max_db_bytes: None,
             engine: Config::default(),
             max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
@@ -189,7 +194,12 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
             cfg.max_connections = fit;
         }
     }
-    let mut store = SqliteStore::open(&cfg.db).map_err(|error| ServerError::Store {
+    let opened = if cfg.create {
+        SqliteStore::open(&cfg.db)
+    } else {
+        SqliteStore::open_existing(&cfg.db)
+    };
+    let mut store = opened.map_err(|error| ServerError::Store {
         path: cfg.db.clone(),
         error,
     })?;

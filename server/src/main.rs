@@ -24,9 +24,14 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
-    /// SQLite database file (created if missing; WAL mode).
+    /// SQLite database file (WAL mode). It must exist unless --create is given.
     #[arg(long, default_value = "documents.db")]
     db: PathBuf,
+    /// Create the database file if it is missing or empty. Without it the server refuses to
+    /// start on a missing or empty file, so a lost database is noticed instead of silently
+    /// replaced by an empty one.
+    #[arg(long)]
+    create: bool,
     /// Heartbeat in ms: a silent peer is pinged after this, dropped after 3 of them.
     #[arg(long, default_value_t = 30_000)]
     heartbeat_ms: u64,
@@ -139,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = ServerConfig {
         listen: cli.listen,
         db: cli.db,
+        create: cli.create,
         engine,
         max_frame_bytes,
         max_connections: cli.max_connections,

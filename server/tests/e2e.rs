@@ -26,6 +26,7 @@ fn server_cfg(db: std::path::PathBuf) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         db,
+        create: true,
         ..ServerConfig::default()
     }
 }
@@ -128,7 +129,7 @@ async fn the_biggest_paste_and_the_biggest_document_go_through() {
 
 fn spawn_server(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dsync-server"))
-        .args(["--listen", listen, "--db"])
+        .args(["--create", "--listen", listen, "--db"])
         .arg(db)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

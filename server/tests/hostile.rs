@@ -20,6 +20,7 @@ fn cfg(dir: &tempfile::TempDir) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: dir.path().join("documents.db"),
+        create: true,
         ..ServerConfig::default()
     }
 }
@@ -299,13 +300,24 @@ fn spawn_server(db: &std::path::Path, args: &[&str], ulimit: Option<u32>) -> std
         }
         None => Command::new(bin),
     };
-    cmd.args(["--listen", "127.0.0.1:0", "--db"])
+    cmd.args(["--create", "--listen", "127.0.0.1:0", "--db"])
         .arg(db)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// Read a child's standard error on a thread (a full pipe would block its logging); join for
+/// the text once it exited.
+fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
 }
 
 fn listening(child: &mut std::process::Child) -> (SocketAddr, String) {
@@ -341,6 +353,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 async fn few_file_descriptors_lower_the_connection_limit_and_nothing_spins() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_server(&dir.path().join("d.db"), &[], Some(96));
+    let stderr = drain_stderr(&mut child);
     let (addr, line) = listening(&mut child);
     assert!(line.contains("at most 32 connections"), "{line}");
     let cpu_before = cpu_seconds(child.id());
@@ -368,14 +381,8 @@ async fn few_file_descriptors_lower_the_connection_limit_and_nothing_spins() {
     );
     drop(conns);
     child.kill().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     child.wait().unwrap();
+    let err = stderr.join().unwrap();
     assert!(
         err.contains("connection limit lowered to fit the open-file limit"),
         "{err}"
@@ -391,6 +398,7 @@ async fn a_failed_commit_ends_the_process_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("d.db");
     let mut child = spawn_server(&db, &["--max-db-bytes", "200000"], None);
+    let stderr = drain_stderr(&mut child);
     let (addr, _) = listening(&mut child);
     let a = session(addr, "doc");
     a.wait_connected(T).await.unwrap();
@@ -409,13 +417,7 @@ async fn a_failed_commit_ends_the_process_with_an_error() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(1));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr.join().unwrap();
     assert!(err.contains("full"), "{err}");
     let acked = a.snapshot();
     assert!(
@@ -551,4 +553,76 @@ async fn a_client_whose_id_is_taken_starts_afresh_and_keeps_its_typing() {
     assert_eq!(s.text, "squat typed early");
     victim.stop().await;
     server.shutdown().await.unwrap();
+}
+
+/// Wait for a child to exit, bounded.
+async fn exit_status(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(started.elapsed() < T, "the server kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 11, "also seen": a database deleted (or truncated) under the running server went
+/// unnoticed — 160 more edits were acknowledged into the unlinked file, the server said
+/// "stopped cleanly", and the restart made a new empty database. Now the first commit after
+/// it stops the server (exit 1) before anything more is acknowledged, and a start on a missing
+/// or empty file is refused unless `--create` says to make one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_or_truncated_database_is_noticed() {
+    for damage in ["delete", "truncate"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("d.db");
+        let mut child = spawn_server(&db, &[], None);
+        let stderr = drain_stderr(&mut child);
+        let (addr, _) = listening(&mut child);
+        let a = session(addr, "doc");
+        a.wait_connected(T).await.unwrap();
+        a.edit(Edit::Append("kept ".into())).await.unwrap();
+        a.wait_converged(T).await.unwrap();
+        match damage {
+            "delete" => std::fs::remove_file(&db).unwrap(),
+            _ => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&db)
+                .unwrap()
+                .set_len(0)
+                .unwrap(),
+        }
+        a.edit(Edit::Append("after".into())).await.unwrap();
+        let status = exit_status(&mut child).await;
+        assert_eq!(status.code(), Some(1), "{damage}");
+        let err = stderr.join().unwrap();
+        assert!(err.contains("is not the one opened"), "{damage}: {err}");
+        assert!(
+            !a.snapshot().converged(),
+            "{damage}: an edit was acknowledged"
+        );
+        a.stop().await;
+        // Without --create, a missing or empty file is refused.
+        let mut again = Command::new(env!("CARGO_BIN_EXE_dsync-server"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = exit_status(&mut again).await;
+        assert_eq!(status.code(), Some(1), "{damage}");
+        let mut err = String::new();
+        again
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            err.contains("no database at") && err.contains("--create"),
+            "{damage}: {err}"
+        );
+    }
 }

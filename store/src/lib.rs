@@ -46,6 +46,23 @@ pub enum StoreError {
         /// The number.
         value: u64,
     },
+    /// The database file was deleted, replaced or truncated since it was opened: what was
+    /// committed into it is not durable.
+    #[error("the database file {path} is not the one opened: {what}")]
+    FileLost {
+        /// The path.
+        path: String,
+        /// What changed.
+        what: String,
+    },
+    /// A database that should exist does not (or is empty).
+    #[error("no database at {path} ({what}); to start a new one, say so (dsync-server --create)")]
+    Missing {
+        /// The path.
+        path: String,
+        /// Why it counts as missing.
+        what: String,
+    },
     /// The disk refused a write (full, failing): nothing of the batch was written.
     #[error("I/O: {0}")]
     Io(String),

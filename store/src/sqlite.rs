@@ -33,6 +33,66 @@ pub const SCHEMA_VERSION: i64 = 3;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// The file as opened, checked after every commit (`None`: in memory).
+    file: Option<FileWatch>,
+}
+
+/// What identifies the database file: a commit into a file that was deleted, replaced or
+/// truncated behind our back is not durable, and must not be acknowledged.
+#[derive(Debug, Clone)]
+struct FileWatch {
+    path: std::path::PathBuf,
+    /// (device, inode) on Unix; elsewhere only the path and size are checked.
+    identity: Option<(u64, u64)>,
+    /// The size last seen: the main file never shrinks under us (no VACUUM; checkpoints
+    /// truncate only the WAL).
+    len: u64,
+}
+
+impl FileWatch {
+    fn of(path: &Path) -> Result<FileWatch, StoreError> {
+        let meta = std::fs::metadata(path).map_err(|e| StoreError::FileLost {
+            path: path.display().to_string(),
+            what: e.to_string(),
+        })?;
+        Ok(FileWatch {
+            path: path.to_path_buf(),
+            identity: identity(&meta),
+            len: meta.len(),
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        let lost = |what: String| StoreError::FileLost {
+            path: self.path.display().to_string(),
+            what,
+        };
+        let meta = std::fs::metadata(&self.path)
+            .map_err(|e| lost(format!("{e} (deleted or moved since it was opened)")))?;
+        if identity(&meta) != self.identity {
+            return Err(lost("replaced by another file since it was opened".into()));
+        }
+        if meta.len() < self.len {
+            return Err(lost(format!(
+                "truncated: {} bytes, {} before",
+                meta.len(),
+                self.len
+            )));
+        }
+        self.len = meta.len();
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 /// SQLite integers are signed 64-bit: a larger number is refused, never clamped (the wire
@@ -64,11 +124,32 @@ fn to_u64(v: i64, table: &'static str) -> Result<u64, StoreError> {
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`: WAL mode, `synchronous=FULL`.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        SqliteStore::init(conn)
+        let mut store = SqliteStore::init(conn)?;
+        store.file = Some(FileWatch::of(path)?);
+        Ok(store)
+    }
+
+    /// Open the database at `path`, which must exist and not be empty: where a store is
+    /// expected, a missing or empty file means it was lost, and creating a new one would
+    /// silently forget every acknowledged edit.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => SqliteStore::open(path),
+            Ok(_) => Err(StoreError::Missing {
+                path: path.display().to_string(),
+                what: "the file is empty".into(),
+            }),
+            Err(e) => Err(StoreError::Missing {
+                path: path.display().to_string(),
+                what: e.to_string(),
+            }),
+        }
     }
 
     /// An in-memory database with the same schema and code paths (the simulator's default:
@@ -153,7 +234,7 @@ impl SqliteStore {
                  COMMIT;"
             ))?;
         }
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, file: None })
     }
 
     fn load_doc(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
@@ -386,7 +467,21 @@ impl Store for SqliteStore {
 
     /// One transaction: durable when it returns, with `synchronous=FULL`.
     fn commit(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
-        self.commit_batch(records, now_ms)
+        self.commit_batch(records, now_ms)?;
+        // Committed into the file we opened; is that file still the database at its path?
+        let Some(f) = &mut self.file else {
+            return Ok(());
+        };
+        let checked = f.check();
+        if checked.is_err() {
+            // Closing would checkpoint the WAL into whatever is at the path now (a truncated
+            // file, another database): leave the WAL as it is for the operator instead.
+            let _ = self.conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            );
+        }
+        checked
     }
 
     fn documents(&self) -> Result<Vec<String>, StoreError> {
