@@ -100,7 +100,7 @@ impl Limits {
         max_documents: 10_000,
         max_clients_per_document: 2_048,
         max_name_bytes: 256,
-        max_peers: 20_000,
+        max_peers: 10_000,
         max_documents_per_peer: 64,
         max_new_sessions_per_minute: 120,
         max_log_entries: 4_096,
