@@ -7,6 +7,7 @@
 //! Invariant: nothing here reads the wall clock or an unseeded random source; a scenario and a
 //! seed always give the same trace, byte for byte.
 
+pub mod fuzz;
 pub mod html;
 pub mod oracle;
 pub mod scenario;

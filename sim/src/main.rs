@@ -83,6 +83,35 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Fuzz the decoders a peer or a file reaches (frames, messages, deltas, scenario files)
+    /// from a corpus of valid inputs; exits 1 at the first panic or broken round trip, with
+    /// its input written to `--out`.
+    Fuzz {
+        /// Which decoder.
+        #[arg(value_enum, default_value_t = FuzzArg::All)]
+        target: FuzzArg,
+        /// Wall seconds per target.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Most inputs per target (with --seconds, whichever comes first).
+        #[arg(long)]
+        inputs: Option<u64>,
+        /// Seed of the mutations (a run is repeatable from it, inputs bounded).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where failing inputs are written.
+        #[arg(long, default_value = "fuzz-failures")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FuzzArg {
+    All,
+    Frame,
+    Message,
+    Delta,
+    Scenario,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +126,13 @@ fn main() -> ExitCode {
             emit,
         }) => cmd_swarm(&seeds, scenario, jobs, out, quiet, emit),
         Some(Command::Shrink { file, out, seed }) => cmd_shrink(&file, out, seed),
+        Some(Command::Fuzz {
+            target,
+            seconds,
+            inputs,
+            seed,
+            out,
+        }) => cmd_fuzz(target, seconds, inputs, seed, &out),
         None => match cli.file {
             Some(file) => cmd_run(&file, &cli.run),
             None => {
@@ -121,6 +157,64 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let start = std::time::Instant::now();
     let out = f();
     (out, start.elapsed().as_secs_f64())
+}
+
+/// Fuzzing is bounded by the wall clock (a chosen time), unlike a simulation: the clock only
+/// decides when to stop, never what an input is.
+#[allow(clippy::disallowed_methods)]
+fn cmd_fuzz(
+    target: FuzzArg,
+    seconds: u64,
+    inputs: Option<u64>,
+    seed: u64,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use dsync_sim::fuzz::{self, Target};
+    let targets: Vec<Target> = match target {
+        FuzzArg::All => Target::ALL.to_vec(),
+        FuzzArg::Frame => vec![Target::Frame],
+        FuzzArg::Message => vec![Target::Message],
+        FuzzArg::Delta => vec![Target::Delta],
+        FuzzArg::Scenario => vec![Target::Scenario],
+    };
+    let mut failed = false;
+    for t in targets {
+        let start = std::time::Instant::now();
+        let budget = std::time::Duration::from_secs(seconds);
+        let most = inputs.unwrap_or(u64::MAX);
+        let r = fuzz::run(t, seed, out, |n| {
+            n >= most || (n % 256 == 0 && start.elapsed() >= budget)
+        });
+        let secs = start.elapsed().as_secs_f64();
+        out!(
+            "fuzz     {:<8} {} inputs in {:.1} s ({:.0}/s), {} accepted, {} failures (seed {seed})",
+            t.name(),
+            r.inputs,
+            secs,
+            r.inputs as f64 / secs.max(1e-9),
+            r.accepted,
+            usize::from(r.failure.is_some()),
+        );
+        if let Some((why, path)) = r.failure {
+            let input = std::fs::read(&path).unwrap_or_default();
+            let shown: String = String::from_utf8_lossy(&input).chars().take(400).collect();
+            eprintln!(
+                "error: {} failed at input {}: {why}\n  input ({} bytes, in {}): {shown:?}\n  again: dsync-sim fuzz {} --seed {seed} --inputs {}",
+                t.name(),
+                r.inputs,
+                input.len(),
+                path.display(),
+                t.name(),
+                r.inputs
+            );
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn cmd_run(file: &std::path::Path, args: &RunArgs) -> anyhow::Result<ExitCode> {

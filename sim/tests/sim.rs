@@ -406,3 +406,20 @@ fn the_durability_check_catches_a_store_that_forgets_the_last_batch() {
         other => panic!("the forgetful store went unnoticed: {other:?}"),
     }
 }
+
+/// Every decoder's fuzz target holds for a fixed number of inputs from a fixed seed (the
+/// long runs are `dsync-sim fuzz`, and `.ci/run` runs each for a few seconds).
+#[test]
+fn fuzz_targets_hold_for_a_fixed_sample() {
+    let out = std::env::temp_dir().join("dsync-fuzz-test");
+    for t in dsync_sim::fuzz::Target::ALL {
+        let r = dsync_sim::fuzz::run(t, 42, &out, |n| n >= 20_000);
+        assert_eq!(r.inputs, 20_000);
+        assert!(r.failure.is_none(), "{}: {:?}", t.name(), r.failure);
+        assert!(
+            r.accepted > 0,
+            "{}: nothing accepted: the corpus is broken",
+            t.name()
+        );
+    }
+}
