@@ -106,6 +106,13 @@ impl<S: Store> ServerNode<S> {
         &self.store
     }
 
+    /// Maintenance on the store beside the engine, such as collecting old sessions of documents
+    /// not in memory: `f` gets the store, and the engine read-only to tell what is loaded. It
+    /// must not touch what a loaded document's engine state stands on.
+    pub fn maintain<R>(&mut self, f: impl FnOnce(&mut S, &ServerEngine) -> R) -> R {
+        f(&mut self.store, &self.engine)
+    }
+
     /// The node's own counters.
     pub fn stats(&self) -> NodeStats {
         self.stats

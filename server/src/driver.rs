@@ -62,6 +62,22 @@ pub struct ServerConfig {
     pub frame_timeout: Duration,
     /// Most inputs the engine handles before it commits and answers.
     pub max_batch: usize,
+    /// Detached sessions of documents not in memory, unchanged for this long, are forgotten
+    /// (at start and every hour); a client coming back after that starts a new session and
+    /// merges its unsent typing. `None`: kept until a document's session limit evicts them.
+    pub session_retention: Option<Duration>,
+}
+
+/// The default of [`ServerConfig::session_retention`]: 30 days.
+pub const DEFAULT_SESSION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often old sessions are collected.
+const COLLECT_EVERY: Duration = Duration::from_secs(3600);
+
+/// Milliseconds since the Unix epoch: the store's update times (so retention spans restarts).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The default of [`ServerConfig::max_inbound_bytes`].
@@ -87,6 +103,7 @@ impl Default for ServerConfig {
             max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             frame_timeout: Duration::from_secs(30),
             max_batch: 256,
+            session_retention: Some(DEFAULT_SESSION_RETENTION),
         }
     }
 }
@@ -387,7 +404,23 @@ fn engine_thread(
         path: cfg.db.clone(),
         error,
     };
+    let mut collect_at = Instant::now();
     loop {
+        if let Some(keep) = cfg
+            .session_retention
+            .filter(|_| Instant::now() >= collect_at)
+        {
+            collect_at = Instant::now() + COLLECT_EVERY;
+            let before = wall_ms().saturating_sub(keep.as_millis() as u64);
+            let gone = node.maintain(|store, engine| {
+                store.collect_sessions(before, |doc| engine.is_loaded(doc))
+            });
+            match gone {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "forgot sessions past their retention"),
+                Err(e) => tracing::warn!(error = %e, "collecting old sessions failed"),
+            }
+        }
         let wait = node
             .poll_timeout()
             .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
@@ -448,7 +481,7 @@ fn engine_thread(
             still
         });
         // Commit every persist record of the batch in one transaction; only then answer.
-        let released = match node.commit(now().0) {
+        let released = match node.commit(wall_ms()) {
             Ok((n, released)) => {
                 node = n;
                 released

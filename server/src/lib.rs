@@ -6,5 +6,5 @@ pub mod driver;
 
 pub use driver::{
     start, Running, ServerConfig, ServerError, DEFAULT_MAX_INBOUND_BYTES,
-    DEFAULT_MAX_OUTBOUND_BYTES,
+    DEFAULT_MAX_OUTBOUND_BYTES, DEFAULT_SESSION_RETENTION,
 };

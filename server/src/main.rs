@@ -77,6 +77,11 @@ struct Cli {
     /// once begun.
     #[arg(long, default_value_t = 30_000)]
     frame_timeout_ms: u64,
+    /// Days a detached session of a document not in memory is kept unchanged before it is
+    /// forgotten (its client, coming back, starts a new session and merges its unsent typing);
+    /// 0 keeps them until a document's session limit evicts them.
+    #[arg(long, default_value_t = 30)]
+    session_retention_days: u64,
     /// Largest database file in bytes; a commit that would pass it fails, and the server stops
     /// (exit status 1) without acknowledging anything of that batch, as when the disk is full.
     #[arg(long)]
@@ -155,6 +160,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_outbound_bytes: cli.max_outbound_bytes,
         frame_timeout: std::time::Duration::from_millis(cli.frame_timeout_ms.max(1)),
         max_db_bytes: cli.max_db_bytes,
+        session_retention: (cli.session_retention_days > 0).then(|| {
+            std::time::Duration::from_secs(cli.session_retention_days.saturating_mul(86_400))
+        }),
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

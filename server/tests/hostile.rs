@@ -677,3 +677,57 @@ async fn sigterm_under_a_flood_stops_within_a_batch() {
         f.abort();
     }
 }
+
+/// Issue 11, "also seen": sessions were never collected (100,000 documents created from one
+/// connection stayed, sessions and all). Detached sessions of documents not in memory are
+/// forgotten after the retention (30 days by default), at start and every hour; the texts stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_their_retention_are_forgotten() {
+    use dsync_engine::{PersistRecord, SessionKey, SessionRecord, Shadow};
+    use dsync_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("documents.db");
+    let record = |doc: &str| PersistRecord {
+        doc: doc.into(),
+        text: Some(format!("text of {doc}")),
+        version: 1,
+        sessions: vec![SessionRecord {
+            client_id: "c".into(),
+            key: Some(SessionKey([1; 16])),
+            shadow: Shadow::default(),
+            backup: Shadow::default(),
+            last_seq: 1,
+            link: None,
+            backup_link: None,
+            shadow_is_master: false,
+            backup_is_shadow: false,
+            reset: None,
+        }],
+        removed_sessions: vec![],
+        changes: vec![],
+        changes_needed_after: 0,
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    {
+        let mut s = dsync_store::SqliteStore::open(&db).unwrap();
+        s.commit(&[record("old")], now_ms - 31 * 86_400_000)
+            .unwrap();
+        s.commit(&[record("recent")], now_ms - 86_400_000).unwrap();
+        s.close().unwrap();
+    }
+    let server = start(ServerConfig {
+        create: false,
+        ..cfg(&dir)
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+    let s = dsync_store::SqliteStore::open(&db).unwrap();
+    let old = s.load("old").unwrap().unwrap();
+    assert!(old.sessions.is_empty());
+    assert_eq!(old.text, "text of old");
+    assert_eq!(s.load("recent").unwrap().unwrap().sessions.len(), 1);
+}

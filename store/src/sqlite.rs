@@ -158,6 +158,35 @@ impl SqliteStore {
         SqliteStore::init(Connection::open_in_memory()?)
     }
 
+    /// Forget the sessions of documents for which `keep` says no that were last written before
+    /// `before_ms` (the clock the driver gives `commit`); returns how many. The server keeps
+    /// the documents it has in memory (their sessions may be attached and only idle).
+    pub fn collect_sessions(
+        &mut self,
+        before_ms: u64,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let before = to_i64(before_ms)?;
+        let docs: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT DISTINCT doc FROM sessions WHERE updated_at_ms < ?1")?;
+            let rows = stmt.query_map(params![before], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let tx = self.conn.transaction()?;
+        let mut gone = 0;
+        {
+            let mut del =
+                tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND updated_at_ms < ?2")?;
+            for doc in docs.iter().filter(|d| !keep(d)) {
+                gone += del.execute(params![doc, before])?;
+            }
+        }
+        tx.commit()?;
+        Ok(gone)
+    }
+
     /// Limit the database file to about `bytes` (SQLite's `max_page_count`; at least one page).
     /// At the limit a commit fails with "database or disk is full" and writes nothing of its
     /// batch, as when the disk itself is full; reads go on.
@@ -519,6 +548,24 @@ mod tests {
             changes: vec![(version, Operation::identity(5))],
             changes_needed_after: 0,
         }
+    }
+
+    #[test]
+    fn detached_sessions_are_collected_after_their_retention() {
+        let mut s = SqliteStore::open_in_memory().unwrap();
+        s.commit(&[record(Some("old"), 1)], 1_000).unwrap();
+        let mut other = record(Some("kept"), 1);
+        other.doc = "loaded".into();
+        s.commit(&[other], 1_000).unwrap();
+        let mut recent = record(Some("new"), 1);
+        recent.doc = "recent".into();
+        s.commit(&[recent], 50_000).unwrap();
+        let gone = s.collect_sessions(10_000, |doc| doc == "loaded").unwrap();
+        assert_eq!(gone, 1);
+        assert!(s.load("d").unwrap().unwrap().sessions.is_empty());
+        assert_eq!(s.load("d").unwrap().unwrap().text, "old");
+        assert_eq!(s.load("loaded").unwrap().unwrap().sessions.len(), 1);
+        assert_eq!(s.load("recent").unwrap().unwrap().sessions.len(), 1);
     }
 
     #[test]
