@@ -152,7 +152,7 @@ async fn attack(server: SocketAddr, cfg: HostileConfig, end: Instant, st: Status
 }
 
 /// A `client_sync` frame of about `bytes` whose delta is all JSON escapes (slow to decode).
-fn slow_frame(bytes: usize) -> Vec<u8> {
+pub fn slow_frame(bytes: usize) -> Vec<u8> {
     let head = b"{\"type\":\"client_sync\",\"doc\":\"flood\",\"seq\":1,\"server_version\":0,\"edits\":[{\"version\":0,\"delta\":\"+";
     let tail = b"\",\"checksum\":0}]}\n";
     let n = bytes.saturating_sub(head.len() + tail.len()) / 6;
@@ -187,7 +187,8 @@ async fn flood(server: SocketAddr, frame_bytes: usize, st: &Status) {
     st.set(say(sent, ", then the server closed the connection"));
 }
 
-async fn connect_doc(
+/// A raw connection with `doc` open as `client_id` (a fresh session), and the `connect_ok`.
+pub async fn connect_doc(
     server: SocketAddr,
     doc: &str,
     client_id: &str,
@@ -212,8 +213,8 @@ async fn connect_doc(
     Ok((s, v))
 }
 
-/// One edit inserting `text` at the end of `base`, as a `client_sync` line.
-fn insert_at_end(doc: &str, seq: u64, base: &str, text: &str) -> String {
+/// One edit inserting `text` at the end of `base` (at versions 0/0), as a `client_sync` line.
+pub fn insert_at_end(doc: &str, seq: u64, base: &str, text: &str) -> String {
     let end = base.encode_utf16().count();
     let mut ops = Vec::new();
     if end > 0 {

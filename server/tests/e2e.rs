@@ -7,14 +7,14 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use dsync_client::{Edit, Session, SessionConfig};
+use dsync_client::Edit;
 use dsync_engine::Config;
 use dsync_server::{start, ServerConfig};
 use dsync_store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const T: Duration = Duration::from_secs(20);
+use common::T;
 
 fn db_path(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -22,24 +22,8 @@ fn db_path(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, p)
 }
 
-fn server_cfg(db: std::path::PathBuf) -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db,
-        create: true,
-        ..ServerConfig::default()
-    }
-}
-
-fn session(addr: SocketAddr, doc: &str) -> Session {
-    let mut cfg = SessionConfig::new(addr, doc);
-    // Fast cycles keep the tests short; the protocol is the same.
-    cfg.engine.sync_interval_ms = 100;
-    cfg.engine.retransmit_ms = 500;
-    cfg.reconnect_min = Duration::from_millis(50);
-    cfg.reconnect_max = Duration::from_millis(400);
-    Session::start(cfg, None)
-}
+mod common;
+use common::{server_cfg, session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_converge_and_a_late_third_gets_the_text() {

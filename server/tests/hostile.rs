@@ -8,30 +8,18 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dsync_client::{Edit, Session, SessionConfig};
-use dsync_engine::{Checksum, ClientMsg, Delta, DeltaOp, Edit as WireEdit, PROTOCOL_VERSION};
+use dsync_engine::{Checksum, ClientMsg, Delta, DeltaOp, Edit as WireEdit};
 use dsync_net::encode_client;
 use dsync_server::{start, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const T: Duration = Duration::from_secs(20);
+mod common;
+use common::{server_cfg, session, T};
+use dsync_client::hostile::{connect_doc, insert_at_end, slow_frame};
 
 fn cfg(dir: &tempfile::TempDir) -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("documents.db"),
-        create: true,
-        ..ServerConfig::default()
-    }
-}
-
-fn session(addr: SocketAddr, doc: &str) -> Session {
-    let mut cfg = SessionConfig::new(addr, doc);
-    cfg.engine.sync_interval_ms = 100;
-    cfg.engine.retransmit_ms = 500;
-    cfg.reconnect_min = Duration::from_millis(50);
-    cfg.reconnect_max = Duration::from_millis(400);
-    Session::start(cfg, None)
+    server_cfg(dir.path().join("documents.db"))
 }
 
 /// Connect from `ip` (another loopback address is another host to the server).
@@ -39,18 +27,6 @@ async fn connect_from(ip: [u8; 4], server: SocketAddr) -> std::io::Result<TcpStr
     let s = TcpSocket::new_v4()?;
     s.bind(SocketAddr::from((ip, 0)))?;
     s.connect(server).await
-}
-
-/// A `client_sync` frame of about `bytes` bytes whose delta is all JSON escapes.
-fn slow_frame(bytes: usize) -> Vec<u8> {
-    let head = b"{\"type\":\"client_sync\",\"doc\":\"flood\",\"seq\":1,\"server_version\":0,\"edits\":[{\"version\":0,\"delta\":\"+";
-    let tail = b"\",\"checksum\":0}]}\n";
-    let mut f = head.to_vec();
-    for _ in 0..(bytes - head.len() - tail.len()) / 6 {
-        f.extend_from_slice(b"\\u00e9");
-    }
-    f.extend_from_slice(tail);
-    f
 }
 
 /// Issue 11.1: a peer flooding frames is read only as fast as the engine handles them. The
@@ -103,46 +79,6 @@ async fn a_flood_is_read_only_as_fast_as_it_is_handled() {
     server.shutdown().await.unwrap();
 }
 
-async fn open_doc(
-    s: &mut tokio::io::BufReader<TcpStream>,
-    doc: &str,
-    client_id: &str,
-) -> serde_json::Value {
-    let msg = ClientMsg::Connect {
-        protocol: PROTOCOL_VERSION,
-        doc: doc.into(),
-        client_id: client_id.into(),
-        token: None,
-        seq: 1,
-        resume: None,
-    };
-    s.get_mut()
-        .write_all(encode_client(&msg).as_bytes())
-        .await
-        .unwrap();
-    let mut line = String::new();
-    s.read_line(&mut line).await.unwrap();
-    serde_json::from_str(&line).unwrap()
-}
-
-fn append(doc: &str, seq: u64, base: &str, text: &str) -> String {
-    let mut ops = Vec::new();
-    if !base.is_empty() {
-        ops.push(DeltaOp::Keep(base.encode_utf16().count()));
-    }
-    ops.push(DeltaOp::Insert(text.into()));
-    encode_client(&ClientMsg::ClientSync {
-        doc: doc.into(),
-        seq,
-        server_version: 0,
-        edits: vec![WireEdit::Delta {
-            version: 0,
-            delta: Delta::from_ops(ops),
-            checksum: Checksum::of(&format!("{base}{text}")),
-        }],
-    })
-}
-
 /// Issue 11.3: a peer that earns replies and never reads them is closed once its queue passes
 /// the outgoing limit, and everything queued for it is dropped — before, it stayed connected
 /// holding up to 1,024 replies (290 MiB with a 256 KiB document).
@@ -155,15 +91,11 @@ async fn a_peer_that_does_not_read_is_closed_at_its_outgoing_limit() {
     })
     .await
     .unwrap();
-    let s = TcpStream::connect(server.addr).await.unwrap();
-    let mut s = tokio::io::BufReader::new(s);
-    assert_eq!(
-        open_doc(&mut s, "big", "reader").await["type"],
-        "connect_ok"
-    );
+    let (mut s, ok) = connect_doc(server.addr, "big", "reader").await.unwrap();
+    assert_eq!(ok["type"], "connect_ok");
     let text = "x".repeat(256 << 10);
     s.get_mut()
-        .write_all(append("big", 2, "", &text).as_bytes())
+        .write_all(insert_at_end("big", 2, "", &text).as_bytes())
         .await
         .unwrap();
     let mut reply = String::new();
@@ -453,13 +385,12 @@ async fn a_known_client_id_does_not_give_its_session_away() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(cfg(&dir)).await.unwrap();
     // The owner: a raw connection, so the test knows its id and key.
-    let mut owner = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
-    let ok = open_doc(&mut owner, "doc", "owner").await;
+    let (mut owner, ok) = connect_doc(server.addr, "doc", "owner").await.unwrap();
     let key = ok["session_key"]
         .as_str()
         .expect("a fresh session has a key");
     assert_eq!(key.len(), 32);
-    let reply = send_line(&mut owner, &append("doc", 2, "", "mine ")).await;
+    let reply = send_line(&mut owner, &insert_at_end("doc", 2, "", "mine ")).await;
     assert_eq!(reply["client_version"], 1, "{reply}");
 
     let mut thief = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
@@ -533,12 +464,9 @@ async fn a_known_client_id_does_not_give_its_session_away() {
 async fn a_client_whose_id_is_taken_starts_afresh_and_keeps_its_typing() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(cfg(&dir)).await.unwrap();
-    let mut squatter = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
-    assert_eq!(
-        open_doc(&mut squatter, "doc", "victim").await["type"],
-        "connect_ok"
-    );
-    let reply = send_line(&mut squatter, &append("doc", 2, "", "squat ")).await;
+    let (mut squatter, ok) = connect_doc(server.addr, "doc", "victim").await.unwrap();
+    assert_eq!(ok["type"], "connect_ok");
+    let reply = send_line(&mut squatter, &insert_at_end("doc", 2, "", "squat ")).await;
     assert_eq!(reply["client_version"], 1, "{reply}");
     let mut sc = SessionConfig::new(server.addr, "doc");
     sc.client_id = "victim".into();
