@@ -88,6 +88,17 @@ pub fn diff_hunks(old: &str, new: &str) -> Vec<Hunk> {
         };
         let (oc, oo) = offsets(om);
         let (nc, no) = offsets(nm);
+        // Bounded work: a diff whose shortest script is not found within the budget (two long
+        // texts with little in common, or an adversarial one) is the exact, if coarse, single
+        // replacement of the middle. Counted in steps, never in time, so it is deterministic.
+        if !myers_fits(&oc, &nc, DIFF_BUDGET) {
+            hunks.push(Hunk {
+                old: p..p + om.len(),
+                new: p..p + nm.len(),
+            });
+            align_hunks(old, new, &mut hunks);
+            return hunks;
+        }
         for op in similar::capture_diff_slices(similar::Algorithm::Myers, &oc, &nc) {
             if matches!(op, similar::DiffOp::Equal { .. }) {
                 continue;
@@ -109,29 +120,78 @@ pub fn diff_hunks(old: &str, new: &str) -> Vec<Hunk> {
     hunks
 }
 
-fn fold_chance_equalities(old: &str, new: &str, hunks: &mut Vec<Hunk>) {
-    let chars = |s: &str, r: Range<usize>| s[r].chars().count();
-    let size = |h: &Hunk| chars(old, h.old.clone()).max(chars(new, h.new.clone()));
-    loop {
-        let mut changed = false;
-        let mut k = 0;
-        while k + 1 < hunks.len() {
-            let gap = &old[hunks[k].old.end..hunks[k + 1].old.start];
-            let n = gap.chars().count();
-            let hard = gap.chars().any(|c| c == '\n' || c.is_control());
-            if !hard && n <= size(&hunks[k]) && n <= size(&hunks[k + 1]) {
-                let next = hunks.remove(k + 1);
-                hunks[k].old.end = next.old.end;
-                hunks[k].new.end = next.new.end;
-                changed = true;
+/// Steps (diagonals visited plus characters matched) a diff may take to find its shortest
+/// script before it settles for one replacement: about 0.1 s of work.
+pub const DIFF_BUDGET: u64 = 32 << 20;
+
+/// Whether the greedy forward pass of Myers' algorithm finds the shortest edit script of `a`
+/// and `b` within `budget` steps. Its cost bounds what the full diff (`similar`'s Myers, the
+/// same algorithm in linear space) then takes.
+fn myers_fits(a: &[char], b: &[char], budget: u64) -> bool {
+    let (n, m) = (a.len() as i64, b.len() as i64);
+    // A script of d edits visits at least (d+1)(d+2)/2 diagonals: d stays below this.
+    let dmax = ((2.0 * budget as f64).sqrt() as i64 + 1).min(n + m);
+    let off = dmax + 1;
+    let mut v = vec![0i64; (2 * dmax + 3) as usize];
+    let mut steps = 0u64;
+    for d in 0..=dmax {
+        let mut k = -d;
+        while k <= d {
+            let i = (k + off) as usize;
+            let mut x = if k == -d || (k != d && v[i - 1] < v[i + 1]) {
+                v[i + 1]
             } else {
-                k += 1;
+                v[i - 1] + 1
+            };
+            let mut y = x - k;
+            while x < n && y < m && y >= 0 && a[x as usize] == b[y as usize] {
+                x += 1;
+                y += 1;
+                steps += 1;
             }
-        }
-        if !changed {
-            break;
+            steps += 1;
+            v[i] = x;
+            if x >= n && y >= m {
+                return true;
+            }
+            if steps > budget {
+                return false;
+            }
+            k += 2;
         }
     }
+    false
+}
+
+/// Fold chance equalities: an unchanged stretch between two changes, no longer than either and
+/// holding no line break or control char, joins them, until none is left. One pass with a
+/// stack (a fold only grows hunks, so the result is the same whatever the order), and sizes
+/// kept as counts: linear in the hunks, where folding in place was quadratic.
+fn fold_chance_equalities(old: &str, new: &str, hunks: &mut Vec<Hunk>) {
+    let chars = |s: &str, r: Range<usize>| s[r].chars().count();
+    // Each hunk with its size in chars on the old and the new side.
+    let mut out: Vec<(Hunk, usize, usize)> = Vec::with_capacity(hunks.len());
+    for h in hunks.drain(..) {
+        let (mut oc, mut nc) = (chars(old, h.old.clone()), chars(new, h.new.clone()));
+        let mut cur = h;
+        while let Some((prev, poc, pnc)) = out.last() {
+            let gap = &old[prev.old.end..cur.old.start];
+            let n = gap.chars().count();
+            let hard = gap.chars().any(|c| c == '\n' || c.is_control());
+            if hard || n > (*poc).max(*pnc) || n > oc.max(nc) {
+                break;
+            }
+            oc += poc + n;
+            nc += pnc + n;
+            cur = Hunk {
+                old: prev.old.start..cur.old.end,
+                new: prev.new.start..cur.new.end,
+            };
+            out.pop();
+        }
+        out.push((cur, oc, nc));
+    }
+    hunks.extend(out.into_iter().map(|(h, _, _)| h));
 }
 
 fn is_closing(c: char) -> bool {
@@ -264,6 +324,39 @@ fn align_hunks(old: &str, new: &str, hunks: &mut [Hunk]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_diff_past_its_budget_is_one_exact_replacement() {
+        // Two long texts with nothing in common but their ends: far past the budget.
+        let old: String = (0..200_000)
+            .map(|i| if i % 3 == 0 { 'a' } else { 'b' })
+            .collect();
+        let new: String = (0..200_000)
+            .map(|i| if i % 5 == 0 { 'a' } else { 'c' })
+            .collect();
+        let (old, new) = (format!("<{old}>"), format!("<{new}>"));
+        let hunks = diff_hunks(&old, &new);
+        // (Both start with "<a" and end with ">": the middle between is the one hunk.)
+        assert_eq!(
+            hunks,
+            [Hunk {
+                old: 2..old.len() - 1,
+                new: 2..new.len() - 1
+            }]
+        );
+        // A few changes in a long text stay a few small hunks.
+        let long = "lorem ipsum dolor sit amet\n".repeat(20_000);
+        let edited = long
+            .replacen("dolor", "DOLOR", 1)
+            .replacen("amet\nlorem", "amet\nLOREM", 3);
+        let hunks = diff_hunks(&long, &edited);
+        assert!(
+            hunks.len() >= 2 && hunks.iter().all(|h| h.old.len() <= 6),
+            "{hunks:?}"
+        );
+        assert!(myers_fits(&['a'; 10], &['a'; 10], 0));
+        assert!(!myers_fits(&['a'; 1000], &['b'; 1000], 10_000));
+    }
 
     #[test]
     fn prefix_suffix_back_off_to_char_boundaries() {
