@@ -189,3 +189,30 @@ fn line_buffer_limits_frames_and_rejects_bad_utf8() {
         ClientMsg::Close { doc: "é".into() }
     );
 }
+
+/// Issue 11, "also seen": error messages repeated the peer's whole offending text (1 MiB per
+/// line into the reply and the log). They repeat at most `MAX_ECHO_CHARS`; numbers past
+/// 2^53 − 1 are refused, not clamped.
+#[test]
+fn errors_repeat_little_of_the_peer_and_big_numbers_are_refused() {
+    let huge = "x".repeat(1 << 20);
+    for frame in [
+        format!("{{\"type\":\"{huge}\"}}"),
+        format!("{{\"type\":\"connect\",\"protocol\":\"{huge}\"}}"),
+        format!("{{\"type\":\"connect\",\"protocol\":1,\"doc\":{huge}}}"),
+    ] {
+        let e = decode_client(&frame, 1 << 20).unwrap_err().to_string();
+        assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..200]);
+    }
+    let big = "{\"type\":\"client_sync\",\"doc\":\"d\",\"seq\":9007199254740992,\"server_version\":0,\"edits\":[]}";
+    let e = decode_client(big, 1 << 20).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadMessage);
+    assert!(e.to_string().contains("2^53"), "{e}");
+    let max = big.replace("9007199254740992", "9007199254740991");
+    assert!(decode_client(&max, 1 << 20).is_ok());
+    // Many blank lines in one read cost one pass: none is a frame, nothing is kept.
+    let mut b = LineBuffer::new(64);
+    b.push(&vec![b'\n'; 4 << 20]);
+    assert_eq!(b.next_frame(), None);
+    assert_eq!(b.buffered(), 0);
+}
