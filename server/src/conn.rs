@@ -28,6 +28,13 @@ use tokio::time::Instant;
 /// Bytes asked for per read.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes a connection may hold without the server's permits: its small frames are read even
+/// when partial large frames hold the whole server budget (they would otherwise starve every
+/// reader until the frame timeout). Past this, every byte a connection holds is paid for from
+/// the server's budget too. So memory held inbound is at most the server's budget plus two of
+/// these per connection (one buffered, one in the engine's queue).
+pub const FREE_BYTES: usize = 16 * 1024;
+
 /// Inbound byte permits: the server's (shared by every connection) and one connection's; and
 /// the connection's one slot for a frame in the engine's queue.
 #[derive(Clone)]
@@ -37,7 +44,8 @@ pub struct Budget {
     slot: Arc<Semaphore>,
 }
 
-/// Permits held for bytes read and not yet handled.
+/// Permits held for bytes read and not yet handled: one of the connection's per byte, and one
+/// of the server's per byte past the connection's [`FREE_BYTES`].
 pub struct Held {
     global: OwnedSemaphorePermit,
     conn: OwnedSemaphorePermit,
@@ -45,16 +53,29 @@ pub struct Held {
 
 impl Held {
     fn bytes(&self) -> usize {
-        self.global.num_permits()
+        self.conn.num_permits()
     }
 
-    /// Take `n` of the held permits (all there are, at most).
+    /// Take the permits of `n` bytes (all there are, at most), with as many of the server's
+    /// as there are for them: a frame carries its share of the server's budget with it.
     fn split(&mut self, n: usize) -> Option<Held> {
         let n = n.min(self.bytes());
+        let g = n.min(self.global.num_permits());
         Some(Held {
-            global: self.global.split(n)?,
+            global: self.global.split(g)?,
             conn: self.conn.split(n)?,
         })
+    }
+
+    /// Keep the permits of `bytes` bytes (the buffer's), and of the server's only what they
+    /// need past the free allowance; give the rest back.
+    fn trim_to(&mut self, bytes: usize) {
+        drop(self.conn.split(self.bytes().saturating_sub(bytes)));
+        let need = bytes.saturating_sub(FREE_BYTES);
+        drop(
+            self.global
+                .split(self.global.num_permits().saturating_sub(need)),
+        );
     }
 
     fn merge(&mut self, other: Held) {
@@ -78,13 +99,25 @@ impl Budget {
         self.slot.clone().acquire_owned().await.ok()
     }
 
-    /// Wait for `n` permits from both, the connection's first (so one connection cannot hold
-    /// server permits while it waits for its own).
-    async fn acquire(&self, n: usize) -> Option<Held> {
-        let n = u32::try_from(n).ok()?;
-        let conn = self.conn.clone().acquire_many_owned(n).await.ok()?;
-        let global = self.global.clone().acquire_many_owned(n).await.ok()?;
-        Some(Held { global, conn })
+    /// Permits for the next read, and how many bytes it may take: a whole chunk when the
+    /// server's budget has room for what passes the free allowance; otherwise what the
+    /// allowance has left, without waiting; with nothing left of it, wait for the server's. The
+    /// connection's own permits come first (so it holds no server permits while it waits for
+    /// its own).
+    async fn for_read(&self, held: &Held) -> Option<(Held, usize)> {
+        let chunk = u32::try_from(READ_CHUNK).ok()?;
+        let conn = self.conn.clone().acquire_many_owned(chunk).await.ok()?;
+        let free = FREE_BYTES.saturating_sub(held.bytes()).min(READ_CHUNK);
+        let need = u32::try_from(READ_CHUNK - free).ok()?;
+        let global = match self.global.clone().try_acquire_many_owned(need) {
+            Ok(g) => g,
+            Err(_) if free > 0 => {
+                let none = self.global.clone().try_acquire_many_owned(0).ok()?;
+                return Some((Held { global: none, conn }, free));
+            }
+            Err(_) => self.global.clone().acquire_many_owned(need).await.ok()?,
+        };
+        Some((Held { global, conn }, READ_CHUNK))
     }
 
     fn empty(&self) -> Option<Held> {
@@ -234,10 +267,10 @@ pub async fn serve(
             }
         };
         let read = async {
-            let more = budget.acquire(READ_CHUNK).await?;
-            Some((rd.read(&mut buf).await, more))
+            let (more, max) = budget.for_read(&held).await?;
+            Some((rd.read(&mut buf[..max]).await, more))
         };
-        let (result, mut more) = tokio::select! {
+        let (result, more) = tokio::select! {
             r = read => match r {
                 Some(r) => r,
                 None => break "the server is stopping".to_string(),
@@ -257,8 +290,6 @@ pub async fn serve(
             Err(e) => break format!("read failed: {e}"),
             Ok(n) => n,
         };
-        // Give back the permits of the part of the read that did not fill.
-        drop(more.split(READ_CHUNK - n));
         held.merge(more);
         frames.push(&buf[..n]);
         let mut got_one = false;
@@ -267,8 +298,9 @@ pub async fn serve(
             let len = frame.as_ref().map_or(0, String::len);
             ready_frames.push_back((frame, held.split(len)));
         }
-        // What the buffer no longer holds (newlines, blank lines, skipped bytes) is free.
-        drop(held.split(held.bytes().saturating_sub(frames.buffered())));
+        // What the buffer no longer holds (the read's unused part, newlines, blank lines,
+        // skipped bytes) is free, and so are the server's permits it does not need.
+        held.trim_to(frames.buffered());
         spoken |= got_one;
         deadline = if !spoken {
             // Blank lines are not a first frame.

@@ -659,3 +659,44 @@ async fn sessions_past_their_retention_are_forgotten() {
     assert_eq!(old.text, "text of old");
     assert_eq!(s.load("recent").unwrap().unwrap().sessions.len(), 1);
 }
+
+/// Partial large frames holding the whole server budget do not starve small frames: each
+/// connection may hold `FREE_BYTES` without the server's permits. (Found measuring the
+/// slowloris with a 100 MB budget: twelve 8 MiB partial frames held it, and no other
+/// connection was read until the frame timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_large_frames_holding_the_budget_do_not_starve_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(ServerConfig {
+        max_frame_bytes: 1 << 20,
+        max_inbound_bytes: (1 << 20) + (128 << 10),
+        ..cfg(&dir)
+    })
+    .await
+    .unwrap();
+    // Three connections hold partial frames of 600 KiB: more than the server's budget, so the
+    // last of them waits for it, and it is spent.
+    let frame = slow_frame(600 << 10);
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let mut h = TcpStream::connect(server.addr).await.unwrap();
+        let part = frame[..frame.len() - 2].to_vec();
+        holders.push(tokio::spawn(async move {
+            h.write_all(&part).await.unwrap();
+            h
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let honest = session(server.addr, "doc");
+    honest.wait_connected(T).await.unwrap();
+    honest
+        .edit(Edit::Append("read anyway".into()))
+        .await
+        .unwrap();
+    assert_eq!(honest.wait_converged(T).await.unwrap().text, "read anyway");
+    honest.stop().await;
+    for h in holders {
+        h.abort();
+    }
+    server.shutdown().await.unwrap();
+}
