@@ -50,7 +50,8 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// Most simultaneous connections (lowered at start to fit the open-file limit).
     pub max_connections: usize,
-    /// Most simultaneous connections from one IP address.
+    /// Most simultaneous connections from one IP address (the binary's default: a tenth of
+    /// `max_connections`).
     pub max_connections_per_ip: usize,
     /// Most bytes read from peers and not yet handled, over all connections: partial frames
     /// and frames waiting for the engine. At the limit, connections wait before reading more.

@@ -60,9 +60,10 @@ struct Cli {
     /// limit less 64).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Most simultaneous connections from one IP address.
-    #[arg(long, default_value_t = 1_000)]
-    max_connections_per_ip: usize,
+    /// Most simultaneous connections from one IP address [default: a tenth of
+    /// --max-connections, at least 1: one address cannot take every connection].
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
     /// Most bytes read from peers and not yet handled, over all connections (partial frames
     /// and frames waiting for the engine); at the limit connections wait before reading more.
     /// At least the largest frame plus 128 KiB [default: 256 MiB, or two largest frames if
@@ -153,7 +154,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         engine,
         max_frame_bytes,
         max_connections: cli.max_connections,
-        max_connections_per_ip: cli.max_connections_per_ip,
+        max_connections_per_ip: cli
+            .max_connections_per_ip
+            .unwrap_or((cli.max_connections / 10).max(1)),
         max_inbound_bytes: cli.max_inbound_bytes.unwrap_or_else(|| {
             dsync_server::DEFAULT_MAX_INBOUND_BYTES.max(max_frame_bytes.saturating_mul(2))
         }),
