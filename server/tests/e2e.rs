@@ -2,9 +2,8 @@
 //! binary: clients converge, acknowledged edits survive a crash, bad input is refused without
 //! touching anyone else, silent peers are evicted.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use dsync_client::Edit;
@@ -23,7 +22,7 @@ fn db_path(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 mod common;
-use common::{server_cfg, session};
+use common::{drain_stderr, listening, server_cfg, session, spawn_server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_converge_and_a_late_third_gets_the_text() {
@@ -111,31 +110,19 @@ async fn the_biggest_paste_and_the_biggest_document_go_through() {
     server.shutdown().await.unwrap();
 }
 
-fn spawn_server(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dsync-server"))
-        .args(["--create", "--listen", listen, "--db"])
-        .arg(db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+/// The real server binary on `db` at `listen`: the process and its address.
+fn spawn_at(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
+    let mut child = spawn_server(db, listen, &[], None);
+    // Its log goes to a thread that reads it, so a full pipe never blocks the server.
+    let _log = drain_stderr(&mut child);
+    let (addr, _) = listening(&mut child);
     (child, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_edit_and_unacknowledged_ones_arrive_later() {
     let (_dir, db) = db_path("documents.db");
-    let (mut server, addr) = spawn_server(&db, "127.0.0.1:0");
+    let (mut server, addr) = spawn_at(&db, "127.0.0.1:0");
     let a = session(addr, "doc");
     let b = session(addr, "doc");
     a.wait_connected(T).await.unwrap();
@@ -165,7 +152,7 @@ async fn kill_9_loses_no_acknowledged_edit_and_unacknowledged_ones_arrive_later(
         stored.contains("acked-one") && stored.contains("acked-two"),
         "{stored}"
     );
-    let (mut server2, addr2) = spawn_server(&db, &addr.to_string());
+    let (mut server2, addr2) = spawn_at(&db, &addr.to_string());
     assert_eq!(addr2, addr);
     let sa = a.wait_converged(T).await.unwrap();
     let sb = b.wait_converged(T).await.unwrap();

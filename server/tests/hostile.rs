@@ -2,7 +2,7 @@
 //! stalled, exhausted or stopped the server (issue 11), and checks the bound that now holds
 //! (docs/protocol.md, "Bounded resources").
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 mod common;
-use common::{server_cfg, session, T};
+use common::{drain_stderr, listening, server_cfg, session, spawn_server, T};
 use dsync_client::hostile::{connect_doc, insert_at_end, slow_frame};
 
 fn cfg(dir: &tempfile::TempDir) -> ServerConfig {
@@ -219,53 +219,6 @@ async fn slowloris_connections_time_out_and_one_address_cannot_take_them_all() {
     server.shutdown().await.unwrap();
 }
 
-fn spawn_server(db: &std::path::Path, args: &[&str], ulimit: Option<u32>) -> std::process::Child {
-    let bin = env!("CARGO_BIN_EXE_dsync-server");
-    let mut cmd = match ulimit {
-        // The shell's own limit, inherited by the server.
-        Some(n) => {
-            let mut c = Command::new("sh");
-            c.arg("-c")
-                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                .arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    cmd.args(["--create", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Read a child's standard error on a thread (a full pipe would block its logging); join for
-/// the text once it exited.
-fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
-    let mut pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = pipe.read_to_string(&mut s);
-        s
-    })
-}
-
-fn listening(child: &mut std::process::Child) -> (SocketAddr, String) {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    (addr, line)
-}
-
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -284,7 +237,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn few_file_descriptors_lower_the_connection_limit_and_nothing_spins() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_server(&dir.path().join("d.db"), &[], Some(96));
+    let mut child = spawn_server(&dir.path().join("d.db"), "127.0.0.1:0", &[], Some(96));
     let stderr = drain_stderr(&mut child);
     let (addr, line) = listening(&mut child);
     assert!(line.contains("at most 32 connections"), "{line}");
@@ -329,7 +282,7 @@ async fn few_file_descriptors_lower_the_connection_limit_and_nothing_spins() {
 async fn a_failed_commit_ends_the_process_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("d.db");
-    let mut child = spawn_server(&db, &["--max-db-bytes", "200000"], None);
+    let mut child = spawn_server(&db, "127.0.0.1:0", &["--max-db-bytes", "200000"], None);
     let stderr = drain_stderr(&mut child);
     let (addr, _) = listening(&mut child);
     let a = session(addr, "doc");
@@ -505,7 +458,7 @@ async fn a_deleted_or_truncated_database_is_noticed() {
     for damage in ["delete", "truncate"] {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("d.db");
-        let mut child = spawn_server(&db, &[], None);
+        let mut child = spawn_server(&db, "127.0.0.1:0", &[], None);
         let stderr = drain_stderr(&mut child);
         let (addr, _) = listening(&mut child);
         let a = session(addr, "doc");
@@ -563,7 +516,7 @@ async fn a_deleted_or_truncated_database_is_noticed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_a_flood_stops_within_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_server(&dir.path().join("d.db"), &[], None);
+    let mut child = spawn_server(&dir.path().join("d.db"), "127.0.0.1:0", &[], None);
     let stderr = drain_stderr(&mut child);
     let (addr, _) = listening(&mut child);
     let frame = slow_frame(4 << 20);
