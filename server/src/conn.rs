@@ -148,6 +148,8 @@ pub enum Event {
     Frame(PeerId, Inbound),
     /// The connection ended.
     Closed(PeerId),
+    /// The server is stopping (the flag is set): wakes the engine thread if it waits.
+    Stop,
 }
 
 /// The sending half of a connection's outgoing queue, kept by the engine thread.

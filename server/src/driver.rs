@@ -368,7 +368,8 @@ async fn serve(
     }
     tracing::info!("shutting down: no new connections; committing and closing the store");
     stopping.store(true, Ordering::Release);
-    // Wake the engine thread if it waits for input.
+    // Wake the engine thread if it waits for input (connections still hold senders).
+    let _ = tx.send(Event::Stop);
     drop(tx);
     drop(listener);
     tokio::task::spawn_blocking(move || engine.join())
@@ -426,12 +427,12 @@ fn engine_thread(
             .poll_timeout()
             .map(|t| Duration::from_millis(t.0.saturating_sub(now().0)))
             .unwrap_or(Duration::from_secs(3600));
-        // Connections keep their senders until they end, so a stopping server is told by the
-        // flag; the wait is short then.
+        // Connections keep their senders until they end: a stopping server sets the flag and
+        // wakes this thread with `Event::Stop`, so an idle server does not poll the flag.
         let wait = if stopping.load(Ordering::Acquire) {
             Duration::ZERO
         } else {
-            wait.min(Duration::from_millis(250))
+            wait
         };
         let first = match rx.recv_timeout(wait) {
             Ok(i) => Some(i),
@@ -458,6 +459,7 @@ fn engine_thread(
                 // The frame's permits go back when it is dropped here, after it was handled.
                 Event::Frame(_, _) if shutdown => {}
                 Event::Frame(peer, inbound) => node.receive_frame(t, peer, inbound.frame),
+                Event::Stop => {}
                 Event::Closed(peer) => {
                     conns.remove(&peer);
                     remotes.remove(&peer);
