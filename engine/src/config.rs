@@ -52,6 +52,12 @@ pub struct Limits {
     /// server's clock; one more is refused with `too_many_clients`. A new session may evict a
     /// document's longest-idle detached one, so this bounds how fast a peer can evict.
     pub max_new_sessions_per_minute: usize,
+    /// Bytes of full text (resets, and the texts of new sessions) one peer may earn per second
+    /// of the server's clock, on average, with bursts up to twice `max_document_bytes`. A full
+    /// text is always sent when earned; a peer whose allowance it overdrew has its next
+    /// `client_sync` and `connect` refused with `slow_down` (as if lost: its client sends them
+    /// again) until the allowance is back above zero.
+    pub full_text_bytes_per_second: usize,
     /// Most exact master changes a document keeps for exact merging. A session whose link
     /// reaches further back (idle while this many changes happened) merges by diff once
     /// (counted in [`Stats::link_fallbacks`] after a [`Stats::log_overflows`]).
@@ -103,6 +109,7 @@ impl Limits {
         max_peers: 10_000,
         max_documents_per_peer: 64,
         max_new_sessions_per_minute: 120,
+        full_text_bytes_per_second: 4 << 20,
         max_log_entries: 4_096,
     };
 
@@ -142,6 +149,10 @@ impl Limits {
             (
                 "max_new_sessions_per_minute",
                 self.max_new_sessions_per_minute,
+            ),
+            (
+                "full_text_bytes_per_second",
+                self.full_text_bytes_per_second,
             ),
             ("max_log_entries", self.max_log_entries),
         ] {
@@ -245,6 +256,9 @@ pub struct Stats {
     /// Server: connects refused because they did not hold the key of the session their client
     /// id names (`session_taken`). Client: sessions started again under a new id after one.
     pub sessions_refused: u64,
+    /// Server: requests refused with `slow_down` (their peer earned full texts faster than its
+    /// allowance).
+    pub slowed_down: u64,
 }
 
 impl Stats {
@@ -264,5 +278,6 @@ impl Stats {
         self.merge_fallbacks += o.merge_fallbacks;
         self.inexact_resets += o.inexact_resets;
         self.sessions_refused += o.sessions_refused;
+        self.slowed_down += o.slowed_down;
     }
 }

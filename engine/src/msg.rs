@@ -221,13 +221,16 @@ pub enum ErrorCode {
     /// The client id belongs to a session this `connect` did not prove it owns (no key, or
     /// another key): the client starts a new session under another id.
     SessionTaken,
+    /// This connection earned full texts (resets, new sessions) faster than its allowance:
+    /// the request was not handled (as if lost); send it again later.
+    SlowDown,
     /// The server's store failed.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for iteration in tests and docs.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -240,6 +243,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::TooManyDocuments,
         ErrorCode::SessionTaken,
+        ErrorCode::SlowDown,
         ErrorCode::Internal,
     ];
 
@@ -258,6 +262,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManyDocuments => "too_many_documents",
             ErrorCode::SessionTaken => "session_taken",
+            ErrorCode::SlowDown => "slow_down",
             ErrorCode::Internal => "internal",
         }
     }

@@ -317,3 +317,103 @@ fn new_sessions_are_limited_per_connection_and_minute() {
     let (_, released) = node.commit(61_000).unwrap();
     assert!(error_codes(&released.outputs).is_empty());
 }
+
+fn poll(doc: &str, seq: u64, server_version: u64) -> ClientMsg {
+    ClientMsg::ClientSync {
+        doc: doc.into(),
+        seq,
+        server_version,
+        edits: Vec::new(),
+    }
+}
+
+/// The full texts in a batch's replies (resets and new sessions' texts), in bytes.
+fn full_text_bytes(outputs: &[Output]) -> usize {
+    sends(outputs)
+        .into_iter()
+        .map(|m| match m {
+            ServerMsg::ConnectOk { text, .. } => text.len(),
+            ServerMsg::ServerSync { edits, .. } => edits
+                .iter()
+                .map(|e| match e {
+                    dsync_engine::Edit::Full { text, .. } => text.len(),
+                    dsync_engine::Edit::Delta { .. } => 0,
+                })
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Issue 11, "also seen": 100 tiny requests that each earned a full-text reset of a 4 MiB
+/// document cost 7 s of engine time and 395 MiB of replies. A `client_sync` whose
+/// `server_version` matches neither shadow earns a reset; a connection earns at most
+/// `full_text_bytes_per_second` of them (bursts of two documents), and past that is told
+/// `slow_down` before any work, while another connection on the same document is served.
+#[test]
+fn full_texts_earned_too_fast_are_slowed_down() {
+    const SIZE: usize = 100_000;
+    let mut cfg = Config::default();
+    cfg.limits = cfg.limits.with_document_bytes(128 << 10);
+    cfg.limits.full_text_bytes_per_second = SIZE;
+    let mut node = ServerNode::new(cfg, store_with(&"x".repeat(SIZE)), 4 << 20, [7; 32]);
+    let (thief, honest) = (PeerId(1), PeerId(2));
+    node.handle_message(Time(0), thief, open(DOC, "t", 1));
+    node.handle_message(Time(0), honest, open(DOC, "h", 1));
+    let (mut node, released) = node.commit(0).unwrap();
+    assert_eq!(full_text_bytes(&released.outputs), 2 * SIZE);
+    // One second of asking for resets, a request every 10 ms, the honest client polling too.
+    let mut earned = 0;
+    let mut slowed = 0;
+    let mut honest_replies = 0;
+    for i in 0..100u64 {
+        let now = Time(10 * i);
+        node.handle_message(now, thief, poll(DOC, i + 2, 1_000_000));
+        let (n, released) = node.commit(now.0).unwrap();
+        earned += full_text_bytes(&released.outputs);
+        slowed += error_codes(&released.outputs)
+            .iter()
+            .filter(|c| **c == ErrorCode::SlowDown)
+            .count();
+        node = n;
+        node.handle_message(now, honest, poll(DOC, i + 2, 0));
+        let (n, released) = node.commit(now.0).unwrap();
+        assert!(error_codes(&released.outputs).is_empty());
+        honest_replies += sends(&released.outputs).len();
+        node = n;
+    }
+    // Capacity 256 KiB (2 × 128 KiB) less the connect's 100 KB, plus 100 KB a second: the
+    // thief earns resets while its balance is not below zero, each taking it 100 KB lower.
+    assert_eq!(earned, 3 * SIZE, "resets earned in one second");
+    assert_eq!(slowed, 97);
+    assert_eq!(node.engine().stats().slowed_down, 97);
+    assert_eq!(
+        honest_replies, 100,
+        "the honest client is answered every time"
+    );
+    // Once the debt is repaid, the thief's next request is served again.
+    node.handle_message(Time(5_000), thief, poll(DOC, 200, 1_000_000));
+    let (_, released) = node.commit(5_000).unwrap();
+    assert_eq!(full_text_bytes(&released.outputs), SIZE);
+}
+
+/// Connects refused after their document was loaded (here: an unsupported protocol, names
+/// the engine checks later) used to leave the document in memory, so one connection could
+/// fill the server's document limit with refused connects. A refused connect unloads it.
+#[test]
+fn refused_connects_leave_no_document_in_memory() {
+    let mut node = ServerNode::new(Config::default(), MemStore::new(), 1 << 20, [7; 32]);
+    for i in 0..50u64 {
+        let mut msg = open(&format!("d{i}"), "c", i + 1);
+        if let ClientMsg::Connect { protocol, .. } = &mut msg {
+            *protocol = 99;
+        }
+        node.handle_message(Time(0), PeerId(1), msg);
+    }
+    let (node, released) = node.commit(0).unwrap();
+    assert_eq!(
+        error_codes(&released.outputs),
+        [ErrorCode::UnsupportedProtocol; 50]
+    );
+    assert_eq!(node.engine().documents().count(), 0);
+}

@@ -53,6 +53,11 @@ struct Cli {
     /// document's longest-idle detached session).
     #[arg(long, default_value_t = Limits::default().max_new_sessions_per_minute)]
     max_new_sessions_per_minute: usize,
+    /// Bytes of full text (resets, new sessions' texts) one connection may earn per second,
+    /// in bursts of up to two documents; past it, its requests get `slow_down` until repaid.
+    /// Default: the document limit (one largest document a second).
+    #[arg(long)]
+    full_text_bytes_per_second: Option<usize>,
     /// Most clients (sessions) per document.
     #[arg(long, default_value_t = Limits::default().max_clients_per_document)]
     max_clients_per_document: usize,
@@ -124,6 +129,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_documents: cli.max_documents,
         max_documents_per_peer: cli.max_documents_per_connection,
         max_new_sessions_per_minute: cli.max_new_sessions_per_minute,
+        full_text_bytes_per_second: cli
+            .full_text_bytes_per_second
+            .unwrap_or(cli.max_document_bytes),
         ..Limits::default().with_document_bytes(cli.max_document_bytes)
     };
     limits

@@ -653,3 +653,72 @@ async fn partial_large_frames_holding_the_budget_do_not_starve_small_ones() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Issue 11, "also seen": tiny requests that each earned a full-text reset of a large document
+/// (100 of them cost 7 s of engine time and 395 MiB of replies for a 4 MiB document). A
+/// connection earns full texts at most at its allowance (the document limit's bytes a second,
+/// bursts of two documents); past it, `slow_down` before any work. The peer here reads every
+/// reply and asks again at once, for 2 s; before, each request earned the whole document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_earning_resets_is_slowed_down() {
+    const DOC_LIMIT: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg(&dir);
+    cfg.engine.limits = cfg.engine.limits.with_document_bytes(DOC_LIMIT);
+    cfg.engine.limits.full_text_bytes_per_second = DOC_LIMIT;
+    cfg.max_frame_bytes = cfg.engine.limits.frame_bytes();
+    let server = start(cfg).await.unwrap();
+    let (mut s, ok) = connect_doc(server.addr, "big", "storm").await.unwrap();
+    assert_eq!(ok["type"], "connect_ok");
+    let started = std::time::Instant::now();
+    let text = "x".repeat(DOC_LIMIT - 1);
+    let v = send_line(&mut s, &insert_at_end("big", 2, "", &text)).await;
+    assert_eq!(v["type"], "server_sync", "{v}");
+    let (mut full, mut slowed, mut seq) = (0usize, 0u32, 3u64);
+    while started.elapsed() < Duration::from_secs(2) {
+        let line = encode_client(&ClientMsg::ClientSync {
+            doc: "big".into(),
+            seq,
+            server_version: 999_999,
+            edits: vec![],
+        });
+        seq += 1;
+        let v = send_line(&mut s, &line).await;
+        match v["type"].as_str() {
+            Some("server_sync") => {
+                let t = v["edits"][0]["text"].as_str().unwrap();
+                assert_eq!(t.len(), text.len());
+                full += t.len();
+            }
+            Some("error") if v["code"] == "slow_down" => slowed += 1,
+            _ => panic!("unexpected reply {v}"),
+        }
+    }
+    // What the server's clock allows within the wall time this took, plus one overdraw.
+    let secs = started.elapsed().as_secs_f64();
+    let allowed = (2.0 + secs + 1.0) * DOC_LIMIT as f64;
+    assert!(
+        (full as f64) <= allowed,
+        "{full} bytes of full text earned in {secs:.2} s with {} requests (allowed {allowed:.0})",
+        seq - 3
+    );
+    assert!(slowed > 0, "never slowed down in {} requests", seq - 3);
+    // The document is fine for everyone else, and the connection itself is served again once
+    // its debt is repaid.
+    let other = session(server.addr, "big");
+    assert_eq!(other.wait_connected(T).await.unwrap().text, text);
+    other.stop().await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let v = send_line(
+        &mut s,
+        &encode_client(&ClientMsg::ClientSync {
+            doc: "big".into(),
+            seq,
+            server_version: 999_999,
+            edits: vec![],
+        }),
+    )
+    .await;
+    assert_eq!(v["type"], "server_sync", "{}", &v.to_string()[..200]);
+    server.shutdown().await.unwrap();
+}

@@ -158,6 +158,9 @@ impl ServerEngine {
             changes: Vec::new(),
             changes_needed_after: d.log_base,
         }));
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.full_texts.charge(d.master.len());
+        }
         self.bind(peer, &doc, &client_id);
         self.send(peer, msg);
     }

@@ -38,11 +38,13 @@ use crate::text::normalize_newlines;
 use crate::EngineError;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+mod allowance;
 mod connect;
 mod records;
 mod state;
 mod sync;
 
+use allowance::Allowance;
 pub use records::*;
 use state::to_master;
 use sync::{sync_session, SyncRequest};
@@ -108,6 +110,8 @@ struct Peer {
     /// Sessions this peer created in the current minute (`max_new_sessions_per_minute`), and
     /// when that minute began.
     new_sessions: (Time, usize),
+    /// Full-text bytes this peer may still earn (`full_text_bytes_per_second`).
+    full_texts: Allowance,
 }
 
 /// Server side of Differential Synchronization.
@@ -336,7 +340,14 @@ impl ServerEngine {
 
     /// Feed one message from `peer`.
     pub fn handle_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
+        let opens = match &msg {
+            ClientMsg::Connect { doc, .. } => Some(doc.clone()),
+            _ => None,
+        };
         self.on_message(now, peer, msg);
+        if let Some(doc) = opens {
+            self.unload_unless_bound(peer, &doc);
+        }
         self.assert_invariants();
     }
 
@@ -362,12 +373,26 @@ impl ServerEngine {
                     pinged: false,
                     docs: BTreeMap::new(),
                     new_sessions: (now, 0),
+                    full_texts: Allowance::full(now, &self.config.limits),
                 },
             );
         }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.last_heard = now;
-            p.pinged = false;
+        let limits = self.config.limits;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.last_heard = now;
+        p.pinged = false;
+        // Requests that may earn a full text wait while this peer is in debt for them.
+        if let ClientMsg::Connect { doc, .. } | ClientMsg::ClientSync { doc, .. } = &msg {
+            if let Err(ms) = p.full_texts.check(now, &limits) {
+                self.stats.slowed_down += 1;
+                let m = format!(
+                    "this connection earned full texts faster than {} bytes a second; send again in {ms} ms",
+                    limits.full_text_bytes_per_second
+                );
+                return self.reject(peer, Some(doc.clone()), ErrorCode::SlowDown, m);
+            }
         }
         match msg {
             ClientMsg::Connect {
@@ -512,6 +537,9 @@ impl ServerEngine {
         // A fresh start: the next damaged edit is again taken for damage in transit.
         s.bad_streak = 0;
         self.stats.resets += 1;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.full_texts.charge(d.master.len());
+        }
         let n = s.shadow.client_version;
         let record = s.record(client_id, log_end);
         let msg = ServerMsg::ServerSync {
@@ -552,6 +580,19 @@ impl ServerEngine {
             }
         }
         self.unload_if_unused(doc);
+    }
+
+    /// After a `connect` from `peer` for `doc`: if it was refused, the document it loaded
+    /// leaves memory again (unless someone else is attached), so refused connects cannot fill
+    /// the server's document limit.
+    fn unload_unless_bound(&mut self, peer: PeerId, doc: &str) {
+        if !self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.docs.contains_key(doc))
+        {
+            self.unload_if_unused(doc);
+        }
     }
 
     /// A document nobody is attached to leaves memory; the store has all of it.
