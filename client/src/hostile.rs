@@ -11,7 +11,9 @@
 //! - `slowloris`: many connections (from 127.0.0.2, another "host") send one byte a second and
 //!   never finish a line, and a few hold an almost-full frame each;
 //! - `cr-edit`: valid edits inserting `"\ra"` many times, which the server must normalise to
-//!   `\n` (once quadratic).
+//!   `\n` (once quadratic);
+//! - `reset-storm`: one connection reads every reply and asks at once for another full-text
+//!   reset of an almost 4 MiB document (a tiny request with a wrong `server_version`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +41,8 @@ pub enum Attack {
     Slowloris,
     /// Valid edits full of `\r`.
     CrEdit,
+    /// Full-text resets of a large document asked for as fast as they are read.
+    ResetStorm,
 }
 
 impl Attack {
@@ -49,6 +53,7 @@ impl Attack {
             Attack::SlowReader => "slow-reader",
             Attack::Slowloris => "slowloris",
             Attack::CrEdit => "cr-edit",
+            Attack::ResetStorm => "reset-storm",
         }
     }
 }
@@ -148,6 +153,7 @@ async fn attack(server: SocketAddr, cfg: HostileConfig, end: Instant, st: Status
             tokio::time::timeout(left, what).await
         }
         Attack::CrEdit => tokio::time::timeout(left, cr_edits(server, &st)).await,
+        Attack::ResetStorm => tokio::time::timeout(left, reset_storm(server, &st)).await,
     };
 }
 
@@ -382,4 +388,61 @@ async fn cr_edits(server: SocketAddr, st: &Status) {
             worst.as_secs_f64() * 1e3
         ));
     }
+}
+
+async fn reset_storm(server: SocketAddr, st: &Status) {
+    let doc = "reset-storm";
+    let Ok((mut s, ok)) = connect_doc(server, doc, doc).await else {
+        return st.set("reset-storm: could not open its document".into());
+    };
+    // Make the document just under the default limit of 4 MiB.
+    let text = ok["text"].as_str().unwrap_or_default().to_string();
+    let size = (4 << 20) - 1024;
+    if text.len() < size {
+        let line = insert_at_end(doc, 2, &text, &"x".repeat(size - text.len()));
+        let mut reply = String::new();
+        if s.get_mut().write_all(line.as_bytes()).await.is_err()
+            || s.read_line(&mut reply).await.is_err()
+        {
+            return st.set("reset-storm: closed before the document was filled".into());
+        }
+    }
+    let started = Instant::now();
+    let (mut seq, mut sent, mut full, mut slowed) = (3u64, 0u64, 0usize, 0u64);
+    let say = |sent: u64, full: usize, slowed: u64, how: &str| {
+        format!(
+            "reset-storm: {sent} requests in {:.1} s earned {:.1} MiB of full text, {slowed} slow_down{how}",
+            started.elapsed().as_secs_f64(),
+            full as f64 / (1 << 20) as f64
+        )
+    };
+    let mut reply = String::new();
+    loop {
+        let line = encode_client(&ClientMsg::ClientSync {
+            doc: doc.into(),
+            seq,
+            server_version: 1_000_000,
+            edits: vec![],
+        });
+        reply.clear();
+        if s.get_mut().write_all(line.as_bytes()).await.is_err()
+            || !matches!(s.read_line(&mut reply).await, Ok(n) if n > 0)
+        {
+            break;
+        }
+        seq += 1;
+        sent += 1;
+        if reply.contains("\"slow_down\"") {
+            slowed += 1;
+        } else if reply.contains("\"server_sync\"") {
+            full += reply.len();
+        }
+        st.set(say(sent, full, slowed, ""));
+    }
+    st.set(say(
+        sent,
+        full,
+        slowed,
+        ", then the server closed the connection",
+    ));
 }
