@@ -722,3 +722,71 @@ async fn a_connection_earning_resets_is_slowed_down() {
     assert_eq!(v["type"], "server_sync", "{}", &v.to_string()[..200]);
     server.shutdown().await.unwrap();
 }
+
+/// Issue 11.2: one valid edit inserting `"\ra"` × 300,000 took 24–27 s of engine time
+/// (normalised, then diffed raw against normalised: quadratic), and nobody could open a
+/// document meanwhile. Three such edits from three connections, then an honest client opens,
+/// types and is answered within the tests' wait (20 s; the edits now take well under a second
+/// each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carriage_return_edits_do_not_stall_other_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(cfg(&dir)).await.unwrap();
+    let insert = "\ra".repeat(300_000);
+    let mut attackers = Vec::new();
+    for i in 0..3 {
+        let doc = format!("cr-{i}");
+        let (mut s, ok) = connect_doc(server.addr, &doc, &doc).await.unwrap();
+        assert_eq!(ok["type"], "connect_ok");
+        let line = insert_at_end(&doc, 2, "", &insert);
+        s.get_mut().write_all(line.as_bytes()).await.unwrap();
+        attackers.push(s);
+    }
+    let honest = session(server.addr, "honest");
+    honest.wait_connected(T).await.unwrap();
+    honest.edit(Edit::Insert(0, "typed".into())).await.unwrap();
+    let snap = honest.wait_converged(T).await.unwrap();
+    assert_eq!(snap.text, "typed");
+    // The edits were taken, normalised.
+    for s in &mut attackers {
+        let mut reply = String::new();
+        tokio::time::timeout(T, s.read_line(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reply.contains("server_sync"), "{}", &reply[..100]);
+    }
+    honest.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 11, "also seen": blank lines cost ~0.4 CPU-s per MiB (the read buffer was drained
+/// from the front per line). 128 MiB of blank lines on one connection, then a `ping`: the
+/// `pong` comes within the tests' wait (before: about 50 s of draining).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_lines_cost_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(cfg(&dir)).await.unwrap();
+    let mut s = tokio::io::BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    let blank = vec![b'\n'; 1 << 20];
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(T, async {
+        for _ in 0..128 {
+            s.get_mut().write_all(&blank).await?;
+        }
+        s.get_mut().write_all(b"{\"type\":\"ping\"}\n").await
+    })
+    .await;
+    assert!(
+        matches!(sent, Ok(Ok(()))),
+        "128 MiB of blank lines not read within {T:?}: {sent:?}"
+    );
+    let mut reply = String::new();
+    tokio::time::timeout(T, s.read_line(&mut reply))
+        .await
+        .expect("no pong in time")
+        .unwrap();
+    assert!(reply.contains("pong"), "{reply}");
+    eprintln!("128 MiB of blank lines and a ping: {:?}", started.elapsed());
+    server.shutdown().await.unwrap();
+}
