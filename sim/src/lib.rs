@@ -9,6 +9,7 @@
 
 pub mod fuzz;
 pub mod html;
+pub mod intent;
 pub mod oracle;
 pub mod scenario;
 pub mod shrink;

@@ -3,72 +3,6 @@
 
 use super::*;
 
-/// Parse the tokens of a text. Err on a malformed token fragment.
-pub(super) fn tokens_in(text: &str) -> Result<BTreeMap<&str, usize>, String> {
-    let mut out = BTreeMap::new();
-    let mut rest = text;
-    while let Some(open) = rest.find(['⟨', '⟩']) {
-        let tail = &rest[open..];
-        if tail.starts_with('⟩') {
-            return Err(format!("stray '⟩' in {:?}", excerpt(tail)));
-        }
-        let Some(close) = tail.find('⟩') else {
-            return Err(format!("unclosed token at {:?}", excerpt(tail)));
-        };
-        let token = &tail[..close + '⟩'.len_utf8()];
-        let inner = &token['⟨'.len_utf8()..token.len() - '⟩'.len_utf8()];
-        let ok = inner.split_once(':').is_some_and(|(a, b)| {
-            !a.is_empty()
-                && !b.is_empty()
-                && a.bytes().all(|c| c.is_ascii_digit())
-                && b.bytes().all(|c| c.is_ascii_digit())
-        });
-        if !ok {
-            return Err(format!("malformed token {token:?}"));
-        }
-        *out.entry(token).or_insert(0) += 1;
-        rest = &tail[token.len()..];
-    }
-    Ok(out)
-}
-
-pub(super) fn excerpt(s: &str) -> String {
-    s.chars().take(24).collect()
-}
-
-/// Char positions where a token may be inserted: the start and after each token.
-/// The tokens of a text with their byte spans, in order (malformed fragments skipped).
-pub(super) fn token_spans(text: &str) -> Vec<(usize, usize, &str)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(open) = text[from..].find('⟨') {
-        let b = from + open;
-        let Some(close) = text[b..].find('⟩') else {
-            break;
-        };
-        let e = b + close + '⟩'.len_utf8();
-        let token = &text[b..e];
-        if token[3..].contains('⟨') {
-            // `⟨⟨…⟩`: start again at the inner opening.
-            from = b + '⟨'.len_utf8();
-            continue;
-        }
-        out.push((b, e, token));
-        from = e;
-    }
-    out
-}
-
-pub(super) fn token_slots(text: &str) -> Vec<usize> {
-    let mut slots = vec![0];
-    for (i, c) in text.chars().enumerate() {
-        if c == '⟩' {
-            slots.push(i + 1);
-        }
-    }
-    slots
-}
-
 /// `S,c0,c2`: nodes as a fault line names them.
 pub(super) fn node_list(v: &[Node]) -> String {
     v.iter()
@@ -109,8 +43,8 @@ impl<'a> Sim<'a> {
                 continue;
             };
             // Everything this client typed so far is acknowledged, hence durable.
-            if self.ledger.has_unsettled(i) && e.is_settled() {
-                self.ledger.settled(i);
+            if self.users.ledger.has_unsettled(i) && e.is_settled() {
+                self.users.ledger.settled(i);
             }
             let sh = e.shadow();
             let now = (sh.client_version, sh.server_version, e.stats().resets);
@@ -241,21 +175,8 @@ impl<'a> Sim<'a> {
 
     /// Safety (token runs): the master never holds a duplicated or invented token.
     pub(super) fn check_master_tokens(&mut self, master: &str) {
-        match tokens_in(master) {
-            Err(why) => self.fail(CheckKind::Intent, format!("master: {why}")),
-            Ok(map) => {
-                for (t, n) in map {
-                    if n > 1 {
-                        return self.fail(CheckKind::Intent, format!("master holds {t} {n} times"));
-                    }
-                    if !self.book.inserted.contains_key(t) {
-                        return self.fail(
-                            CheckKind::Intent,
-                            format!("master holds {t}, which nobody inserted"),
-                        );
-                    }
-                }
-            }
+        if let Err(why) = self.users.check_master_tokens(master) {
+            self.fail(CheckKind::Intent, why);
         }
     }
 
@@ -263,90 +184,15 @@ impl<'a> Sim<'a> {
         if !self.sc.checks.intent {
             return;
         }
-        // Every run: the text accounts for what users typed and deleted.
         let may_drop = self.config.merge == MergeStrategy::FuzzyPatch;
-        match self.ledger.check(master, may_drop) {
-            Ok(line) => self.log("check", line),
-            Err(why) => return self.fail(CheckKind::Intent, why),
+        let initial = &self.sc.topology.initial_text;
+        let (log, verdict) = self.users.check_final(master, may_drop, initial);
+        for line in log {
+            self.log("check", line);
         }
-        if self.book.inserted.is_empty() && self.book.deleted.is_empty() {
-            return;
+        if let Err(why) = verdict {
+            self.fail(CheckKind::Intent, why);
         }
-        self.check_master_tokens(master);
-        if self.verdict.is_some() {
-            return;
-        }
-        let present = tokens_in(master).unwrap_or_default();
-        let mut lost = Vec::new();
-        let mut resurrected = Vec::new();
-        for t in self.book.inserted.keys() {
-            let here = present.contains_key(t.as_str());
-            let deleted = self.book.deleted.contains_key(t);
-            if !deleted && !here && !self.book.lost_ok.contains(t) {
-                lost.push(t.clone());
-            }
-            if deleted && here && !self.book.resurrect_ok.contains(t) {
-                resurrected.push(t.clone());
-            }
-        }
-        if !lost.is_empty() {
-            let n = lost.len();
-            lost.truncate(5);
-            return self.fail(
-                CheckKind::Intent,
-                format!("{n} tokens lost, e.g. {}", lost.join(" ")),
-            );
-        }
-        if !resurrected.is_empty() {
-            let n = resurrected.len();
-            resurrected.truncate(5);
-            self.fail(
-                CheckKind::Intent,
-                format!(
-                    "{n} deleted tokens came back, e.g. {}",
-                    resurrected.join(" ")
-                ),
-            );
-        }
-        // Order: a token stays between the tokens it was placed between.
-        let positions: BTreeMap<&str, usize> = token_spans(master)
-            .into_iter()
-            .enumerate()
-            .map(|(k, (_, _, t))| (t, k))
-            .collect();
-        let judged = match self.order.check(&positions) {
-            Ok(n) => n,
-            Err(why) => return self.fail(CheckKind::Intent, why),
-        };
-        // Text between tokens: with tokens only, it is the initial text, untouched.
-        if !self.plain_edits {
-            let mut between = String::with_capacity(master.len());
-            let mut last = 0;
-            for (b, e, _) in token_spans(master) {
-                between.push_str(&master[last..b]);
-                last = e;
-            }
-            between.push_str(&master[last..]);
-            if between != self.sc.topology.initial_text {
-                return self.fail(
-                    CheckKind::Intent,
-                    format!(
-                        "the text between tokens changed: {:?}, expected the initial {:?}",
-                        excerpt(&between),
-                        excerpt(&self.sc.topology.initial_text)
-                    ),
-                );
-            }
-        }
-        let kept = present.len();
-        self.log(
-            "check",
-            format!(
-                "intent ok: {kept} tokens present, {} inserted, {} deleted, {judged} orders kept",
-                self.book.inserted.len(),
-                self.book.deleted.len()
-            ),
-        );
     }
 
     /// Liveness: everything agrees, nothing pending or in flight.

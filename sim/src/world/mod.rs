@@ -22,7 +22,8 @@ use dsync_store::{SqliteStore, Store};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::oracle::{Ledger, Marker, Progress, TokenOrder, PROGRESS_WITHIN_MS};
+use crate::intent::{tokens_in, LocalEdit, Users};
+use crate::oracle::{Marker, Progress, PROGRESS_WITHIN_MS};
 use crate::scenario::{
     CommitFate, Direction, Event, Fate, LinkFaults, LinkModel, Merge, Node, Scenario, Timed,
 };
@@ -108,15 +109,6 @@ struct Item {
     ev: Ev,
 }
 
-/// A local edit, from the timeline or a workload.
-#[derive(Debug, Clone)]
-enum LocalEdit {
-    Insert { pos: usize, text: String },
-    Delete { pos: usize, len: usize },
-    InsertToken { slot: usize, token: String },
-    DeleteToken { token: String },
-}
-
 struct ClientSlot {
     node: Option<ClientNode>,
     incarnation: u32,
@@ -135,14 +127,6 @@ struct ClientSlot {
     /// (n, m, resets) last seen, for the monotonic-versions check.
     last_versions: (u64, u64, u64),
     next_token: u64,
-}
-
-#[derive(Default)]
-struct TokenBook {
-    inserted: BTreeMap<String, (usize, u32)>,
-    deleted: BTreeMap<String, (usize, u32)>,
-    lost_ok: BTreeSet<String>,
-    resurrect_ok: BTreeSet<String>,
 }
 
 /// A running simulation.
@@ -202,15 +186,10 @@ pub struct Sim<'a> {
     next_conn: u64,
     stopped_at: Option<u64>,
     deadline: Option<u64>,
-    book: TokenBook,
-    /// What users' edits did, per character (intent: the final text must account for it).
-    ledger: Ledger,
-    /// Where users placed their tokens relative to others (intent: order kept).
-    order: TokenOrder,
+    /// What users did (intent: the final text must account for it).
+    users: Users,
     /// Reachable clients get their typing acknowledged while faults go on elsewhere.
     progress: Progress,
-    /// A plain insert or delete happened (then text between tokens is not known).
-    plain_edits: bool,
     trace: Vec<String>,
     recorded: Vec<Timed>,
     chart: Option<Chart>,
@@ -349,11 +328,12 @@ impl<'a> Sim<'a> {
             next_conn: 1,
             stopped_at: None,
             deadline: None,
-            book: TokenBook::default(),
-            ledger: Ledger::new(&sc.topology.initial_text, sc.topology.clients),
-            order: TokenOrder::default(),
+            users: Users::new(
+                &sc.topology.initial_text,
+                sc.topology.clients,
+                sc.workload.typing.is_some(),
+            ),
             progress: Progress::new(sc.topology.clients),
-            plain_edits: sc.workload.typing.is_some(),
             trace: Vec::new(),
             recorded: Vec::new(),
             chart: opts.chart.then(Chart::default),
@@ -683,19 +663,4 @@ impl<'a> Sim<'a> {
     }
 
     // ----- nodes -------------------------------------------------------------------------
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_parsing() {
-        let m = tokens_in("⟨1:2⟩⟨3:4⟩x⟨1:2⟩").unwrap();
-        assert_eq!(m["⟨1:2⟩"], 2);
-        assert!(tokens_in("⟨1:2").is_err());
-        assert!(tokens_in("⟨1:2⟩⟩").is_err());
-        assert!(tokens_in("⟨a:2⟩").is_err());
-        assert_eq!(token_slots("⟨1:2⟩ab⟨3:4⟩"), vec![0, 5, 12]);
-    }
 }

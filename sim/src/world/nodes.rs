@@ -127,7 +127,6 @@ impl<'a> Sim<'a> {
                     return;
                 };
                 self.fault(format!("crash c{i} (unsent typing lost)"));
-                self.ledger.crashed(i);
                 let inc = self.clients[i].incarnation;
                 self.clients[i].past.add(e.engine().stats());
                 self.clients[i].timer_at = None;
@@ -139,24 +138,7 @@ impl<'a> Sim<'a> {
                     .flatten()
                     .map(|d| d.text)
                     .unwrap_or_default();
-                let durable_tokens: BTreeSet<String> = tokens_in(&durable)
-                    .map(|m| m.keys().map(|s| s.to_string()).collect())
-                    .unwrap_or_default();
-                for (t, who) in &self.book.inserted {
-                    if *who == (i, inc) && !durable_tokens.contains(t) {
-                        self.book.lost_ok.insert(t.clone());
-                    }
-                }
-                // A deletion that was not durable may vanish too: the token is in the store, or
-                // this incarnation inserted it and the insertion is still in flight (it can land
-                // after the crash, while the deletion never will).
-                for (t, who) in &self.book.deleted {
-                    let unsent_own = self.book.inserted.get(t) == Some(&(i, inc))
-                        && self.book.lost_ok.contains(t);
-                    if *who == (i, inc) && (durable_tokens.contains(t) || unsent_own) {
-                        self.book.resurrect_ok.insert(t.clone());
-                    }
-                }
+                self.users.crashed(i, inc, &durable);
                 if self.clients[i].conn_up {
                     self.clients[i].conn_up = false;
                     let peer = PeerId(self.clients[i].conn);

@@ -191,103 +191,28 @@ impl<'a> Sim<'a> {
             return;
         };
         let before = engine.engine().text().to_string();
-        let len = before.chars().count();
-        // Where a token went (char position), for the order oracle.
-        let mut token_at = None;
-        let (desc, recorded) = match &edit {
-            LocalEdit::Insert { pos, text } => {
-                let p = (*pos).min(len);
-                let _ = engine.insert(p, text);
-                (
-                    format!("+{:?}@{p}", excerpt(text)),
-                    Event::Insert {
-                        client: i,
-                        pos: p,
-                        text: text.clone(),
-                    },
-                )
+        let r = edit.resolve(i, &before);
+        match &r.change {
+            Some((start, end, text)) if text.is_empty() => {
+                let _ = engine.delete(*start, *end);
             }
-            LocalEdit::Delete { pos, len: n } => {
-                let p = (*pos).min(len);
-                let e = (p + n).min(len);
-                let _ = engine.delete(p, e);
-                (
-                    format!("-{}@{p}", e - p),
-                    Event::Delete {
-                        client: i,
-                        pos: p,
-                        len: e - p,
-                    },
-                )
+            Some((start, _, text)) => {
+                let _ = engine.insert(*start, text);
             }
-            LocalEdit::InsertToken { slot, token } => {
-                let slots = token_slots(&before);
-                let p = slots[slot % slots.len()];
-                let _ = engine.insert(p, token);
-                token_at = Some(p);
-                (
-                    format!("+{token}@{p}"),
-                    Event::InsertToken {
-                        client: i,
-                        slot: *slot,
-                        token: token.clone(),
-                    },
-                )
-            }
-            LocalEdit::DeleteToken { token } => {
-                let d = match before.find(token.as_str()) {
-                    Some(b) => {
-                        let p = before[..b].chars().count();
-                        let _ = engine.delete(p, p + token.chars().count());
-                        format!("-{token}@{p}")
-                    }
-                    None => format!("-{token} (not visible)"),
-                };
-                (
-                    d,
-                    Event::DeleteToken {
-                        client: i,
-                        token: token.clone(),
-                    },
-                )
-            }
-        };
+            None => {}
+        }
         let after = engine.engine().text().to_string();
         self.summary.edits += 1;
-        self.ledger.edit(i, &before, &after);
-        match &edit {
-            LocalEdit::Insert { .. } | LocalEdit::Delete { .. } => self.plain_edits = true,
-            LocalEdit::InsertToken { token, .. } if before != after => {
-                // Its neighbours where it went: the last token ending at or before it, the
-                // first starting at or after it.
-                let p = token_at.unwrap_or(0);
-                let at = before
-                    .char_indices()
-                    .nth(p)
-                    .map_or(before.len(), |(b, _)| b);
-                let spans = token_spans(&before);
-                let left = spans.iter().rev().find(|(_, e, _)| *e <= at).map(|s| s.2);
-                let right = spans.iter().find(|(b, _, _)| *b >= at).map(|s| s.2);
-                self.order.placed(left, token, right);
-            }
-            _ => {}
-        }
-        if self.sc.checks.intent {
-            let b = tokens_in(&before).unwrap_or_default();
-            let a = tokens_in(&after).unwrap_or_default();
-            for t in a.keys().filter(|t| !b.contains_key(*t)) {
-                self.book.inserted.entry(t.to_string()).or_insert((i, inc));
-            }
-            for t in b.keys().filter(|t| !a.contains_key(*t)) {
-                self.book.deleted.entry(t.to_string()).or_insert((i, inc));
-            }
-        }
+        let tokens = self.sc.checks.intent;
+        self.users
+            .record(i, inc, &edit, &r, &before, &after, tokens);
         if self.opts.record {
             self.recorded.push(Timed {
                 at_ms: self.now,
-                event: recorded,
+                event: r.event,
             });
         }
+        let desc = r.desc;
         self.log_full("edit", || format!("c{i} {desc} text={}", digest(&after)));
     }
 
