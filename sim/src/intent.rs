@@ -147,22 +147,26 @@ pub struct Users {
     pub plain_edits: bool,
     /// Local edits made.
     pub edits: u64,
+    /// The run checks tokens (intent): the book is kept.
+    pub tokens: bool,
 }
 
 impl Users {
-    /// Books for `clients` clients over `initial`; `typing`: a random-typing workload runs.
-    pub fn new(initial: &str, clients: usize, typing: bool) -> Users {
+    /// Books for `clients` clients over `initial`; `typing`: a random-typing workload runs;
+    /// `tokens`: the run checks intent (the token book is kept).
+    pub fn new(initial: &str, clients: usize, typing: bool, tokens: bool) -> Users {
         Users {
             book: TokenBook::default(),
             ledger: Ledger::new(initial, clients),
             order: TokenOrder::default(),
             plain_edits: typing,
             edits: 0,
+            tokens,
         }
     }
 
     /// Client `i` (incarnation `inc`) made `edit`, resolved as `r`, turning `before` into
-    /// `after`. `tokens`: the run checks tokens (intent).
+    /// `after`.
     pub fn record(
         &mut self,
         i: usize,
@@ -171,7 +175,6 @@ impl Users {
         r: &Resolved,
         before: &str,
         after: &str,
-        tokens: bool,
     ) {
         self.edits += 1;
         self.ledger.edit(i, before, after);
@@ -192,7 +195,7 @@ impl Users {
             }
             _ => {}
         }
-        if tokens {
+        if self.tokens {
             let b = tokens_in(before).unwrap_or_default();
             let a = tokens_in(after).unwrap_or_default();
             for t in a.keys().filter(|t| !b.contains_key(*t)) {

@@ -332,6 +332,7 @@ impl<'a> Sim<'a> {
                 &sc.topology.initial_text,
                 sc.topology.clients,
                 sc.workload.typing.is_some(),
+                sc.checks.intent,
             ),
             progress: Progress::new(sc.topology.clients),
             trace: Vec::new(),

@@ -203,9 +203,7 @@ impl<'a> Sim<'a> {
         }
         let after = engine.engine().text().to_string();
         self.summary.edits += 1;
-        let tokens = self.sc.checks.intent;
-        self.users
-            .record(i, inc, &edit, &r, &before, &after, tokens);
+        self.users.record(i, inc, &edit, &r, &before, &after);
         if self.opts.record {
             self.recorded.push(Timed {
                 at_ms: self.now,
