@@ -221,6 +221,14 @@ pub struct Snapshot {
     pub quiet_polls: u32,
     /// Remote changes merged so far.
     pub remote_changes: u64,
+    /// The client id the session runs under now (it changes if the server said
+    /// `session_taken`).
+    pub client_id: String,
+    /// Edits of this session the server acknowledged: every client version below this one
+    /// (so the server's stored session holds at least this many).
+    pub acked: u64,
+    /// The engine's counters.
+    pub stats: dsync_engine::Stats,
 }
 
 impl Snapshot {
@@ -303,7 +311,21 @@ pub fn fresh_client_id() -> String {
 }
 
 /// An edit and where to say whether it was applied.
-type EditRequest = (Edit, tokio::sync::oneshot::Sender<Result<(), String>>);
+/// An edit worked out from the text as it is when the session applies it: `None` changes
+/// nothing.
+pub type ComputeEdit = Box<dyn FnOnce(&str) -> Option<Edit> + Send>;
+
+/// What the session task is asked to do with the text.
+enum EditRequest {
+    /// An edit, and where to say whether it was applied.
+    Edit(Edit, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// An edit computed from the text at that moment, and where to send the text before and
+    /// after it.
+    Computed(
+        ComputeEdit,
+        tokio::sync::oneshot::Sender<Result<(String, String), String>>,
+    ),
+}
 
 /// A running session: send edits, watch the text, read its notices.
 pub struct Session {
@@ -333,11 +355,27 @@ impl Session {
     pub async fn edit(&self, e: Edit) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.edits
-            .send((e, tx))
+            .send(EditRequest::Edit(e, tx))
             .await
             .map_err(|_| anyhow::anyhow!("session stopped"))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => anyhow::bail!("{why}"),
+            Err(_) => anyhow::bail!("session stopped"),
+        }
+    }
+
+    /// Apply the edit `f` works out from the text as it is at that moment (no remote change
+    /// can land between reading the text and editing it), and return the text before and
+    /// after. Test harnesses use this to place an edit relative to what the text holds.
+    pub async fn edit_computed(&self, f: ComputeEdit) -> anyhow::Result<(String, String)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.edits
+            .send(EditRequest::Computed(f, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("session stopped"))?;
+        match rx.await {
+            Ok(Ok(texts)) => Ok(texts),
             Ok(Err(why)) => anyhow::bail!("{why}"),
             Err(_) => anyhow::bail!("session stopped"),
         }
@@ -438,6 +476,12 @@ impl Driver {
             settled: e.is_settled(),
             quiet_polls: self.node.quiet_polls(),
             remote_changes: self.node.remote_changes(),
+            client_id: e.client_id().to_string(),
+            acked: e
+                .pending()
+                .first()
+                .map_or(e.shadow().client_version, |p| p.version()),
+            stats: *e.stats(),
         };
         self.state.send_if_modified(|s| {
             let changed = *s != snap;
@@ -446,18 +490,35 @@ impl Driver {
         });
     }
 
-    fn apply(&mut self, (e, reply): EditRequest) {
-        let r = self.node.edit(|eng| match e {
-            Edit::Insert(at, s) => eng.insert(at, &s),
-            Edit::Delete(a, b) => eng.delete(a, b),
-            Edit::Append(s) => {
-                let n = eng.text().chars().count();
-                eng.insert(n, &s)
+    fn apply(&mut self, req: EditRequest) {
+        let edit = |node: &mut ClientNode, e: Edit| {
+            node.edit(|eng| match e {
+                Edit::Insert(at, s) => eng.insert(at, &s),
+                Edit::Delete(a, b) => eng.delete(a, b),
+                Edit::Append(s) => {
+                    let n = eng.text().chars().count();
+                    eng.insert(n, &s)
+                }
+                Edit::Replace(s) => eng.set_text(&s),
+            })
+        };
+        match req {
+            EditRequest::Edit(e, reply) => {
+                let r = edit(&mut self.node, e);
+                self.publish();
+                let _ = reply.send(r.map_err(|e| e.to_string()));
             }
-            Edit::Replace(s) => eng.set_text(&s),
-        });
-        self.publish();
-        let _ = reply.send(r.map_err(|e| e.to_string()));
+            EditRequest::Computed(f, reply) => {
+                let before = self.node.engine().text().to_string();
+                let r = match f(&before) {
+                    Some(e) => edit(&mut self.node, e),
+                    None => Ok(()),
+                };
+                let after = self.node.engine().text().to_string();
+                self.publish();
+                let _ = reply.send(r.map(|()| (before, after)).map_err(|e| e.to_string()));
+            }
+        }
     }
 
     async fn wait_taking_edits(

@@ -33,10 +33,10 @@ pub const DOC: &str = "doc";
 
 mod checks;
 mod disk;
-mod net;
+pub(crate) mod net;
 mod nodes;
 mod report;
-mod wire;
+pub(crate) mod wire;
 mod workload;
 
 use checks::*;
@@ -198,9 +198,9 @@ pub struct Sim<'a> {
     verdict: Option<Verdict>,
 }
 
-const STREAM_NET: u64 = 0x6e65_7477_6f72_6b00;
-const STREAM_FAULT: u64 = 0x6661_756c_7473_0000;
-const STREAM_WORK: u64 = 0x776f_726b_6c6f_6164;
+pub(crate) const STREAM_NET: u64 = 0x6e65_7477_6f72_6b00;
+pub(crate) const STREAM_FAULT: u64 = 0x6661_756c_7473_0000;
+pub(crate) const STREAM_WORK: u64 = 0x776f_726b_6c6f_6164;
 const STREAM_KEYS: u64 = 0x6b65_7973_0000_0000;
 /// Charted messages at most (keeps the HTML report small).
 const CHART_MAX_MESSAGES: usize = 3_000;
@@ -213,7 +213,7 @@ pub const MAX_EVENTS_PER_INSTANT: u64 = 100_000;
 /// clients polling every 100 ms for a simulated hour stay well below it).
 pub const MAX_EVENTS: u64 = 200_000_000;
 
-fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+pub(crate) fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream)
 }
 

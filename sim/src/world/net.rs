@@ -66,6 +66,48 @@ impl Payload {
     }
 }
 
+/// The fate of one frame on a link with faults `f` (`stream`: the stream model), drawn from
+/// the network stream (latencies) and the fault stream (decisions); and whether it was held
+/// back to reorder it. The simulator and the real run's proxy draw every fate here.
+pub(crate) fn draw(
+    f: &LinkFaults,
+    stream: bool,
+    rng_net: &mut ChaCha8Rng,
+    rng_fault: &mut ChaCha8Rng,
+    frame: &[u8],
+) -> (Fate, bool) {
+    let (lo, hi) = f.latency_ms;
+    let lat = rng_net.random_range(lo..=hi);
+    let r = rng_fault;
+    if f.drop > 0.0 && r.random_bool(f.drop) {
+        return (Fate::Drop, false);
+    }
+    if f.corrupt > 0.0 && r.random_bool(f.corrupt) {
+        if wire::has_edit(frame) && r.random_bool(0.75) {
+            return (Fate::Corrupt(lat), false);
+        }
+        return (Fate::Mangle(lat), false);
+    }
+    if f.garbage > 0.0 && r.random_bool(f.garbage) {
+        return (Fate::Garbage(lat), false);
+    }
+    if stream {
+        if f.split > 0.0 && r.random_bool(f.split) {
+            let lat2 = rng_net.random_range(lo..=hi);
+            return (Fate::Split(lat, lat2), false);
+        }
+        return (Fate::Delay(lat), false);
+    }
+    if f.duplicate > 0.0 && r.random_bool(f.duplicate) {
+        let lat2 = rng_net.random_range(lo..=hi);
+        return (Fate::Duplicate(lat, lat2), false);
+    }
+    if f.reorder > 0.0 && r.random_bool(f.reorder) {
+        return (Fate::Delay(lat + f.reorder_delay_ms), true);
+    }
+    (Fate::Delay(lat), false)
+}
+
 impl<'a> Sim<'a> {
     pub(super) fn link_faults(&self, from: Node, to: Node) -> &LinkFaults {
         let (client, dir) = match (from, to) {
@@ -90,42 +132,15 @@ impl<'a> Sim<'a> {
 
     pub(super) fn draw_fate(&mut self, from: Node, to: Node, frame: &[u8]) -> Fate {
         let f = self.link_faults(from, to).clone();
-        let (lo, hi) = f.latency_ms;
         if !self.random || self.stopped_at.is_some() {
-            return Fate::Delay(lo);
+            return Fate::Delay(f.latency_ms.0);
         }
-        // Latencies come from the network stream, fault decisions from the fault stream.
-        let lat = self.rng_net.random_range(lo..=hi);
-        let r = &mut self.rng_fault;
         let stream = self.sc.topology.link == LinkModel::Stream;
-        if f.drop > 0.0 && r.random_bool(f.drop) {
-            return Fate::Drop;
-        }
-        if f.corrupt > 0.0 && r.random_bool(f.corrupt) {
-            if wire::has_edit(frame) && r.random_bool(0.75) {
-                return Fate::Corrupt(lat);
-            }
-            return Fate::Mangle(lat);
-        }
-        if f.garbage > 0.0 && r.random_bool(f.garbage) {
-            return Fate::Garbage(lat);
-        }
-        if stream {
-            if f.split > 0.0 && r.random_bool(f.split) {
-                let lat2 = self.rng_net.random_range(lo..=hi);
-                return Fate::Split(lat, lat2);
-            }
-            return Fate::Delay(lat);
-        }
-        if f.duplicate > 0.0 && r.random_bool(f.duplicate) {
-            let lat2 = self.rng_net.random_range(lo..=hi);
-            return Fate::Duplicate(lat, lat2);
-        }
-        if f.reorder > 0.0 && r.random_bool(f.reorder) {
+        let (fate, reordered) = draw(&f, stream, &mut self.rng_net, &mut self.rng_fault, frame);
+        if reordered {
             self.summary.reordered += 1;
-            return Fate::Delay(lat + f.reorder_delay_ms);
         }
-        Fate::Delay(lat)
+        fate
     }
 
     /// Send a frame (`bytes`, the encoded `payload`) from one node to another.

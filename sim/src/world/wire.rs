@@ -10,7 +10,7 @@
 //! `docs/protocol.md`), so the simulator does not pretend otherwise.
 
 /// FNV-1a: a fixed, dependency-free hash of a frame (determinism, not security).
-pub(super) fn hash(bytes: &[u8]) -> u64 {
+pub(crate) fn hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
@@ -21,7 +21,7 @@ pub(super) fn hash(bytes: &[u8]) -> u64 {
 
 /// What [`mangle`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Damage {
+pub(crate) enum Damage {
     /// A byte made 0xFF (never valid UTF-8).
     NotUtf8,
     /// The frame cut short (its newline kept).
@@ -29,7 +29,7 @@ pub(super) enum Damage {
 }
 
 impl Damage {
-    pub(super) fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Damage::NotUtf8 => "invalid UTF-8 byte",
             Damage::Truncated => "frame cut short",
@@ -66,7 +66,7 @@ fn edit_value(frame: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Whether a frame carries an edit whose bytes [`corrupt`] can damage.
-pub(super) fn has_edit(frame: &[u8]) -> bool {
+pub(crate) fn has_edit(frame: &[u8]) -> bool {
     edit_value(frame).is_some_and(|(a, b)| (a..b).any(|i| plain(frame, i)))
 }
 
@@ -83,7 +83,7 @@ fn plain(frame: &[u8], i: usize) -> bool {
 /// the delta no longer fits its base), which only the receiver's strict apply and CRC-32 can
 /// tell: the checksum path, which repeated damage turns into resets. False (the frame
 /// untouched) when the frame has no such edit.
-pub(super) fn corrupt(frame: &mut [u8]) -> bool {
+pub(crate) fn corrupt(frame: &mut [u8]) -> bool {
     let Some((a, b)) = edit_value(frame) else {
         return false;
     };
@@ -107,7 +107,7 @@ pub(super) fn corrupt(frame: &mut [u8]) -> bool {
 /// Damage a frame (newline-terminated, at least 2 bytes) so that decoding fails: a byte made
 /// 0xFF (never valid UTF-8), or the frame cut short (its newline kept; never its closing brace,
 /// so the JSON is never complete).
-pub(super) fn mangle(frame: &mut Vec<u8>) -> Damage {
+pub(crate) fn mangle(frame: &mut Vec<u8>) -> Damage {
     debug_assert!(frame.len() >= 2 && frame.last() == Some(&b'\n'));
     let h = hash(frame);
     let body = frame.len() - 1;
@@ -124,7 +124,7 @@ pub(super) fn mangle(frame: &mut Vec<u8>) -> Damage {
 
 /// A line of garbage to go ahead of `frame`: short printable junk, or one in eight times a line
 /// longer than `max_frame_bytes` (the receiver's frame limit).
-pub(super) fn garbage(frame: &[u8], nth: u64, max_frame_bytes: usize) -> Vec<u8> {
+pub(crate) fn garbage(frame: &[u8], nth: u64, max_frame_bytes: usize) -> Vec<u8> {
     let h = hash(frame) ^ nth.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut g = if h % 8 == 0 {
         vec![b'#'; max_frame_bytes + 1]
@@ -142,7 +142,7 @@ pub(super) fn garbage(frame: &[u8], nth: u64, max_frame_bytes: usize) -> Vec<u8>
 }
 
 /// Where to split a frame of at least 2 bytes: 1..len.
-pub(super) fn split_point(frame: &[u8]) -> usize {
+pub(crate) fn split_point(frame: &[u8]) -> usize {
     1 + (hash(frame) % (frame.len() as u64 - 1)) as usize
 }
 
