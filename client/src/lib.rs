@@ -24,6 +24,7 @@
 
 pub mod hostile;
 pub mod load;
+pub mod usage;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -444,6 +445,13 @@ impl Session {
             Ok(Ok(s)) => Ok(s.clone()),
             _ => anyhow::bail!("not converged within {} ms", timeout.as_millis()),
         }
+    }
+
+    /// Stop at once, as a crash would: the connection drops and whatever was not
+    /// acknowledged is lost with the task (the session can be stopped from anywhere that
+    /// holds it).
+    pub fn abort(&self) {
+        self.task.abort();
     }
 
     /// Stop the session (unsent typing is dropped with it).

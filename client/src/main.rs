@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dsync_client::{hostile, load, parse_command, Command, Notice, Session, SessionConfig, HELP};
+use dsync_client::{
+    hostile, load, parse_command, usage, Command, Notice, Session, SessionConfig, HELP,
+};
 
 /// dsync terminal client: an interactive editor prompt on a shared document (the default),
 /// a script runner, or a load generator.
@@ -266,9 +268,10 @@ async fn hostile_mode(cfg: hostile::HostileConfig, pid: Option<u32>) -> anyhow::
         let unknown = || "unknown".to_string();
         out!(
             "server   pid={pid} peak_rss={} cpu={} disk_written={}",
-            peak_rss_kib(pid).map_or_else(unknown, |k| format!("{:.1}MiB", k as f64 / 1024.0)),
-            cpu_seconds(pid).map_or_else(unknown, |s| format!("{s:.1}s")),
-            written_bytes(pid).map_or_else(unknown, |b| format!(
+            usage::peak_rss_kib(pid)
+                .map_or_else(unknown, |k| format!("{:.1}MiB", k as f64 / 1024.0)),
+            usage::cpu_seconds(pid).map_or_else(unknown, |s| format!("{s:.1}s")),
+            usage::written_bytes(pid).map_or_else(unknown, |b| format!(
                 "{:.1}MiB",
                 b as f64 / (1 << 20) as f64
             )),
@@ -279,31 +282,6 @@ async fn hostile_mode(cfg: hostile::HostileConfig, pid: Option<u32>) -> anyhow::
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A process's peak resident set (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// A process's CPU time so far (user and system), in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces, so split after its `)`): utime
-    // and stime are the 12th and 13th, in clock ticks (100 a second on Linux).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-/// Bytes a process caused to be written to storage (`write_bytes` of `/proc/PID/io`).
-fn written_bytes(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// How long a script waits for its document to open.

@@ -5,12 +5,15 @@
 //! ([`html`]).
 //!
 //! Invariant: nothing here reads the wall clock or an unseeded random source; a scenario and a
-//! seed always give the same trace, byte for byte.
+//! seed always give the same trace, byte for byte. The one exception is [`real`], which runs a
+//! scenario in wall-clock time against the real binaries (and records what happened as a
+//! seed-free scenario the simulator replays).
 
 pub mod fuzz;
 pub mod html;
 pub mod intent;
 pub mod oracle;
+pub mod real;
 pub mod scenario;
 pub mod shrink;
 pub mod swarm;

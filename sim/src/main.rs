@@ -83,6 +83,32 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Run a scenario in wall-clock time against the real `dsync-server` binary and real
+    /// client sessions over loopback TCP, through a fault-injecting proxy; the same checks
+    /// and verdict as a simulated run, plus wall time, round trips and the server's CPU and
+    /// memory. A failing run writes what happened as a seed-free scenario and replays it in
+    /// the simulator.
+    Real {
+        /// The scenario.
+        file: PathBuf,
+        #[command(flatten)]
+        real: RealArgs,
+        /// Seed, overriding the file's.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where a failing run's events are written as RON.
+        #[arg(long, default_value = "real-failures")]
+        out: PathBuf,
+    },
+    /// Run scenarios both ways (simulated and real) and print their verdicts side by side;
+    /// exits 1 when a verdict differs. Scenarios the real side cannot express are listed with
+    /// the reason.
+    Parity {
+        /// Scenario files (default: every `scenarios/*.ron`).
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        real: RealArgs,
+    },
     /// Fuzz the decoders a peer or a file reaches (frames, messages, deltas, scenario files)
     /// from a corpus of valid inputs; exits 1 at the first panic or broken round trip, with
     /// its input written to `--out`.
@@ -103,6 +129,35 @@ enum Command {
         #[arg(long, default_value = "fuzz-failures")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct RealArgs {
+    /// Scenario milliseconds per wall millisecond (2: a 20 s scenario in 10 s); every timer
+    /// and latency is scaled.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// The `dsync-server` binary (default: the one beside this executable).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Hard wall-clock limit per run, in seconds (default: the scenario's length plus 60 s).
+    #[arg(long)]
+    max_seconds: Option<u64>,
+}
+
+impl RealArgs {
+    fn options(&self, seed: Option<u64>) -> anyhow::Result<dsync_sim::real::RealOptions> {
+        let server_bin = match &self.server_bin {
+            Some(p) => p.clone(),
+            None => dsync_sim::real::server_beside_me()?,
+        };
+        Ok(dsync_sim::real::RealOptions {
+            server_bin,
+            speed: self.speed,
+            seed,
+            max_wall: self.max_seconds.map(std::time::Duration::from_secs),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,6 +188,13 @@ fn main() -> ExitCode {
             seed,
             out,
         }) => cmd_fuzz(target, seconds, inputs, seed, &out),
+        Some(Command::Real {
+            file,
+            real,
+            seed,
+            out,
+        }) => cmd_real(&file, &real, seed, &out),
+        Some(Command::Parity { files, real }) => cmd_parity(files, &real),
         None => match cli.file {
             Some(file) => cmd_run(&file, &cli.run),
             None => {
@@ -399,4 +461,198 @@ fn cmd_shrink(
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn load_or_exit(file: &std::path::Path) -> Result<Scenario, ExitCode> {
+    Scenario::load(file).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn cmd_real(
+    file: &std::path::Path,
+    args: &RealArgs,
+    seed: Option<u64>,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let sc = match load_or_exit(file) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if let Some(why) = dsync_sim::real::unsupported(&sc) {
+        eprintln!("error: {} cannot run against the binaries: {why}", sc.name);
+        return Ok(ExitCode::from(2));
+    }
+    let opts = args.options(seed)?;
+    let r = dsync_sim::real::run(&sc, &opts)?;
+    for line in &r.report.settings {
+        out!("# {line}");
+    }
+    for line in &r.report.trace {
+        out!("{line}");
+    }
+    out!("{}", real_line(&r));
+    let expected = swarm::as_expected(&r.report.verdict, sc.expect);
+    out!(
+        "verdict  {}",
+        swarm::verdict_line(&r.report.verdict, sc.expect, r.report.summary.converge_ms)
+    );
+    if !expected {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let path = out.join(format!("{}.ron", r.replay.name));
+        std::fs::write(&path, r.replay.to_ron())
+            .with_context(|| format!("writing {}", path.display()))?;
+        let virt = run(
+            &r.replay,
+            Options {
+                trace: TraceLevel::None,
+                ..Options::default()
+            },
+        );
+        let same = match (&virt.verdict, &r.report.verdict) {
+            (dsync_sim::Verdict::Pass, dsync_sim::Verdict::Pass) => true,
+            (
+                dsync_sim::Verdict::Fail { check: a, .. },
+                dsync_sim::Verdict::Fail { check: b, .. },
+            ) => a == b,
+            _ => false,
+        };
+        out!(
+            "replay   wrote {} ({} events); in the simulator it {}: {}",
+            path.display(),
+            r.replay.timeline.len(),
+            if same {
+                "reproduces"
+            } else {
+                "does NOT reproduce"
+            },
+            virt.verdict.describe()
+        );
+    }
+    Ok(if expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `real     wall=… rtt_p50=… rtt_p99=… server_cpu=… server_peak_rss=…`
+fn real_line(r: &dsync_sim::real::RealReport) -> String {
+    let rtt = r.rtt_ms.map_or("rtt=none".to_string(), |(p50, p99)| {
+        format!("rtt_p50={p50:.1}ms rtt_p99={p99:.1}ms")
+    });
+    format!(
+        "real     wall={:.1}s {rtt} server_cpu={:.2}s server_peak_rss={:.1}MiB",
+        r.wall_s, r.server_cpu_s, r.server_peak_rss_mib
+    )
+}
+
+/// `pass`, or the check that failed.
+fn verdict_kind(v: &dsync_sim::Verdict) -> &'static str {
+    match v {
+        dsync_sim::Verdict::Pass => "pass",
+        dsync_sim::Verdict::Fail { check, .. } => check.name(),
+    }
+}
+
+fn cmd_parity(files: Vec<PathBuf>, args: &RealArgs) -> anyhow::Result<ExitCode> {
+    let files = if files.is_empty() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir("scenarios")
+            .context("listing scenarios/ (run from the repository, or name the files)")?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "ron"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        files
+    };
+    let opts = args.options(None)?;
+    out!(
+        "{:<26} {:<9} {:<9} {:>9} {:>9}  {:<31}  {:<31}  {}",
+        "scenario",
+        "sim",
+        "real",
+        "conv sim",
+        "conv real",
+        "sim edits/sent/dropped/resets",
+        "real edits/sent/dropped/resets",
+        "real wall, rtt p99, server cpu, rss"
+    );
+    let mut differ = Vec::new();
+    let mut unsupported = 0;
+    for file in &files {
+        let sc = match load_or_exit(file) {
+            Ok(s) => s,
+            Err(code) => return Ok(code),
+        };
+        if let Some(why) = dsync_sim::real::unsupported(&sc) {
+            unsupported += 1;
+            out!("{:<26} unsupported on the real side: {why}", sc.name);
+            continue;
+        }
+        let sim = run(
+            &sc,
+            Options {
+                trace: TraceLevel::None,
+                ..Options::default()
+            },
+        );
+        let real = match dsync_sim::real::run(&sc, &opts) {
+            Ok(r) => r,
+            Err(e) => {
+                out!("{:<26} real run failed to run: {e:#}", sc.name);
+                differ.push(sc.name.clone());
+                continue;
+            }
+        };
+        let conv = |s: &dsync_sim::Summary| {
+            s.converge_ms
+                .map_or("-".to_string(), |ms| format!("{:.2}s", ms as f64 / 1000.0))
+        };
+        let counters =
+            |s: &dsync_sim::Summary| format!("{}/{}/{}/{}", s.edits, s.sent, s.dropped, s.resets);
+        let (a, b) = (
+            verdict_kind(&sim.verdict),
+            verdict_kind(&real.report.verdict),
+        );
+        let mark = if a == b { "" } else { "  ← DIFFERS" };
+        out!(
+            "{:<26} {:<9} {:<9} {:>9} {:>9}  {:<31}  {:<31}  {:.1}s, {}, {:.2}s, {:.0} MiB{mark}",
+            sc.name,
+            a,
+            b,
+            conv(&sim.summary),
+            conv(&real.report.summary),
+            counters(&sim.summary),
+            counters(&real.report.summary),
+            real.wall_s,
+            real.rtt_ms
+                .map_or("-".to_string(), |(_, p99)| format!("{p99:.1} ms")),
+            real.server_cpu_s,
+            real.server_peak_rss_mib
+        );
+        if a != b {
+            out!("    sim:  {}", sim.verdict.describe());
+            out!("    real: {}", real.report.verdict.describe());
+            differ.push(sc.name.clone());
+        }
+    }
+    out!(
+        "parity   {} scenarios: {} ran both ways, {} differ{}, {unsupported} unsupported on the real side",
+        files.len(),
+        files.len() - unsupported,
+        differ.len(),
+        if differ.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", differ.join(", "))
+        }
+    );
+    Ok(if differ.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
