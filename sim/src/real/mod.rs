@@ -157,12 +157,29 @@ pub fn run(sc: &Scenario, opts: &RealOptions) -> anyhow::Result<RealReport> {
                 Ok(r) => r,
                 Err(_) => Err(anyhow::anyhow!("the run passed its wall-clock limit of {:.0} s", limit.as_secs_f64())),
             },
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            why = interrupted() => Err(anyhow::anyhow!("{why}")),
         }
     });
     // Whatever is still running (proxies, sessions) stops with the runtime.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     out
+}
+
+/// Ctrl-C, or SIGTERM on Unix: the run is dropped, which kills its server and removes its
+/// folder. (A SIGKILL of `dsync-sim` itself leaves the server running until its clients go.)
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted",
+                _ = term.recv() => "terminated",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "interrupted"
 }
 
 /// Scenario time, from wall time: `speed` scenario milliseconds per wall millisecond.
