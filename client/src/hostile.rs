@@ -266,12 +266,7 @@ async fn slow_reader(server: SocketAddr, st: &Status) {
         )
     };
     loop {
-        let line = encode_client(&ClientMsg::ClientSync {
-            doc: doc.into(),
-            seq,
-            server_version: 1_000_000,
-            edits: vec![],
-        });
+        let line = earn_reset(doc, seq);
         if s.get_mut().write_all(line.as_bytes()).await.is_err() {
             break;
         }
@@ -390,6 +385,17 @@ async fn cr_edits(server: SocketAddr, st: &Status) {
     }
 }
 
+/// A tiny `client_sync` whose `server_version` the session never had: it earns a full-text
+/// reset of the whole document.
+fn earn_reset(doc: &str, seq: u64) -> String {
+    encode_client(&ClientMsg::ClientSync {
+        doc: doc.into(),
+        seq,
+        server_version: 1_000_000,
+        edits: vec![],
+    })
+}
+
 async fn reset_storm(server: SocketAddr, st: &Status) {
     let doc = "reset-storm";
     let Ok((mut s, ok)) = connect_doc(server, doc, doc).await else {
@@ -418,12 +424,7 @@ async fn reset_storm(server: SocketAddr, st: &Status) {
     };
     let mut reply = String::new();
     loop {
-        let line = encode_client(&ClientMsg::ClientSync {
-            doc: doc.into(),
-            seq,
-            server_version: 1_000_000,
-            edits: vec![],
-        });
+        let line = earn_reset(doc, seq);
         reply.clear();
         if s.get_mut().write_all(line.as_bytes()).await.is_err()
             || !matches!(s.read_line(&mut reply).await, Ok(n) if n > 0)

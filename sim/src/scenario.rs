@@ -263,6 +263,17 @@ pub struct Typing {
     pub delete_chance: f64,
 }
 
+impl Typing {
+    /// The characters typed: `alphabet`, or lowercase letters and space.
+    pub fn chars(&self) -> Vec<char> {
+        self.alphabet
+            .as_deref()
+            .unwrap_or("abcdefghijklmnopqrstuvwxyz ")
+            .chars()
+            .collect()
+    }
+}
+
 /// Each client inserts unique tokens `⟨client:k⟩` between tokens and deletes tokens it sees,
 /// so the right final text is known.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

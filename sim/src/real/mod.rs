@@ -405,18 +405,9 @@ async fn run_async(sc: &Scenario, opts: &RealOptions) -> anyhow::Result<RealRepo
         );
         run.judge.fail(&shared, CheckKind::Safety, detail);
     }
-    let counters = net.counters();
+    // The network's counters, with the clients' and the users' beside them.
     let summary = Summary {
         sim_ms: clock.now_ms(),
-        sent: counters.sent,
-        delivered: counters.delivered,
-        dropped: counters.dropped,
-        duplicated: counters.duplicated,
-        reordered: counters.reordered,
-        corrupted: counters.corrupted,
-        split_frames: counters.split_frames,
-        garbage: counters.garbage,
-        conn_resets: counters.conn_resets,
         resets: clients_stats.resets,
         retransmits: clients_stats.retransmits,
         duplicates_skipped: clients_stats.duplicates_skipped,
@@ -428,7 +419,7 @@ async fn run_async(sc: &Scenario, opts: &RealOptions) -> anyhow::Result<RealRepo
         edits: shared.edits.load(Ordering::Relaxed),
         converge_ms: run.judge.converge_ms,
         final_digest: final_text.as_deref().map(digest).unwrap_or_default(),
-        ..Summary::default()
+        ..net.counters()
     };
     let mut trace = std::mem::take(&mut *lock(&shared.trace));
     trace.push(summary.line());

@@ -24,32 +24,10 @@ use super::Clock;
 use crate::scenario::{Direction, Event, Fate, LinkFaults, LinkModel, Node, Scenario, Timed};
 use crate::world::net::draw;
 use crate::world::wire;
+use crate::world::Summary;
 
 /// Frames one direction of a connection may hold in the proxy.
 pub const MAX_QUEUED: usize = 4_096;
-
-/// What the network did, for the summary.
-#[derive(Debug, Clone, Default)]
-pub struct Counters {
-    /// Frames that entered the proxy.
-    pub sent: u64,
-    /// Frames written to their receiver (a duplicate counts twice).
-    pub delivered: u64,
-    /// Frames lost (a dropped frame on a stream resets its connection too).
-    pub dropped: u64,
-    /// Frames delivered twice.
-    pub duplicated: u64,
-    /// Frames held back to reorder them.
-    pub reordered: u64,
-    /// Frames damaged.
-    pub corrupted: u64,
-    /// Frames written in two pieces.
-    pub split_frames: u64,
-    /// Lines of garbage written ahead of frames.
-    pub garbage: u64,
-    /// Connections the proxy reset.
-    pub conn_resets: u64,
-}
 
 /// A partition in force: (id, one side, other side, one way).
 type Partition = (u64, Vec<Node>, Vec<Node>, bool);
@@ -76,7 +54,7 @@ struct NetState {
     explicit: BTreeMap<(Node, Node, u64), Fate>,
     rng_net: ChaCha8Rng,
     rng_fault: ChaCha8Rng,
-    counters: Counters,
+    counters: Summary,
     recorded: Vec<Timed>,
     /// Live connections per client, to reset them when the client crashes.
     conns: BTreeMap<usize, Vec<Arc<Conn>>>,
@@ -120,7 +98,7 @@ impl Net {
                 explicit,
                 rng_net: crate::world::rng(s, crate::world::STREAM_NET),
                 rng_fault: crate::world::rng(s, crate::world::STREAM_FAULT),
-                counters: Counters::default(),
+                counters: Summary::default(),
                 recorded: Vec::new(),
                 conns: BTreeMap::new(),
             }),
@@ -203,8 +181,8 @@ impl Net {
             .map_or(&self.network, |l| &l.2)
     }
 
-    /// The counters so far.
-    pub fn counters(&self) -> Counters {
+    /// What the network did so far (the network fields of a run's summary).
+    pub fn counters(&self) -> Summary {
         self.lock().counters.clone()
     }
 
@@ -249,7 +227,7 @@ impl Net {
         fate
     }
 
-    fn count(&self, f: impl FnOnce(&mut Counters)) {
+    fn count(&self, f: impl FnOnce(&mut Summary)) {
         f(&mut self.lock().counters);
     }
 }

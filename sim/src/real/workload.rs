@@ -64,12 +64,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, sc: &Scenario, seed: u64) -> Vec<JoinH
         }
     }
     if let Some(t) = sc.workload.typing.clone() {
-        let alphabet: Vec<char> = t
-            .alphabet
-            .as_deref()
-            .unwrap_or("abcdefghijklmnopqrstuvwxyz ")
-            .chars()
-            .collect();
+        let alphabet = t.chars();
         for i in pick(&t.clients) {
             let (shared, t, alphabet) = (shared.clone(), t.clone(), alphabet.clone());
             let mut rng = crate::world::rng(s ^ (i as u64 + 1), crate::world::STREAM_WORK);

@@ -119,12 +119,7 @@ impl<'a> Sim<'a> {
         if self.now >= t.until_ms || self.stopped_at.is_some() {
             return;
         }
-        let alphabet: Vec<char> = t
-            .alphabet
-            .as_deref()
-            .unwrap_or("abcdefghijklmnopqrstuvwxyz ")
-            .chars()
-            .collect();
+        let alphabet = t.chars();
         let len = self.clients[i]
             .node
             .as_ref()
