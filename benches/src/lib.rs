@@ -41,6 +41,48 @@ pub struct Trace {
     pub utf16: Vec<Vec<Patch>>,
 }
 
+impl Trace {
+    /// `n` keystrokes into a synthetic ASCII document of `size` bytes: single characters
+    /// inserted and deleted alternately at deterministic positions (so the document keeps its
+    /// size), each its own transaction. The size-scaling table replays it at one sync per
+    /// keystroke: what one keystroke's round trip costs at that size.
+    pub fn keystrokes(size: usize, n: usize) -> Trace {
+        let start = synthetic_document(size);
+        let pos = positions(size, n.max(1));
+        let mut text = start.clone();
+        let mut txns = Vec::with_capacity(n);
+        for (i, p) in pos.iter().take(n).enumerate() {
+            let patch = if i % 2 == 0 || text.is_empty() {
+                let at = p % (text.len() + 1);
+                text.insert(at, 'x');
+                Patch {
+                    pos: at,
+                    del: 0,
+                    ins: "x".into(),
+                }
+            } else {
+                let at = p % text.len();
+                text.remove(at);
+                Patch {
+                    pos: at,
+                    del: 1,
+                    ins: String::new(),
+                }
+            };
+            txns.push(vec![patch]);
+        }
+        // ASCII: chars, bytes and UTF-16 units are the same positions.
+        Trace {
+            name: format!("keystrokes-{size}"),
+            start,
+            end: text,
+            chars: txns.clone(),
+            bytes: txns.clone(),
+            utf16: txns,
+        }
+    }
+}
+
 /// The traces shipped with the repository, by name: `benches/traces/NAME.json.gz`.
 pub const SHIPPED_TRACES: [&str; 2] = ["automerge-paper", "seph-blog1"];
 

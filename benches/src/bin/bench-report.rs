@@ -54,6 +54,13 @@ struct Cli {
     #[arg(long, value_name = "N", default_values_t = [1u64, 10, 100],
           value_parser = clap::value_parser!(u64).range(1..))]
     every: Vec<u64>,
+    /// Document sizes of the size-scaling table, in bytes (one keystroke's round trip at
+    /// each size, every system). Repeatable; `--sizes 0` skips the table.
+    #[arg(long, value_name = "BYTES", default_values_t = [1_000usize, 10_000, 100_000, 1_000_000, 4_000_000])]
+    sizes: Vec<usize>,
+    /// Keystrokes per size in the size-scaling table (fewer with --quick).
+    #[arg(long, value_name = "N", default_value_t = 2_000)]
+    keystrokes: usize,
     /// Where to write the JSON table.
     #[arg(long, value_name = "PATH", default_value = "target/bench-report.json")]
     out: PathBuf,
@@ -116,6 +123,59 @@ fn main() -> ExitCode {
     }
     let mut rows = Vec::new();
     let mut failed = false;
+    let keystrokes = if cli.quick {
+        cli.keystrokes.min(200)
+    } else {
+        cli.keystrokes
+    };
+    let sizes: Vec<usize> = cli.sizes.iter().copied().filter(|s| *s > 0).collect();
+    if !sizes.is_empty() {
+        out!("one keystroke's round trip by document size ({keystrokes} keystrokes, one sync each; µs per keystroke)");
+        out!(
+            "{:>10} {:>12} {:>12} {:>14}",
+            "size",
+            "dsync",
+            "yrs",
+            "diamond-types"
+        );
+        for &size in &sizes {
+            let trace = Trace::keystrokes(size, keystrokes);
+            let mut cells = Vec::new();
+            for system in System::ALL {
+                if cli.only.is_some_and(|o| o != system) {
+                    cells.push("-".to_string());
+                    continue;
+                }
+                match system.runner()(&trace, 1) {
+                    Ok(r) => {
+                        let us = r.elapsed.as_secs_f64() * 1e6 / r.ops.max(1) as f64;
+                        cells.push(format!("{us:.1}"));
+                        rows.push(serde_json::json!({
+                            "table": "size_scaling",
+                            "system": system.name(),
+                            "size_bytes": size,
+                            "keystrokes": r.ops,
+                            "us_per_keystroke": (us * 100.0).round() / 100.0,
+                            "wire_bytes_per_keystroke": (r.wire_bytes as f64 / r.ops.max(1) as f64 * 100.0).round() / 100.0,
+                        }));
+                    }
+                    Err(e) => {
+                        eprintln!("FAILED {} keystrokes at {size} bytes: {e}", system.name());
+                        cells.push("FAILED".into());
+                        failed = true;
+                    }
+                }
+            }
+            out!(
+                "{:>10} {:>12} {:>12} {:>14}",
+                size,
+                cells[0],
+                cells[1],
+                cells[2]
+            );
+        }
+        out!("");
+    }
     out!(
         "{:<15} {:<16} {:>5} {:>12} {:>14} {:>12}",
         "system",
