@@ -235,6 +235,50 @@ impl Operation {
         Some((op, out))
     }
 
+    /// Whether applying this operation to `base` gives `base` back, comparing only the bytes
+    /// between its first and last change (a keystroke's operation on a large text costs the
+    /// keystroke, not the text). `base` must be the text the operation was made for.
+    pub fn leaves_unchanged(&self, base: &str) -> bool {
+        debug_assert_eq!(base.len(), self.base_len, "leaves_unchanged: wrong base");
+        if self.base_len != self.target_len || base.len() != self.base_len {
+            return false;
+        }
+        let steps = self.steps.as_slice();
+        let lead = match steps.first() {
+            Some(Step::Retain(n)) => *n,
+            _ => 0,
+        };
+        let trail = match steps.last() {
+            Some(Step::Retain(n)) if steps.len() > 1 => *n,
+            _ => 0,
+        };
+        let inner = &steps[usize::from(lead > 0)..steps.len() - usize::from(trail > 0)];
+        let Some(span) = base.as_bytes().get(lead..self.base_len - trail) else {
+            return false;
+        };
+        let mut pos = lead;
+        let mut at = 0;
+        for st in inner {
+            let piece: &[u8] = match st {
+                Step::Retain(n) => {
+                    let p = &base.as_bytes()[pos..pos + n];
+                    pos += n;
+                    p
+                }
+                Step::Insert(t) => t.as_bytes(),
+                Step::Delete(n) => {
+                    pos += n;
+                    continue;
+                }
+            };
+            if span.get(at..at + piece.len()) != Some(piece) {
+                return false;
+            }
+            at += piece.len();
+        }
+        at == span.len()
+    }
+
     /// Apply to `text`.
     pub fn apply(&self, text: &str) -> Result<String, OpError> {
         if text.len() != self.base_len {

@@ -255,7 +255,14 @@ impl ClientEngine {
         self.is_connected()
             && self.in_flight.is_none()
             && self.pending.is_empty()
-            && self.text == self.shadow.text
+            && !self.has_unsent()
+    }
+
+    /// The text differs from the shadow: there is typing not yet stacked as an edit. Read off
+    /// `local` (the exact change from the shadow to the text) over the span it changes, not by
+    /// comparing the whole texts.
+    fn has_unsent(&self) -> bool {
+        !self.local.leaves_unchanged(&self.shadow.text)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -422,7 +429,7 @@ impl ClientEngine {
         let held: usize = self.pending.iter().map(|p| p.before.len()).sum();
         let room = self.pending.len() < self.config.limits.max_pending_edits
             && held + self.shadow.text.len() <= self.config.limits.max_pending_bytes;
-        if self.text != self.shadow.text && room {
+        if self.has_unsent() && room {
             let delta = Delta::from_operation(&self.local, &self.shadow.text);
             self.local = Operation::identity(self.text.len());
             // The old shadow moves into the pending edit (no copy); the new one is the text,
@@ -501,10 +508,7 @@ impl ClientEngine {
                 self.apply_server_sync(now, client_version, edits);
                 // Unless that reply made us reconnect (too many damaged replies: resync), in which
                 // case the next cycle waits for `connect_ok` (found by the swarm's self-check).
-                if self.conn == Conn::Connected
-                    && self.text != self.shadow.text
-                    && now >= self.next_sync_at
-                {
+                if self.conn == Conn::Connected && self.has_unsent() && now >= self.next_sync_at {
                     self.cycle(now);
                 }
             }
@@ -724,6 +728,11 @@ impl ClientEngine {
             self.local.apply(&self.shadow.text).as_deref(),
             Ok(self.text.as_str()),
             "local must turn the shadow into the text"
+        );
+        assert_eq!(
+            self.has_unsent(),
+            self.text != self.shadow.text,
+            "has_unsent must say whether the text is the shadow"
         );
         assert!(self.pending_sent <= self.pending.len());
         let first = self.shadow.client_version - self.pending.len() as u64;

@@ -134,6 +134,40 @@ proptest! {
         }
     }
 
+    /// `leaves_unchanged` (which compares only the changed span) says exactly whether the
+    /// operation's result is its base, including changes that undo themselves (a delete and
+    /// an insert of the same text, a letter swapped and swapped back).
+    #[test]
+    fn leaves_unchanged_is_result_equals_base(
+        base in "[ab😀]{0,12}",
+        steps in prop::collection::vec((0u8..3, 0usize..4, "[ab😀]{0,2}"), 0..8),
+    ) {
+        // Build an operation over `base` from the steps, on char boundaries.
+        let chars: Vec<(usize, char)> = base.char_indices().collect();
+        let mut op = Operation::new();
+        let mut i = 0;
+        for (kind, n, text) in &steps {
+            let take = (*n).min(chars.len() - i);
+            let bytes: usize = chars[i..i + take].iter().map(|(_, c)| c.len_utf8()).sum();
+            match kind {
+                0 => { op.retain(bytes); i += take; }
+                1 => { op.delete(bytes); i += take; }
+                _ => { op.insert(text); }
+            }
+            if *kind == 2 && take > 0 {
+                // Sometimes re-insert what is deleted next: a change that undoes itself.
+                let same: String = chars[i..i + take].iter().map(|(_, c)| *c).collect();
+                op.insert(&same);
+                op.delete(bytes);
+                i += take;
+            }
+        }
+        let rest: usize = chars[i..].iter().map(|(_, c)| c.len_utf8()).sum();
+        op.retain(rest);
+        let result = op.apply(&base).unwrap();
+        prop_assert_eq!(op.leaves_unchanged(&base), result == base, "{:?} on {:?} gives {:?}", op, base, result);
+    }
+
     /// The delta codec round-trips any pair of texts.
     #[test]
     fn delta_roundtrip(a in "\\PC{0,40}", b in "\\PC{0,40}") {
