@@ -18,7 +18,7 @@ fn scenario(name: &str) -> Scenario {
 fn options() -> RealOptions {
     RealOptions {
         server_bin: PathBuf::from(env!("CARGO_BIN_EXE_dsync-server")),
-        speed: 4.0,
+        speed: 2.0,
         seed: None,
         max_wall: Some(std::time::Duration::from_secs(120)),
     }
