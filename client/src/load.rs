@@ -1,5 +1,6 @@
-//! The load generator: N clients on loopback, each typing at a human rate into one document,
-//! for a bounded time; reports round-trip percentiles, edits per second and errors.
+//! The load generator: N clients on loopback, each typing at a human rate into one document
+//! (or idle, at rate 0), for a bounded time; reports round-trip percentiles, round trips and
+//! edits per second, and errors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::{Edit, Metrics, Session, SessionConfig};
 
 /// Most clients one load run may start.
-pub const MAX_CLIENTS: usize = 5_000;
+pub const MAX_CLIENTS: usize = 10_000;
 /// Longest load run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// How long the clients have to open their documents before typing starts.
@@ -27,7 +28,7 @@ pub struct LoadConfig {
     pub clients: usize,
     /// How long they type.
     pub duration: Duration,
-    /// Keystrokes per second per client.
+    /// Keystrokes per second per client; 0: the clients only keep in sync (idle).
     pub rate_per_s: f64,
 }
 
@@ -44,6 +45,9 @@ pub struct LoadReport {
     pub p99: Duration,
     /// Keystrokes typed per second (all clients).
     pub edits_per_s: f64,
+    /// Sync round trips completed per second (all clients) over the typing period and the
+    /// settling after it: what the server answers, idle clients' polls included.
+    pub round_trips_per_s: f64,
     /// Errors and lost connections.
     pub errors: u64,
     /// Clients connected (their document open) at the end.
@@ -114,9 +118,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     if cfg.docs == 0 || cfg.docs > cfg.clients {
         return Err(LoadError::Bounds("--docs must be 1 to --clients".into()));
     }
-    if !(cfg.rate_per_s > 0.0 && cfg.rate_per_s <= 50.0) {
+    if !(cfg.rate_per_s >= 0.0 && cfg.rate_per_s <= 50.0) {
         return Err(LoadError::Bounds(
-            "--rate must be in (0, 50] keystrokes per second".into(),
+            "--rate must be in [0, 50] keystrokes per second (0: idle clients)".into(),
         ));
     }
     let metrics = Arc::new(Metrics::default());
@@ -164,6 +168,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
             p50: Duration::ZERO,
             p99: Duration::ZERO,
             edits_per_s: 0.0,
+            round_trips_per_s: 0.0,
             errors: metrics.errors.load(std::sync::atomic::Ordering::Relaxed),
             connected,
             converged: 0,
@@ -174,14 +179,20 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     let start = Instant::now();
     let typed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut typists = Vec::new();
+    let end = start + cfg.duration;
+    let rounds_before = metrics.rtt_us.lock().map(|v| v.len()).unwrap_or(0);
     for (i, s) in sessions.iter().enumerate() {
+        if cfg.rate_per_s == 0.0 {
+            break;
+        }
         let s = s.clone();
         let typed = typed.clone();
         let every = Duration::from_secs_f64(1.0 / cfg.rate_per_s);
-        let end = start + cfg.duration;
         typists.push(tokio::spawn(async move {
-            // Spread the clients' first keystrokes over one interval.
-            tokio::time::sleep(every.mul_f64((i % 97) as f64 / 97.0)).await;
+            // Spread the clients' first keystrokes over one interval (never past the end: at
+            // low rates one interval is longer than the run).
+            let spread = every.mul_f64((i % 97) as f64 / 97.0);
+            tokio::time::sleep(spread.min(end.saturating_duration_since(Instant::now()))).await;
             let mut k = 0u64;
             while Instant::now() < end {
                 let ch = char::from(b'a' + (k % 26) as u8);
@@ -196,6 +207,8 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     for t in typists {
         let _ = t.await;
     }
+    // Idle clients: the period passes with nothing typed.
+    tokio::time::sleep_until(end.into()).await;
     let elapsed = start.elapsed();
     // Let the last edits travel, bounded.
     let settle = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -222,6 +235,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
             s.stop().await;
         }
     }
+    let rounds_per_s = {
+        let n = metrics.rtt_us.lock().map(|v| v.len()).unwrap_or(0);
+        n.saturating_sub(rounds_before) as f64 / start.elapsed().as_secs_f64().max(1e-9)
+    };
     let mut rtt = metrics.rtt_us.lock().map(|v| v.clone()).unwrap_or_default();
     rtt.sort_unstable();
     let pct = |p: f64| -> Duration {
@@ -238,6 +255,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         p99: pct(0.99),
         edits_per_s: typed.load(std::sync::atomic::Ordering::Relaxed) as f64
             / elapsed.as_secs_f64(),
+        round_trips_per_s: rounds_per_s,
         errors: metrics.errors.load(std::sync::atomic::Ordering::Relaxed),
         connected,
         converged,

@@ -59,7 +59,7 @@ enum Mode {
         /// Seconds of typing.
         #[arg(long, default_value_t = 10)]
         duration: u64,
-        /// Keystrokes per second per client.
+        /// Keystrokes per second per client (0: idle clients that only keep in sync).
         #[arg(long, default_value_t = 2.0)]
         rate: f64,
         /// Spread the clients over this many documents (`DOC-0`, `DOC-1`, …).
@@ -208,12 +208,13 @@ async fn load_mode(
         rate
     );
     out!(
-        "result   {}/{} connected, {}/{} converged, round_trips={} rtt_p50={:.2}ms rtt_p99={:.2}ms edits_per_s={:.0} errors={}",
+        "result   {}/{} connected, {}/{} converged, round_trips={} ({:.0}/s) rtt_p50={:.2}ms rtt_p99={:.2}ms edits_per_s={:.0} errors={}",
         r.connected,
         r.clients,
         r.converged,
         r.clients,
         r.round_trips,
+        r.round_trips_per_s,
         r.p50.as_secs_f64() * 1e3,
         r.p99.as_secs_f64() * 1e3,
         r.edits_per_s,

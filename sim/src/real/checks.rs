@@ -267,10 +267,9 @@ fn converged(
             }
             return Err(format!("c{i} down"));
         };
-        // Two empty round trips since the last change, local or remote: nothing of its own
-        // was pending then (a local edit starts the count again) and it had what the server
-        // had. A poll may be in flight (the snapshot's `settled` counts that too).
-        if !s.connected || s.quiet_polls < 2 {
+        // The client's own view (`Snapshot::converged`): two empty round trips since its last
+        // change, so nothing of its own is pending and it has what the server had.
+        if !s.converged() {
             return Err(format!(
                 "c{i} not settled (connected={} quiet_polls={})",
                 s.connected, s.quiet_polls
