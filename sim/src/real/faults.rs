@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 
 use dsync_store::{SqliteStore, Store};
 
-use super::shared::{lock, Shared};
+use super::shared::lock;
 use super::Run;
 use crate::intent::LocalEdit;
 use crate::scenario::{Event, Node, Timed};
-use crate::world::DOC;
+use crate::world::{node_list, DOC};
 
 impl Run<'_> {
     /// Act out one timeline event.
@@ -28,7 +28,7 @@ impl Run<'_> {
                 let kind = if one_way { "one-way" } else { "symmetric" };
                 shared.log(
                     "fault",
-                    format!("partition [{}] | [{}] {kind}", names(&a), names(&b)),
+                    format!("partition [{}] | [{}] {kind}", node_list(&a), node_list(&b)),
                 );
                 shared.record(Event::Partition {
                     a: a.clone(),
@@ -154,7 +154,7 @@ impl Run<'_> {
                 };
                 shared.log(
                     "fault",
-                    format!("restart c{i} as {}", Shared::client_id(i, inc)),
+                    format!("restart c{i} as {}", crate::world::Sim::client_id(i, inc)),
                 );
                 shared.start_client(i);
             }
@@ -185,15 +185,4 @@ impl Run<'_> {
         }
         Ok(())
     }
-}
-
-/// `S,c0,c2`: nodes as a fault line names them.
-fn names(v: &[Node]) -> String {
-    v.iter()
-        .map(|n| match n {
-            Node::Server => "S".to_string(),
-            Node::Client(i) => format!("c{i}"),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -36,12 +36,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use dsync_client::Metrics;
-use dsync_engine::{Config, MergeStrategy, Stats};
+use dsync_engine::{Config, Stats};
 use dsync_store::{SqliteStore, Store};
 use tokio::time::{Duration, Instant};
 
 use crate::intent::Users;
-use crate::scenario::{Event, Merge, Node, Scenario, Timed};
+use crate::scenario::{Event, Node, Scenario, Timed};
 use crate::world::{digest, CheckKind, Options, Report, Sim, Summary, Verdict, DOC};
 use checks::Judge;
 use proxy::Net;
@@ -213,14 +213,6 @@ impl Clock {
     }
 }
 
-fn merge_of(m: Merge) -> MergeStrategy {
-    match m {
-        Merge::ThreeWay => MergeStrategy::ThreeWay,
-        Merge::FuzzyPatch => MergeStrategy::FuzzyPatch,
-        Merge::Overwrite => MergeStrategy::Overwrite,
-    }
-}
-
 /// The store the server starts on: the document with the scenario's initial text.
 fn seed_store(db: &Path, initial: &str) -> anyhow::Result<()> {
     let mut store = SqliteStore::open(db).context("creating the database")?;
@@ -275,7 +267,7 @@ async fn run_async(sc: &Scenario, opts: &RealOptions) -> anyhow::Result<RealRepo
         sync_interval_ms: scale(sc.engine.sync_interval_ms),
         retransmit_ms: scale(sc.engine.retransmit_ms),
         heartbeat_ms: scale(sc.engine.heartbeat_ms),
-        merge: merge_of(sc.engine.merge),
+        merge: crate::world::merge_of(sc.engine.merge),
         ..Config::default()
     };
     let mut server = ServerProc::new(&opts.server_bin, &db, &config, dir.path());

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::{Duration, Instant};
 
 use super::Clock;
-use crate::scenario::{Direction, Event, Fate, LinkFaults, LinkModel, Node, Scenario, Timed};
-use crate::world::net::draw;
+use crate::scenario::{Event, Fate, LinkFaults, LinkModel, Node, Scenario, Timed};
+use crate::world::net::{blocked, draw, link_faults};
 use crate::world::wire;
 use crate::world::Summary;
 
@@ -39,8 +39,8 @@ pub struct Net {
     changed: Notify,
     clock: Clock,
     stream: bool,
-    network: LinkFaults,
-    links: Vec<(usize, Direction, LinkFaults)>,
+    /// The scenario, for its links' faults.
+    sc: Scenario,
     max_frame_bytes: usize,
 }
 
@@ -105,12 +105,7 @@ impl Net {
             changed: Notify::new(),
             clock,
             stream: sc.topology.link == LinkModel::Stream,
-            network: sc.network.clone(),
-            links: sc
-                .links
-                .iter()
-                .map(|l| (l.client, l.direction, l.faults.clone()))
-                .collect(),
+            sc: sc.clone(),
             max_frame_bytes,
         }
     }
@@ -169,16 +164,7 @@ impl Net {
 
     /// The faults of the link `from` → `to`.
     pub fn faults(&self, from: Node, to: Node) -> &LinkFaults {
-        let (client, dir) = match (from, to) {
-            (Node::Client(c), _) => (c, Direction::Up),
-            (_, Node::Client(c)) => (c, Direction::Down),
-            _ => return &self.network,
-        };
-        self.links
-            .iter()
-            .rev()
-            .find(|(c, d, _)| *c == client && (*d == dir || *d == Direction::Both))
-            .map_or(&self.network, |l| &l.2)
+        link_faults(&self.sc, from, to)
     }
 
     /// What the network did so far (the network fields of a run's summary).
@@ -230,12 +216,6 @@ impl Net {
     fn count(&self, f: impl FnOnce(&mut Summary)) {
         f(&mut self.lock().counters);
     }
-}
-
-fn blocked(partitions: &[Partition], from: Node, to: Node) -> bool {
-    partitions.iter().any(|(_, a, b, one_way)| {
-        (a.contains(&from) && b.contains(&to)) || (!one_way && b.contains(&from) && a.contains(&to))
-    })
 }
 
 /// Listen for client `i` on loopback; relay each connection to the server. Returns the

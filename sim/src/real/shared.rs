@@ -52,19 +52,11 @@ impl Shared {
         lock(&self.recorded).push(Timed { at_ms, event });
     }
 
-    pub(super) fn client_id(i: usize, inc: u32) -> String {
-        if inc == 0 {
-            format!("c{i}")
-        } else {
-            format!("c{i}.{inc}")
-        }
-    }
-
     pub(super) fn start_client(&self, i: usize) {
         let mut clients = lock(&self.clients);
         let slot = &mut clients[i];
         let mut cfg = SessionConfig::new(slot.proxy, DOC);
-        cfg.client_id = Self::client_id(i, slot.inc);
+        cfg.client_id = crate::world::Sim::client_id(i, slot.inc);
         cfg.engine = self.config;
         cfg.reconnect_min = self.clock.wall(dsync_node::RECONNECT_MIN_MS);
         cfg.reconnect_max = self.clock.wall(dsync_node::RECONNECT_MAX_MS);

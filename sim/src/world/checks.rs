@@ -4,7 +4,7 @@
 use super::*;
 
 /// `S,c0,c2`: nodes as a fault line names them.
-pub(super) fn node_list(v: &[Node]) -> String {
+pub(crate) fn node_list(v: &[Node]) -> String {
     v.iter()
         .map(|n| node_name(*n))
         .collect::<Vec<_>>()

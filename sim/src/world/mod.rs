@@ -39,7 +39,7 @@ mod report;
 pub(crate) mod wire;
 mod workload;
 
-use checks::*;
+pub(crate) use checks::node_list;
 use disk::SimStore;
 pub use report::*;
 
@@ -50,7 +50,7 @@ fn node_name(n: Node) -> String {
     }
 }
 
-fn merge_of(m: Merge) -> MergeStrategy {
+pub(crate) fn merge_of(m: Merge) -> MergeStrategy {
     match m {
         Merge::ThreeWay => MergeStrategy::ThreeWay,
         Merge::FuzzyPatch => MergeStrategy::FuzzyPatch,

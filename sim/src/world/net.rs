@@ -66,6 +66,32 @@ impl Payload {
     }
 }
 
+/// The faults of the link `from` → `to` in `sc`: the last override for that client and
+/// direction, else the network's defaults.
+pub(crate) fn link_faults(sc: &Scenario, from: Node, to: Node) -> &LinkFaults {
+    let (client, dir) = match (from, to) {
+        (Node::Client(c), _) => (c, Direction::Up),
+        (_, Node::Client(c)) => (c, Direction::Down),
+        _ => return &sc.network,
+    };
+    sc.links
+        .iter()
+        .rev()
+        .find(|l| l.client == client && (l.direction == dir || l.direction == Direction::Both))
+        .map_or(&sc.network, |l| &l.faults)
+}
+
+/// Whether a partition in force, (id, one side, other side, one way), blocks `from` → `to`.
+pub(crate) fn blocked(
+    partitions: &[(u64, Vec<Node>, Vec<Node>, bool)],
+    from: Node,
+    to: Node,
+) -> bool {
+    partitions.iter().any(|(_, a, b, one_way)| {
+        (a.contains(&from) && b.contains(&to)) || (!one_way && b.contains(&from) && a.contains(&to))
+    })
+}
+
 /// The fate of one frame on a link with faults `f` (`stream`: the stream model), drawn from
 /// the network stream (latencies) and the fault stream (decisions); and whether it was held
 /// back to reorder it. The simulator and the real run's proxy draw every fate here.
@@ -110,24 +136,11 @@ pub(crate) fn draw(
 
 impl<'a> Sim<'a> {
     pub(super) fn link_faults(&self, from: Node, to: Node) -> &LinkFaults {
-        let (client, dir) = match (from, to) {
-            (Node::Client(c), _) => (c, Direction::Up),
-            (_, Node::Client(c)) => (c, Direction::Down),
-            _ => return &self.sc.network,
-        };
-        self.sc
-            .links
-            .iter()
-            .rev()
-            .find(|l| l.client == client && (l.direction == dir || l.direction == Direction::Both))
-            .map_or(&self.sc.network, |l| &l.faults)
+        link_faults(self.sc, from, to)
     }
 
     pub(super) fn blocked(&self, from: Node, to: Node) -> bool {
-        self.partitions.iter().any(|(_, a, b, one_way)| {
-            (a.contains(&from) && b.contains(&to))
-                || (!one_way && b.contains(&from) && a.contains(&to))
-        })
+        blocked(&self.partitions, from, to)
     }
 
     pub(super) fn draw_fate(&mut self, from: Node, to: Node, frame: &[u8]) -> Fate {

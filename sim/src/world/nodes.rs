@@ -22,7 +22,7 @@ impl<'a> Sim<'a> {
         self.server.as_ref().map(ServerNode::engine)
     }
 
-    pub(super) fn client_id(i: usize, inc: u32) -> String {
+    pub(crate) fn client_id(i: usize, inc: u32) -> String {
         if inc == 0 {
             format!("c{i}")
         } else {
