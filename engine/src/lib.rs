@@ -76,6 +76,7 @@ pub mod dmp;
 pub mod merge;
 pub mod msg;
 pub mod op;
+pub mod rope;
 pub mod server;
 pub mod text;
 
@@ -88,6 +89,7 @@ pub use msg::{
     ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
 };
 pub use op::{OpError, Operation};
+pub use rope::Rope;
 pub use server::{
     PeerId, PendingReset, PersistRecord, ServerEngine, ServerOutput, SessionRecord, StoredDocument,
 };
