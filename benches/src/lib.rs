@@ -346,7 +346,7 @@ fn bench_server(cfg: Config, text: &str) -> ServerNode<MemStore> {
     store.insert(
         "bench",
         StoredDocument {
-            text: text.to_string(),
+            text: text.into(),
             ..StoredDocument::default()
         },
     );
@@ -364,12 +364,9 @@ pub fn run_dsync(t: &Trace, every: usize) -> Result<Run, String> {
         }
     }
     let elapsed = start.elapsed();
-    check(&t.end, p.client.engine().text(), "dsync client")?;
-    check(
-        &t.end,
-        p.server().master("bench").unwrap_or_default(),
-        "dsync server",
-    )?;
+    check(&t.end, &p.client.engine().text().flat(), "dsync client")?;
+    let master = p.server().master("bench").map(String::from);
+    check(&t.end, master.as_deref().unwrap_or_default(), "dsync server")?;
     Ok(Run {
         ops: t.bytes.len(),
         elapsed,
@@ -562,8 +559,8 @@ pub fn two_writers(a: &Trace, b: &Trace, every: usize) -> String {
     server
         .engine()
         .master("bench")
+        .map(String::from)
         .unwrap_or_default()
-        .to_string()
 }
 
 fn check(want: &str, got: &str, who: &str) -> Result<(), String> {

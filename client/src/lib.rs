@@ -507,7 +507,7 @@ impl Driver {
                 Edit::Insert(at, s) => eng.insert(at, &s),
                 Edit::Delete(a, b) => eng.delete(a, b),
                 Edit::Append(s) => {
-                    let n = eng.text().chars().count();
+                    let n = eng.text().len_chars();
                     eng.insert(n, &s)
                 }
                 Edit::Replace(s) => eng.set_text(&s),
@@ -613,7 +613,7 @@ impl Driver {
         // Describe remote changes against what readers saw last (the load generator's sessions
         // skip the comparison).
         if remote && self.describe_changes {
-            if let Some(c) = Change::between(&self.state.borrow().text, self.node.engine().text()) {
+            if let Some(c) = Change::between(&self.state.borrow().text, &self.node.engine().text().flat()) {
                 notices.push(Notice::RemoteChange(c));
             }
         }

@@ -5,9 +5,10 @@
 pub struct Checksum(pub u32);
 
 impl Checksum {
-    /// The checksum of `text`.
-    pub fn of(text: &str) -> Checksum {
-        Checksum(crc32fast::hash(text.as_bytes()))
+    /// The checksum of `text` (flat or a [`crate::Rope`], whose CRC is combined from its
+    /// chunks').
+    pub fn of<T: crate::rope::TextRead + ?Sized>(text: &T) -> Checksum {
+        Checksum(text.crc32())
     }
 }
 

@@ -14,6 +14,7 @@ use std::fmt;
 use percent_encoding::utf8_percent_encode;
 
 use crate::diff::{diff_hunks, Hunk};
+use crate::rope::TextRead;
 pub use crate::text::DeltaError;
 use crate::text::{advance_utf16, decode_uri, utf16_len, URI_ESCAPE};
 
@@ -129,18 +130,21 @@ impl Delta {
 
     /// The exact operation this delta stands for on `base` (strict: the counts must cover
     /// `base` exactly and not split a surrogate pair).
-    pub fn to_operation(&self, base: &str) -> Result<crate::op::Operation, DeltaError> {
+    pub fn to_operation<T: TextRead + ?Sized>(
+        &self,
+        base: &T,
+    ) -> Result<crate::op::Operation, DeltaError> {
         let mut op = crate::op::Operation::new();
         let mut pos = 0;
         for d in &self.ops {
             match d {
                 DeltaOp::Keep(n) => {
-                    let end = advance_utf16(base, pos, *n)?;
+                    let end = base.advance_utf16(pos, *n)?;
                     op.retain(end - pos);
                     pos = end;
                 }
                 DeltaOp::Delete(n) => {
-                    let end = advance_utf16(base, pos, *n)?;
+                    let end = base.advance_utf16(pos, *n)?;
                     op.delete(end - pos);
                     pos = end;
                 }
@@ -151,26 +155,26 @@ impl Delta {
         }
         if pos != base.len() {
             return Err(DeltaError::DoesNotFit {
-                covered: utf16_len(&base[..pos]),
-                len: utf16_len(base),
+                covered: base.utf16_in(0..pos),
+                len: base.utf16_in(0..base.len()),
             });
         }
         Ok(op)
     }
 
     /// The delta of an operation on `base` (which must be the text it applies to).
-    pub fn from_operation(op: &crate::op::Operation, base: &str) -> Delta {
+    pub fn from_operation<T: TextRead + ?Sized>(op: &crate::op::Operation, base: &T) -> Delta {
         use crate::op::Step;
         let mut ops = Vec::with_capacity(op.steps().len());
         let mut pos = 0;
         for s in op.steps() {
             match s {
                 Step::Retain(n) => {
-                    ops.push(DeltaOp::Keep(utf16_len(&base[pos..pos + n])));
+                    ops.push(DeltaOp::Keep(base.utf16_in(pos..pos + n)));
                     pos += n;
                 }
                 Step::Delete(n) => {
-                    ops.push(DeltaOp::Delete(utf16_len(&base[pos..pos + n])));
+                    ops.push(DeltaOp::Delete(base.utf16_in(pos..pos + n)));
                     pos += n;
                 }
                 Step::Insert(t) => ops.push(DeltaOp::Insert(t.clone())),

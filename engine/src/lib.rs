@@ -63,7 +63,7 @@
 //! client.insert(0, "hello ")?; // positions in chars
 //! client.sync_now(Time(1)); // or wait for the sync interval (`poll_timeout`)
 //! pump(&mut client, &mut server, Time(1));
-//! assert_eq!(server.master("notes"), Some("hello world"));
+//! assert_eq!(server.master("notes").unwrap(), "hello world");
 //! # Ok::<(), dsync_engine::EngineError>(())
 //! ```
 

@@ -18,6 +18,7 @@
 use crate::diff::{diff_hunks, Hunk};
 use crate::dmp::{self, FuzzySettings};
 use crate::op::{OpError, Operation};
+use crate::rope::Rope;
 
 /// How a change is merged into text that moved on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -206,7 +207,7 @@ pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGa
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpMerge {
     /// The merged text.
-    pub text: String,
+    pub text: Rope,
     /// The change from `current` to `text` (what the moved-on side must still apply).
     pub theirs_after: Operation,
     /// The change from `changed` to `text` (what the incoming side must still apply).
@@ -223,15 +224,15 @@ pub struct OpMerge {
 pub fn merge_ops(
     strategy: MergeStrategy,
     fuzzy: &FuzzySettings,
-    base: &str,
+    base: &Rope,
     theirs: &Operation,
-    changed: &str,
+    changed: &Rope,
     ours: &Operation,
-    current: &str,
+    current: &Rope,
 ) -> Result<OpMerge, OpError> {
     if ours.is_noop() {
         return Ok(OpMerge {
-            text: changed.to_string(),
+            text: changed.clone(),
             theirs_after: theirs.clone(),
             ours_after: Operation::identity(changed.len()),
             patches_dropped: 0,
@@ -239,7 +240,7 @@ pub fn merge_ops(
     }
     if theirs.is_noop() {
         return Ok(OpMerge {
-            text: current.to_string(),
+            text: current.clone(),
             theirs_after: Operation::identity(current.len()),
             ours_after: ours.clone(),
             patches_dropped: 0,
@@ -247,7 +248,7 @@ pub fn merge_ops(
     }
     if strategy == MergeStrategy::ThreeWay {
         let (ours_after, theirs_after) = Operation::transform(ours, theirs)?;
-        let text = theirs_after.apply(current)?;
+        let text = theirs_after.apply_to(current)?;
         return Ok(OpMerge {
             text,
             theirs_after,
@@ -255,11 +256,12 @@ pub fn merge_ops(
             patches_dropped: 0,
         });
     }
-    let out = merge(strategy, fuzzy, base, changed, current);
+    let (changed, current) = (changed.flat(), current.flat());
+    let out = merge(strategy, fuzzy, &base.flat(), &changed, &current);
     Ok(OpMerge {
-        theirs_after: Operation::from_diff(current, &out.text),
-        ours_after: Operation::from_diff(changed, &out.text),
-        text: out.text,
+        theirs_after: Operation::from_diff(&current, &out.text),
+        ours_after: Operation::from_diff(&changed, &out.text),
+        text: Rope::from(out.text),
         patches_dropped: out.patches_dropped,
     })
 }

@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use crate::rope::{Rope, TextEdit, TextRead};
+
 /// One step of an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -238,7 +240,7 @@ impl Operation {
     /// Whether applying this operation to `base` gives `base` back, comparing only the bytes
     /// between its first and last change (a keystroke's operation on a large text costs the
     /// keystroke, not the text). `base` must be the text the operation was made for.
-    pub fn leaves_unchanged(&self, base: &str) -> bool {
+    pub fn leaves_unchanged<T: TextRead + ?Sized>(&self, base: &T) -> bool {
         debug_assert_eq!(base.len(), self.base_len, "leaves_unchanged: wrong base");
         if self.base_len != self.target_len || base.len() != self.base_len {
             return false;
@@ -253,15 +255,21 @@ impl Operation {
             _ => 0,
         };
         let inner = &steps[usize::from(lead > 0)..steps.len() - usize::from(trail > 0)];
-        let Some(span) = base.as_bytes().get(lead..self.base_len - trail) else {
+        let end = self.base_len - trail;
+        if lead > end || !base.is_char_boundary(lead) || !base.is_char_boundary(end) {
             return false;
-        };
-        let mut pos = lead;
+        }
+        // Only the span between the first and last change is read (a keystroke's worth).
+        let span = base.slice(lead..end);
+        let span = span.as_bytes();
+        let mut pos = 0;
         let mut at = 0;
         for st in inner {
             let piece: &[u8] = match st {
                 Step::Retain(n) => {
-                    let p = &base.as_bytes()[pos..pos + n];
+                    let Some(p) = span.get(pos..pos + n) else {
+                        return false;
+                    };
                     pos += n;
                     p
                 }
@@ -311,42 +319,24 @@ impl Operation {
         Ok(out)
     }
 
-    /// CRC-32 of the text this operation makes from `base`, computed over the pieces without
-    /// building that text (so a change can be verified before it is applied in place).
-    pub fn result_checksum(&self, base: &str) -> Result<u32, OpError> {
-        if base.len() != self.base_len {
-            return Err(OpError::WrongLength {
-                expected: self.base_len,
-                got: base.len(),
-            });
-        }
-        let mut h = crc32fast::Hasher::new();
-        let mut pos = 0;
-        for s in &self.steps {
-            match s {
-                Step::Retain(n) => {
-                    let end = pos + n;
-                    if !base.is_char_boundary(end) {
-                        return Err(OpError::SplitsChar(end));
-                    }
-                    h.update(&base.as_bytes()[pos..end]);
-                    pos = end;
-                }
-                Step::Insert(t) => h.update(t.as_bytes()),
-                Step::Delete(n) => {
-                    pos += n;
-                    if !base.is_char_boundary(pos) {
-                        return Err(OpError::SplitsChar(pos));
-                    }
-                }
-            }
-        }
-        Ok(h.finalize())
+    /// CRC-32 of the text this operation makes from `base`, without changing `base` (a
+    /// rope's clone is O(1) and its CRC is combined from the unchanged chunks').
+    pub fn result_checksum<T: TextEdit + Clone>(&self, base: &T) -> Result<u32, OpError> {
+        let mut t = base.clone();
+        self.apply_in_place(&mut t)?;
+        Ok(t.crc32())
+    }
+
+    /// Apply to a rope: a new rope sharing every chunk the operation leaves alone.
+    pub fn apply_to(&self, text: &Rope) -> Result<Rope, OpError> {
+        let mut t = text.clone();
+        self.apply_in_place(&mut t)?;
+        Ok(t)
     }
 
     /// Apply to `text` in place: each change is spliced where it is, so a keystroke moves the
     /// tail of the text instead of copying all of it into a new string.
-    pub fn apply_in_place(&self, text: &mut String) -> Result<(), OpError> {
+    pub fn apply_in_place<T: TextEdit + ?Sized>(&self, text: &mut T) -> Result<(), OpError> {
         if text.len() != self.base_len {
             return Err(OpError::WrongLength {
                 expected: self.base_len,
@@ -372,7 +362,7 @@ impl Operation {
             match s {
                 Step::Retain(n) => at += n,
                 Step::Insert(t) => {
-                    text.insert_str(at, t);
+                    text.replace_range(at..at, t);
                     at += t.len();
                 }
                 Step::Delete(n) => {
@@ -643,7 +633,7 @@ mod tests {
         op.apply_in_place(&mut t).unwrap();
         assert_eq!(t, op.apply(base).unwrap());
         assert_eq!(
-            op.result_checksum(base).unwrap(),
+            op.result_checksum(&base.to_string()).unwrap(),
             crc32fast::hash(t.as_bytes())
         );
         let mut short = "ab".to_string();

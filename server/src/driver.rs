@@ -472,7 +472,7 @@ fn engine_thread(
         // session detaches (the store has it).
         for doc in node.engine().documents() {
             if loaded.insert(doc.to_string()) {
-                let bytes = node.engine().master(doc).map_or(0, str::len);
+                let bytes = node.engine().master(doc).map_or(0, |t| t.len());
                 tracing::info!(doc, bytes, "document loaded");
             }
         }

@@ -147,7 +147,8 @@ async fn kill_9_loses_no_acknowledged_edit_and_unacknowledged_ones_arrive_later(
         .load("doc")
         .unwrap()
         .unwrap()
-        .text;
+        .text
+        .to_string();
     assert!(
         stored.contains("acked-one") && stored.contains("acked-two"),
         "{stored}"

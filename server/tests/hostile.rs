@@ -570,7 +570,7 @@ async fn sessions_past_their_retention_are_forgotten() {
     let db = dir.path().join("documents.db");
     let record = |doc: &str| PersistRecord {
         doc: doc.into(),
-        text: Some(format!("text of {doc}")),
+        text: Some(format!("text of {doc}").into()),
         version: 1,
         sessions: vec![SessionRecord {
             client_id: "c".into(),

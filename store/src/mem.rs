@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use dsync_engine::{Operation, PersistRecord, SessionRecord, StoredDocument};
+use dsync_engine::{Operation, PersistRecord, Rope, SessionRecord, StoredDocument};
 
 use crate::{Store, StoreError};
 
 /// One stored document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Doc {
-    text: String,
+    text: Rope,
     version: u64,
     sessions: BTreeMap<String, SessionRecord>,
     changes: BTreeMap<u64, Operation>,

@@ -319,7 +319,7 @@ impl SqliteStore {
             let reset = match reset {
                 (Some(v), Some(from_text), link) => Some(PendingReset {
                     version: to_u64(v, "sessions")?,
-                    from_text,
+                    from_text: from_text.into(),
                     from_link: parse_link(link)?,
                 }),
                 _ => None,
@@ -329,12 +329,12 @@ impl SqliteStore {
                 client_id,
                 key,
                 shadow: Shadow {
-                    text: st,
+                    text: st.into(),
                     client_version: to_u64(sn, t)?,
                     server_version: to_u64(sm, t)?,
                 },
                 backup: Shadow {
-                    text: bt,
+                    text: bt.into(),
                     client_version: to_u64(bn, t)?,
                     server_version: to_u64(bm, t)?,
                 },
@@ -368,7 +368,7 @@ impl SqliteStore {
                 ..StoredDocument::default()
             })),
             Some((text, version)) => Ok(Some(StoredDocument {
-                text,
+                text: text.into(),
                 version: to_u64(version, "documents")?,
                 sessions,
                 changes,
@@ -410,9 +410,10 @@ impl SqliteStore {
             for r in records {
                 match &r.text {
                     Some(text) => {
+                        // Whole texts for now: O(document) per commit.
                         doc_stmt.execute(params![
                             r.doc,
-                            text,
+                            text.flat(),
                             to_i64(r.version)?,
                             to_i64(now_ms)?
                         ])?;
@@ -427,10 +428,10 @@ impl SqliteStore {
                     sess_stmt.execute(params![
                         r.doc,
                         s.client_id,
-                        (!s.shadow_is_master).then_some(&s.shadow.text),
+                        (!s.shadow_is_master).then(|| s.shadow.text.flat()),
                         to_i64(s.shadow.client_version)?,
                         to_i64(s.shadow.server_version)?,
-                        (!s.backup_is_shadow).then_some(&s.backup.text),
+                        (!s.backup_is_shadow).then(|| s.backup.text.flat()),
                         to_i64(s.backup.client_version)?,
                         to_i64(s.backup.server_version)?,
                         to_i64(s.last_seq)?,
@@ -440,7 +441,7 @@ impl SqliteStore {
                         s.backup_link.as_ref().map(|l| to_i64(l.1)).transpose()?,
                         to_i64(now_ms)?,
                         s.reset.as_ref().map(|r| to_i64(r.version)).transpose()?,
-                        s.reset.as_ref().map(|r| &r.from_text),
+                        s.reset.as_ref().map(|r| r.from_text.flat()),
                         s.reset
                             .as_ref()
                             .and_then(|r| r.from_link.as_ref())
@@ -602,9 +603,9 @@ mod tests {
     fn texts_left_out_are_filled_from_the_master_and_shadow() {
         let mut s = SqliteStore::open_in_memory().unwrap();
         let mut r = record(Some("the master"), 1);
-        r.sessions[0].shadow.text = String::new();
+        r.sessions[0].shadow.text = Default::default();
         r.sessions[0].shadow_is_master = true;
-        r.sessions[0].backup.text = String::new();
+        r.sessions[0].backup.text = Default::default();
         r.sessions[0].backup_is_shadow = true;
         s.commit(&[r], 0).unwrap();
         let d = s.load("d").unwrap().unwrap();
@@ -612,7 +613,7 @@ mod tests {
         assert_eq!(d.sessions[0].backup.text, "the master");
         // Master unchanged in a later record: the stored master is used.
         let mut r = record(None, 1);
-        r.sessions[0].shadow.text = String::new();
+        r.sessions[0].shadow.text = Default::default();
         r.sessions[0].shadow_is_master = true;
         s.commit(&[r], 1).unwrap();
         let d = s.load("d").unwrap().unwrap();
@@ -662,7 +663,7 @@ mod tests {
         drop(conn);
         let mut s = SqliteStore::open(&path).unwrap();
         let d = s.load("d").unwrap().unwrap();
-        assert_eq!((d.text.as_str(), d.version), ("old text", 3));
+        assert_eq!((String::from(&d.text).as_str(), d.version), ("old text", 3));
         assert_eq!(d.sessions[0].last_seq, 7);
         assert_eq!(d.sessions[0].reset, None);
         // And it takes version 2 records.

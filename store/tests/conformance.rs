@@ -65,11 +65,11 @@ fn a_record_without_text_keeps_text_and_version() {
         s.commit(&[record("d", Some("hello"), 3)], 0).unwrap();
         s.commit(&[record("d", None, 9)], 1).unwrap();
         let d = s.load("d").unwrap().unwrap();
-        assert_eq!((d.text.as_str(), d.version), ("hello", 3), "{name}");
+        assert_eq!((String::from(&d.text).as_str(), d.version), ("hello", 3), "{name}");
         // A document first written without text exists, empty, at version 0.
         s.commit(&[record("e", None, 5)], 2).unwrap();
         let e = s.load("e").unwrap().unwrap();
-        assert_eq!((e.text.as_str(), e.version), ("", 0), "{name}");
+        assert_eq!((String::from(&e.text).as_str(), e.version), ("", 0), "{name}");
         assert_eq!(s.documents().unwrap(), vec!["d", "e"], "{name}");
     }
 }
@@ -176,7 +176,7 @@ fn later_records_of_a_batch_see_the_earlier_ones() {
         s.commit(&[record("d", Some("first"), 1), second], 0)
             .unwrap();
         let d = s.load("d").unwrap().unwrap();
-        assert_eq!((d.text.as_str(), d.version), ("second", 2), "{name}");
+        assert_eq!((String::from(&d.text).as_str(), d.version), ("second", 2), "{name}");
         assert_eq!(d.sessions[0].shadow.text, "second", "{name}");
     }
 }
@@ -191,7 +191,7 @@ fn arb_session() -> impl Strategy<Value = SessionRecord> {
     )
         .prop_map(|(id, shadow, backup, v, (sm, bs, link, reset))| {
             let mut s = session(id, &shadow, v);
-            s.backup.text = backup;
+            s.backup.text = backup.into();
             s.shadow_is_master = sm;
             s.backup_is_shadow = bs;
             if !link {
@@ -222,7 +222,7 @@ fn arb_record() -> impl Strategy<Value = PersistRecord> {
         .prop_map(
             |(doc, text, version, sessions, removed, changes, needed)| PersistRecord {
                 doc: doc.into(),
-                text,
+                text: text.map(Into::into),
                 version,
                 sessions,
                 removed_sessions: removed.into_iter().map(Into::into).collect(),

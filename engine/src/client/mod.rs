@@ -23,6 +23,7 @@ use crate::msg::{
     ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
 };
 use crate::op::{OpError, Operation};
+use crate::rope::Rope;
 use crate::text::normalize_newlines;
 use crate::EngineError;
 
@@ -34,7 +35,7 @@ use recovery::merge_server_change;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Shadow {
     /// The text.
-    pub text: String,
+    pub text: Rope,
     /// n: count of client edits folded in.
     pub client_version: u64,
     /// m: count of server edits folded in.
@@ -102,7 +103,7 @@ pub struct PendingEdit {
     version: u64,
     delta: Delta,
     checksum: Checksum,
-    before: String,
+    before: Rope,
 }
 
 impl PendingEdit {
@@ -136,7 +137,7 @@ pub struct ClientEngine {
     config: Config,
     client_id: String,
     doc: String,
-    text: String,
+    text: Rope,
     shadow: Shadow,
     /// Unacknowledged edits, oldest first, each with the shadow it was made from.
     pending: Vec<PendingEdit>,
@@ -148,9 +149,7 @@ pub struct ClientEngine {
     /// The text as the server is known to hold it: the shadow minus the unacknowledged edits.
     /// `None` while it is simply the text before the oldest pending edit (its `before`), or the
     /// shadow when nothing is pending. The base for re-merging local typing after a reset.
-    confirmed: Option<String>,
-    /// A string buffer freed by an acknowledgement, reused for the next shadow.
-    spare: Option<String>,
+    confirmed: Option<Rope>,
     has_session: bool,
     /// The key of our session, from the `connect_ok` that opened it: a resume presents it.
     session_key: Option<SessionKey>,
@@ -189,13 +188,12 @@ impl ClientEngine {
             session_key: None,
             renames: 0,
             doc: doc.into(),
-            text: String::new(),
+            text: Rope::new(),
             shadow: Shadow::default(),
             pending: Vec::new(),
             pending_sent: 0,
             local: Operation::new(),
             confirmed: None,
-            spare: None,
             has_session: false,
             refused: None,
             bad_streak: 0,
@@ -211,7 +209,7 @@ impl ClientEngine {
     }
 
     /// The user's text.
-    pub fn text(&self) -> &str {
+    pub fn text(&self) -> &Rope {
         &self.text
     }
 
@@ -322,8 +320,8 @@ impl ClientEngine {
             });
         }
         // A whole new text: the change is only known as a diff.
-        self.local = Operation::from_diff(&self.shadow.text, &text);
-        self.text = text.into_owned();
+        self.local = Operation::from_diff(&self.shadow.text.flat(), &text);
+        self.text = Rope::from(text.into_owned());
         self.assert_invariants();
         Ok(())
     }
@@ -432,11 +430,9 @@ impl ClientEngine {
         if self.has_unsent() && room {
             let delta = Delta::from_operation(&self.local, &self.shadow.text);
             self.local = Operation::identity(self.text.len());
-            // The old shadow moves into the pending edit (no copy); the new one is the text,
-            // copied into a recycled buffer when there is one.
-            let mut next = self.spare.take().unwrap_or_default();
-            next.clone_from(&self.text);
-            let before = std::mem::replace(&mut self.shadow.text, next);
+            // The old shadow moves into the pending edit; the new one is the text (a rope's
+            // clone: the two share every chunk until one changes).
+            let before = std::mem::replace(&mut self.shadow.text, self.text.clone());
             self.pending.push(PendingEdit {
                 version: self.shadow.client_version,
                 delta,
@@ -485,7 +481,7 @@ impl ClientEngine {
                     self.stats.resumes += 1;
                 } else {
                     self.session_key = session_key;
-                    self.reset_to(text, client_version, server_version, None);
+                    self.reset_to(Rope::from(text), client_version, server_version, None);
                 }
                 self.has_session = true;
                 self.conn = Conn::Connected;
@@ -560,6 +556,7 @@ impl ClientEngine {
             self.bad_streak = 0;
             self.resynced = false;
             self.acknowledge(client_version);
+            let text = Rope::from(text);
             if let Some(reason) = self.refused.take() {
                 // What we had not got acknowledged can never be: take the server's text.
                 self.stats.resets += 1;
@@ -569,7 +566,7 @@ impl ClientEngine {
                     .push_back(ClientOutput::Event(ClientEvent::LocalChangeDropped {
                         reason,
                     }));
-                self.text.clone_from(&text);
+                self.text = text.clone();
                 self.local = Operation::identity(text.len());
                 self.adopt_shadow(text, client_version, version);
                 return;
@@ -582,7 +579,7 @@ impl ClientEngine {
         }
         self.acknowledge(client_version);
         // The shadow before the first server edit of this reply, kept only if one applies.
-        let mut base: Option<String> = None;
+        let mut base: Option<Rope> = None;
         let mut theirs: Option<Operation> = None;
         let mut diverged = false;
         for edit in edits {
@@ -605,7 +602,7 @@ impl ClientEngine {
             let applied = delta
                 .to_operation(&self.shadow.text)
                 .ok()
-                .and_then(|op| op.apply(&self.shadow.text).ok().map(|new| (op, new)));
+                .and_then(|op| op.apply_to(&self.shadow.text).ok().map(|new| (op, new)));
             match applied {
                 Some((op, new)) if Checksum::of(&new) == checksum => {
                     let old = std::mem::replace(&mut self.shadow.text, new);
@@ -614,7 +611,7 @@ impl ClientEngine {
                         None => op,
                         Some(t) => t.compose(&op).unwrap_or_else(|_| {
                             self.stats.merge_fallbacks += 1;
-                            Operation::from_diff(b, &self.shadow.text)
+                            Operation::from_diff(&b.flat(), &self.shadow.text.flat())
                         }),
                     });
                     self.shadow.server_version += 1;
@@ -638,7 +635,8 @@ impl ClientEngine {
         self.resynced = false;
         if !theirs.is_noop() {
             if let Some(conf) = self.confirmed_text() {
-                self.confirmed = Some(three_way(&base, &self.shadow.text, &conf));
+                let (b, s, c) = (base.flat(), self.shadow.text.flat(), conf.flat());
+                self.confirmed = Some(Rope::from(three_way(&b, &s, &c)));
             }
             // The server's change goes into the text past the user's edits since the shadow.
             let merged = merge_server_change(
@@ -659,15 +657,16 @@ impl ClientEngine {
                     // Bookkeeping broke (a bug): fall back to texts, which are always right.
                     tracing::error!(error = %e, "client merge of exact changes failed");
                     self.stats.merge_fallbacks += 1;
+                    let shadow = self.shadow.text.flat();
                     let out = merge(
                         self.config.merge,
                         &self.config.fuzzy,
-                        &base,
-                        &self.shadow.text,
-                        &self.text,
+                        &base.flat(),
+                        &shadow,
+                        &self.text.flat(),
                     );
-                    self.text = out.text;
-                    self.local = Operation::from_diff(&self.shadow.text, &self.text);
+                    self.local = Operation::from_diff(&shadow, &out.text);
+                    self.text = Rope::from(out.text);
                 }
             }
             self.outputs
@@ -725,8 +724,8 @@ impl ClientEngine {
             "local must turn the shadow into the text"
         );
         assert_eq!(
-            self.local.apply(&self.shadow.text).as_deref(),
-            Ok(self.text.as_str()),
+            self.local.apply_to(&self.shadow.text).as_ref(),
+            Ok(&self.text),
             "local must turn the shadow into the text"
         );
         assert_eq!(
@@ -775,16 +774,9 @@ impl ClientEngine {
 pub const DAMAGED_MAX: u32 = 4;
 
 /// Byte offset of char index `at` in `s`.
-fn char_to_byte(s: &str, at: usize) -> Result<usize, EngineError> {
-    if at == 0 {
-        return Ok(0);
-    }
-    match s.char_indices().nth(at) {
-        Some((b, _)) => Ok(b),
-        None if s.chars().count() == at => Ok(s.len()),
-        None => Err(EngineError::BadPosition {
-            at,
-            len: s.chars().count(),
-        }),
-    }
+fn char_to_byte(s: &Rope, at: usize) -> Result<usize, EngineError> {
+    s.char_to_byte(at).ok_or(EngineError::BadPosition {
+        at,
+        len: s.len_chars(),
+    })
 }

@@ -43,7 +43,7 @@ impl ClientEngine {
     /// nothing changed) when the base does not match.
     pub(super) fn reset_exact(
         &mut self,
-        text: &str,
+        text: &Rope,
         client_version: u64,
         server_version: u64,
         base: Option<&ResetBase>,
@@ -60,7 +60,7 @@ impl ClientEngine {
         let Ok(theirs) = base.delta.to_operation(&candidate) else {
             return false;
         };
-        if theirs.apply(&candidate).ok().as_deref() != Some(text) {
+        if theirs.apply_to(&candidate).ok().as_ref() != Some(text) {
             return false;
         }
         // Ours: every unacknowledged edit, then the typing since the last cycle.
@@ -98,13 +98,13 @@ impl ClientEngine {
             .push_back(ClientOutput::Event(ClientEvent::Reset));
         self.text = m.text;
         self.local = m.ours_after;
-        self.adopt_shadow(text.to_string(), client_version, server_version);
+        self.adopt_shadow(text.clone(), client_version, server_version);
         true
     }
 
     /// Take the server's text at (n, m) as the shadow; nothing is pending any more. `text`
     /// and `local` are the caller's to set.
-    pub(super) fn adopt_shadow(&mut self, text: String, client_version: u64, server_version: u64) {
+    pub(super) fn adopt_shadow(&mut self, text: Rope, client_version: u64, server_version: u64) {
         self.shadow = Shadow {
             text,
             client_version,
@@ -130,22 +130,23 @@ impl ClientEngine {
         if acked == self.pending.len() {
             // Everything arrived: the server holds exactly the shadow's edits.
             self.confirmed = None;
-        } else if let Some(mut conf) = self.confirmed_text() {
+        } else if let Some(conf) = self.confirmed_text() {
+            // A text merge (O(n)): only when a reply acknowledges part of what is pending.
+            let mut conf = String::from(&conf);
             for p in self.pending.iter().take(acked) {
-                if let Ok(after) = p.delta.apply(&p.before) {
-                    conf = three_way(&p.before, &after, &conf);
+                let before = p.before.flat();
+                if let Ok(after) = p.delta.apply(&before) {
+                    conf = three_way(&before, &after, &conf);
                 }
             }
-            self.confirmed = Some(conf);
+            self.confirmed = Some(Rope::from(conf));
         }
-        for p in self.pending.drain(..acked) {
-            self.spare = Some(p.before);
-        }
+        self.pending.drain(..acked);
         self.pending_sent = self.pending_sent.saturating_sub(acked);
     }
 
     /// `confirmed`, materialised (taken out of `self`): `None` only when nothing is pending.
-    pub(super) fn confirmed_text(&mut self) -> Option<String> {
+    pub(super) fn confirmed_text(&mut self) -> Option<Rope> {
         self.confirmed
             .take()
             .or_else(|| self.pending.first().map(|p| p.before.clone()))
@@ -158,7 +159,7 @@ impl ClientEngine {
     /// forgot the session, when some pending edits may be in `text` already.
     pub(super) fn reset_to(
         &mut self,
-        text: String,
+        text: Rope,
         client_version: u64,
         server_version: u64,
         applied_below: Option<u64>,
@@ -183,17 +184,21 @@ impl ClientEngine {
         let local = std::mem::take(&mut self.text);
         self.text = if local == base {
             text.clone()
-        } else if self.config.merge == MergeStrategy::ThreeWay {
-            three_way_with(&base, &local, &text, same_gap)
         } else {
-            merge(self.config.merge, &self.config.fuzzy, &base, &local, &text).text
+            // A reset merges texts (O(n)), as it always did.
+            let (base, local, text) = (base.flat(), local.flat(), text.flat());
+            Rope::from(if self.config.merge == MergeStrategy::ThreeWay {
+                three_way_with(&base, &local, &text, same_gap)
+            } else {
+                merge(self.config.merge, &self.config.fuzzy, &base, &local, &text).text
+            })
         };
         if self.has_session {
             self.stats.resets += 1;
             self.outputs
                 .push_back(ClientOutput::Event(ClientEvent::Reset));
         }
-        self.local = Operation::from_diff(&text, &self.text);
+        self.local = Operation::from_diff(&text.flat(), &self.text.flat());
         self.adopt_shadow(text, client_version, server_version);
     }
 }
@@ -209,11 +214,11 @@ impl ClientEngine {
 pub(super) fn merge_server_change(
     strategy: MergeStrategy,
     fuzzy: &FuzzySettings,
-    base: &str,
+    base: &Rope,
     theirs: &Operation,
-    changed: &str,
+    changed: &Rope,
     ours: &Operation,
-    current: &str,
+    current: &Rope,
 ) -> Result<OpMerge, OpError> {
     let merged = merge_ops(strategy, fuzzy, base, theirs, changed, ours, current)?;
     if merged.patches_dropped == 0 {

@@ -143,7 +143,7 @@ impl ServerEngine {
             doc: doc.clone(),
             seq,
             resumed: false,
-            text: d.master.clone(),
+            text: String::from(&d.master),
             client_version: 0,
             server_version: 0,
             session_key: Some(key),

@@ -34,6 +34,7 @@ use crate::msg::{
     ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
 };
 use crate::op::{Operation, Step};
+use crate::rope::Rope;
 use crate::text::normalize_newlines;
 use crate::EngineError;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -85,13 +86,13 @@ struct Session {
 #[derive(Debug, Clone)]
 struct AwaitingReset {
     version: u64,
-    from_text: String,
+    from_text: Rope,
     from_link: Option<Link>,
 }
 
 #[derive(Debug, Clone)]
 struct Document {
-    master: String,
+    master: Rope,
     version: u64,
     merge: MergeStrategy,
     sessions: BTreeMap<String, Session>,
@@ -218,7 +219,13 @@ impl ServerEngine {
                 self.config.limits.max_documents,
             ));
         }
-        let master = normalize_newlines(&stored.text).into_owned();
+        // Stored texts hold no `\r` (the engine normalises what it takes in); one written by
+        // something else is normalised here, once.
+        let master = if stored.text.chunks().any(|c| c.contains('\r')) {
+            Rope::from(normalize_newlines(&stored.text.flat()).into_owned())
+        } else {
+            stored.text
+        };
         if master.len() > self.config.limits.max_document_bytes {
             return Err(EngineError::DocumentTooLarge {
                 len: master.len(),
@@ -283,8 +290,8 @@ impl ServerEngine {
     }
 
     /// The master text of a loaded document.
-    pub fn master(&self, doc: &str) -> Option<&str> {
-        self.docs.get(doc).map(|d| d.master.as_str())
+    pub fn master(&self, doc: &str) -> Option<&Rope> {
+        self.docs.get(doc).map(|d| &d.master)
     }
 
     /// Loaded document names, in order.
@@ -548,7 +555,7 @@ impl ServerEngine {
             client_version: n,
             edits: vec![Edit::Full {
                 version: m,
-                text: d.master.clone(),
+                text: String::from(&d.master),
                 checksum: Checksum::of(&d.master),
                 base,
             }],
@@ -648,7 +655,7 @@ impl ServerEngine {
         }
         for (name, d) in &self.docs {
             let end = d.log_end();
-            let fits = |link: &Option<Link>, text: &str, what: &str| {
+            let fits = |link: &Option<Link>, text: &Rope, what: &str| {
                 if let Some(l) = link {
                     assert_eq!(l.op.base_len(), text.len(), "{name}: {what} link base");
                     assert!(l.idx <= end, "{name}: {what} link past the log");

@@ -40,16 +40,16 @@ pub struct PendingReset {
     /// The server version the reset set; the client acknowledges it by sending it back.
     pub version: u64,
     /// The session's shadow text before the reset.
-    pub from_text: String,
+    pub from_text: Rope,
     /// How that shadow became the master: (exact change, document version it reaches).
     pub from_link: Option<(Operation, u64)>,
 }
 
 impl SessionRecord {
     /// Fill in texts left out (see `shadow_is_master`, `backup_is_shadow`) from `master`.
-    pub fn resolve(&mut self, master: &str) {
+    pub fn resolve(&mut self, master: &Rope) {
         if self.shadow_is_master {
-            self.shadow.text = master.to_string();
+            self.shadow.text = master.clone();
             self.shadow_is_master = false;
         }
         if self.backup_is_shadow {
@@ -65,7 +65,7 @@ pub struct PersistRecord {
     /// Document name.
     pub doc: String,
     /// The new master text, when it changed.
-    pub text: Option<String>,
+    pub text: Option<Rope>,
     /// The document's version (count of master changes).
     pub version: u64,
     /// Sessions to write.
@@ -82,7 +82,7 @@ pub struct PersistRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredDocument {
     /// The master text.
-    pub text: String,
+    pub text: Rope,
     /// The document's version.
     pub version: u64,
     /// Sessions that may be resumed.

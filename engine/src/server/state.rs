@@ -5,14 +5,14 @@ use super::*;
 
 impl Session {
     pub(super) fn fresh(
-        master: &str,
+        master: &Rope,
         seq: u64,
         peer: PeerId,
         now: Time,
         key: SessionKey,
     ) -> Session {
         let shadow = Shadow {
-            text: master.to_string(),
+            text: master.clone(),
             client_version: 0,
             server_version: 0,
         };
@@ -50,7 +50,7 @@ impl Session {
         let backup_is_shadow = (self.backup.client_version, self.backup.server_version)
             == (self.shadow.client_version, self.shadow.server_version);
         let text_unless = |skip: bool, sh: &Shadow| Shadow {
-            text: if skip { String::new() } else { sh.text.clone() },
+            text: if skip { Rope::new() } else { sh.text.clone() },
             client_version: sh.client_version,
             server_version: sh.server_version,
         };
@@ -125,10 +125,10 @@ impl Document {
 /// The exact change from `text` (a shadow) to `master`, from its link and the log when they
 /// reach, else from a diff (counted in `stats.link_fallbacks`).
 pub(super) fn to_master(
-    master: &str,
+    master: &Rope,
     log: &VecDeque<Operation>,
     log_base: u64,
-    text: &str,
+    text: &Rope,
     link: &Option<Link>,
     stats: &mut Stats,
 ) -> Operation {
@@ -150,5 +150,5 @@ pub(super) fn to_master(
         }
     }
     stats.link_fallbacks += 1;
-    Operation::from_diff(text, master)
+    Operation::from_diff(&text.flat(), &master.flat())
 }

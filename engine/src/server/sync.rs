@@ -26,7 +26,7 @@ pub(super) struct SyncRequest<'a> {
 
 /// The master side of a document, as one request changes it.
 struct MasterState<'d> {
-    text: &'d mut String,
+    text: &'d mut Rope,
     version: &'d mut u64,
     log: &'d mut VecDeque<Operation>,
     log_base: u64,
@@ -218,22 +218,15 @@ fn apply_edit(
         .steps()
         .iter()
         .any(|st| matches!(st, Step::Insert(t) if t.contains('\r')));
-    // Nothing moved on since this shadow: the change can go into the shadow in place and the
-    // master becomes a copy of it. Otherwise it is merged past what the master gained.
+    // Nothing moved on since this shadow: the new shadow is also the master. Otherwise the
+    // change is merged past what the master gained.
     let fast = ours.is_noop() && !brings_cr;
-    // Verify the checksum first; the fast path checks it without building the new text.
-    let (new, sum) = if fast {
-        (None, theirs.result_checksum(&s.shadow.text).map(Checksum))
-    } else {
-        match theirs.apply(&s.shadow.text) {
-            Ok(t) => {
-                let sum = Checksum::of(&t);
-                (Some(t), Ok(sum))
-            }
-            Err(e) => (None, Err(e)),
-        }
-    };
-    let sum = sum.map_err(|e| Stop::Reset(Some((ErrorCode::BadDelta, e.to_string()))))?;
+    // The new shadow shares every chunk the change leaves alone, and its checksum is combined
+    // from theirs: O(edit), whatever the document's size.
+    let new = theirs
+        .apply_to(&s.shadow.text)
+        .map_err(|e| Stop::Reset(Some((ErrorCode::BadDelta, e.to_string()))))?;
+    let sum = Checksum::of(&new);
     if sum != checksum {
         tracing::warn!(
             doc = req.doc,
@@ -247,9 +240,10 @@ fn apply_edit(
     }
     let limit = config.limits.max_document_bytes;
     check_size(theirs.target_len(), limit)?;
-    match new {
-        None => apply_in_place(m, s, ours, theirs)?,
-        Some(new) => merge_into_master(config, m, s, ours, &theirs, new, brings_cr, req, stats)?,
+    if fast {
+        take_as_master(m, s, ours, theirs, new);
+    } else {
+        merge_into_master(config, m, s, ours, &theirs, new, brings_cr, req, stats)?;
     }
     s.shadow.client_version += 1;
     stats.edits_applied += 1;
@@ -313,24 +307,20 @@ fn check_size(len: usize, limit: usize) -> Result<(), Stop> {
     Err(Stop::Reset(Some((ErrorCode::DocumentTooLarge, message))))
 }
 
-/// Nothing moved on since the shadow: the change goes into it in place, and the master becomes
-/// a copy of it.
-fn apply_in_place(
+/// Nothing moved on since the shadow: the new shadow is the master (one tree, shared).
+fn take_as_master(
     m: &mut MasterState<'_>,
     s: &mut Session,
     ours: &mut Operation,
     theirs: Operation,
-) -> Result<(), Stop> {
-    // Checked by `result_checksum` above, so this cannot fail.
-    theirs
-        .apply_in_place(&mut s.shadow.text)
-        .map_err(|e| Stop::Reset(Some((ErrorCode::BadDelta, e.to_string()))))?;
+    new: Rope,
+) {
     if !theirs.is_noop() {
-        m.text.clone_from(&s.shadow.text);
+        *m.text = new.clone();
         m.push(theirs);
     }
+    s.shadow.text = new;
     *ours = Operation::identity(s.shadow.text.len());
-    Ok(())
 }
 
 /// The master moved on since the shadow: merge the client's change past what it gained,
@@ -342,7 +332,7 @@ fn merge_into_master(
     s: &mut Session,
     ours: &mut Operation,
     theirs: &Operation,
-    new: String,
+    new: Rope,
     brings_cr: bool,
     req: &SyncRequest<'_>,
     stats: &mut Stats,
@@ -353,11 +343,12 @@ fn merge_into_master(
         merge_ops(strategy, fuzzy, shadow, theirs, &new, ours, m.text).unwrap_or_else(|e| {
             tracing::error!(doc = req.doc, error = %e, "exact merge failed; merging texts");
             stats.merge_fallbacks += 1;
-            let out = merge(strategy, fuzzy, shadow, &new, m.text);
+            let (master, changed) = (m.text.flat(), new.flat());
+            let out = merge(strategy, fuzzy, &shadow.flat(), &changed, &master);
             OpMerge {
-                theirs_after: Operation::from_diff(m.text, &out.text),
-                ours_after: Operation::from_diff(&new, &out.text),
-                text: out.text,
+                theirs_after: Operation::from_diff(&master, &out.text),
+                ours_after: Operation::from_diff(&changed, &out.text),
+                text: Rope::from(out.text),
                 patches_dropped: out.patches_dropped,
             }
         });
@@ -366,7 +357,7 @@ fn merge_into_master(
     // normalised, and both exact changes are composed with the normalisation's own exact
     // change (linear; never a diff).
     let normalised = brings_cr
-        .then(|| Operation::normalize_newlines(&merged.text))
+        .then(|| Operation::normalize_newlines(&merged.text.flat()))
         .flatten();
     let (text, change, after) = match normalised {
         Some((norm, text)) => {
@@ -375,7 +366,7 @@ fn merge_into_master(
                     .map_err(|e| Stop::Reset(Some((ErrorCode::Internal, e.to_string()))))
             };
             (
-                text,
+                Rope::from(text),
                 compose(&merged.theirs_after)?,
                 compose(&merged.ours_after)?,
             )

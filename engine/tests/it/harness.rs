@@ -370,6 +370,6 @@ impl Net {
     }
 
     pub fn master(&self) -> String {
-        self.server().master(DOC).unwrap_or_default().to_string()
+        self.server().master(DOC).map(String::from).unwrap_or_default()
     }
 }

@@ -168,7 +168,7 @@ fn p10_persist_precedes_acknowledgement() {
     net.sync(0);
     net.deliver_up(0);
     let persist = net.server_log.iter().position(
-        |o| matches!(o, ServerOutput::Persist(r) if r.text.as_deref() == Some("durable")),
+        |o| matches!(o, ServerOutput::Persist(r) if r.text.as_ref().is_some_and(|t| *t == "durable")),
     );
     let ack = net.server_log.iter().position(|o| {
         matches!(
@@ -292,7 +292,7 @@ fn master_change_log_stays_small_while_clients_keep_up() {
     let mut longest = 0;
     for round in 0..200 {
         for c in 0..5 {
-            let len = net.clients[c].engine().text().chars().count();
+            let len = net.clients[c].engine().text().len_chars();
             net.type_at(c, len.min(round % 7), "x");
             net.sync(c);
         }

@@ -89,7 +89,7 @@ proptest! {
     fn converges_after_faults_heal(steps in prop::collection::vec(step(3), 1..120)) {
         let mut net = Net::connected(3, Config::default(), "start text");
         run(&mut net, &steps, &mut |net, c, at, del, text| {
-            let len = net.clients[c].engine().text().chars().count();
+            let len = net.clients[c].engine().text().len_chars();
             let pos = ((len as f64) * at) as usize;
             let end = (pos + del).min(len);
             net.clients[c].delete(pos, end).unwrap();
@@ -114,7 +114,7 @@ proptest! {
         };
         let mut intended: Vec<Option<String>> = vec![None; 3];
         run(&mut net, &steps, &mut |net, c, at, del, text| {
-            let (a, b) = region(net.clients[c].engine().text(), c);
+            let (a, b) = region(&net.clients[c].engine().text().flat(), c);
             let pos = a + (((b - a) as f64) * at) as usize;
             let end = (pos + del).min(b);
             net.clients[c].delete(pos, end).unwrap();

@@ -30,7 +30,7 @@ fn mixed_scripts_converge() {
     let mut net = Net::connected(3, Config::default(), "日本語 e\u{301} 👨‍👩‍👧 text");
     net.type_at(0, 0, "中文 ");
     net.type_at(1, 5, "\u{308}"); // a combining mark on its own
-    let len = net.clients[2].engine().text().chars().count();
+    let len = net.clients[2].engine().text().len_chars();
     net.type_at(2, len, " 🇫🇷");
     for i in 0..3 {
         net.sync(i);

@@ -179,7 +179,7 @@ impl Run<'_> {
             let users = lock(&self.shared.users);
             users
                 .tokens
-                .then(|| users.check_master_tokens(&stored.text))
+                .then(|| users.check_master_tokens(&stored.text.flat()))
         };
         if let Some(Err(why)) = tokens {
             let detail = format!("{why} (in the database {when})");

@@ -122,7 +122,7 @@ impl Run<'_> {
                     .and_then(|s| s.load(DOC))
                     .ok()
                     .flatten()
-                    .map(|d| d.text)
+                    .map(|d| String::from(&d.text))
                     .unwrap_or_default();
                 lock(&shared.users).crashed(i, inc, &durable_text);
             }

@@ -220,7 +220,7 @@ fn seed_store(db: &Path, initial: &str) -> anyhow::Result<()> {
         .commit(
             &[dsync_engine::PersistRecord {
                 doc: DOC.into(),
-                text: Some(initial.to_string()),
+                text: Some(initial.into()),
                 version: 0,
                 sessions: vec![],
                 removed_sessions: vec![],

@@ -31,7 +31,7 @@ impl<'a> Sim<'a> {
                 .load(DOC)
                 .ok()
                 .flatten()
-                .map(|d| d.text)
+                .map(|d| d.text.to_string())
                 .unwrap_or_default(),
         }
     }
@@ -135,7 +135,7 @@ impl<'a> Sim<'a> {
             return None;
         }
         let oldest = e.pending().first().map(|p| p.version());
-        if oldest.is_none() && e.text() == e.shadow().text {
+        if oldest.is_none() && *e.text() == e.shadow().text {
             return None;
         }
         let acked_below = oldest.unwrap_or(e.shadow().client_version);
@@ -214,7 +214,7 @@ impl<'a> Sim<'a> {
             let Some(e) = c.node.as_ref().map(ClientNode::engine) else {
                 return Err(format!("c{i} down"));
             };
-            if !e.is_connected() || !e.pending().is_empty() || e.text() != e.shadow().text {
+            if !e.is_connected() || !e.pending().is_empty() || *e.text() != e.shadow().text {
                 return Err(format!("c{i} not settled (pending={})", e.pending().len()));
             }
             if e.text() != master {
@@ -256,7 +256,7 @@ impl<'a> Sim<'a> {
                 c.node
                     .as_ref()
                     .map(ClientNode::engine)
-                    .map(|e| divergence(e.text(), &master))
+                    .map(|e| divergence(&e.text().flat(), &master))
             })
             .collect();
         let now = self.now;

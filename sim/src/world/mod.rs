@@ -479,7 +479,7 @@ impl<'a> Sim<'a> {
             .commit(
                 &[dsync_engine::PersistRecord {
                     doc: DOC.into(),
-                    text: Some(sc.topology.initial_text.clone()),
+                    text: Some(sc.topology.initial_text.as_str().into()),
                     version: 0,
                     sessions: vec![],
                     removed_sessions: vec![],

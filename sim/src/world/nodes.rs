@@ -136,7 +136,7 @@ impl<'a> Sim<'a> {
                     .load(DOC)
                     .ok()
                     .flatten()
-                    .map(|d| d.text)
+                    .map(|d| String::from(&d.text))
                     .unwrap_or_default();
                 self.users.crashed(i, inc, &durable);
                 if self.clients[i].conn_up {

@@ -246,10 +246,7 @@ pub fn fmt_time(ms: u64) -> String {
 }
 
 /// `#abcd(len)`: a short digest of a text.
-pub fn digest(text: &str) -> String {
-    format!("#{:04x}({})", crc32(text) & 0xffff, text.chars().count())
-}
-
-fn crc32(text: &str) -> u32 {
-    dsync_engine::Checksum::of(text).0
+pub fn digest<T: dsync_engine::rope::TextRead + ?Sized>(text: &T) -> String {
+    let chars = text.slice(0..text.len()).chars().count();
+    format!("#{:04x}({chars})", text.crc32() & 0xffff)
 }

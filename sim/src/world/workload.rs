@@ -124,7 +124,7 @@ impl<'a> Sim<'a> {
             .node
             .as_ref()
             .map(ClientNode::engine)
-            .map_or(0, |e| e.text().chars().count());
+            .map_or(0, |e| e.text().len_chars());
         let del = len > 0 && self.rng_work.random_bool(t.delete_chance.clamp(0.0, 1.0));
         let pos = self.rng_work.random_range(0..=len);
         let ch = alphabet[self.rng_work.random_range(0..alphabet.len())];

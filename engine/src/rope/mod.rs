@@ -30,6 +30,14 @@ use std::sync::{Arc, OnceLock};
 
 use crate::text::{utf16_len, DeltaError};
 
+mod access;
+mod crc;
+#[cfg(test)]
+mod tests;
+
+pub use access::{TextEdit, TextRead};
+use crc::{shift_for, Crc};
+
 /// Most bytes in one leaf. A keystroke copies at most one leaf (when it is shared) and hashes
 /// it once; larger leaves mean fewer CRC combinations per checksum.
 pub const MAX_LEAF: usize = 2048;
@@ -67,76 +75,6 @@ impl Len {
             bytes: self.bytes + o.bytes,
             utf16: self.utf16 + o.utf16,
             chars: self.chars + o.chars,
-        }
-    }
-}
-
-/// The CRC polynomial, reflected (as zlib and `crc32fast` use it).
-const POLY: u32 = 0xedb8_8320;
-/// `x^0` in the reflected representation.
-const ONE: u32 = 1 << 31;
-
-/// `a·b mod P` over GF(2), reflected (zlib's `multmodp`).
-const fn mul_mod_p(a: u32, mut b: u32) -> u32 {
-    let mut m = ONE;
-    let mut p = 0;
-    while m != 0 {
-        if a & m != 0 {
-            p ^= b;
-            if a & (m - 1) == 0 {
-                break;
-            }
-        }
-        m >>= 1;
-        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
-    }
-    p
-}
-
-/// `x^(2^k) mod P` for k in 0..64 (zlib's `x2n_table`, extended so any `usize` length fits).
-const X2N: [u32; 64] = {
-    let mut t = [0u32; 64];
-    let mut p = 1 << 30; // x^1
-    t[0] = p;
-    let mut k = 1;
-    while k < 64 {
-        p = mul_mod_p(p, p);
-        t[k] = p;
-        k += 1;
-    }
-    t
-};
-
-/// `x^(8·bytes) mod P`: the factor that shifts a CRC past `bytes` bytes.
-fn shift_for(bytes: usize) -> u32 {
-    let mut p = ONE;
-    let mut n = bytes;
-    let mut k = 3; // x^(8n) = x^(n·2^3)
-    while n != 0 {
-        if n & 1 != 0 {
-            p = mul_mod_p(X2N[k], p);
-        }
-        n >>= 1;
-        k += 1;
-    }
-    p
-}
-
-/// A node's CRC-32 and the factor `x^(8·len)` that shifts a CRC past it.
-#[derive(Debug, Clone, Copy)]
-struct Crc {
-    crc: u32,
-    shift: u32,
-}
-
-impl Crc {
-    const EMPTY: Crc = Crc { crc: 0, shift: ONE };
-
-    /// The CRC of `self`'s text followed by `next`'s.
-    fn then(self, next: Crc) -> Crc {
-        Crc {
-            crc: mul_mod_p(next.shift, self.crc) ^ next.crc,
-            shift: mul_mod_p(self.shift, next.shift),
         }
     }
 }
@@ -566,6 +504,12 @@ impl Rope {
         }
     }
 
+    /// The whole text, flat: borrowed when it is one chunk, else copied (O(n): for diffs,
+    /// text merges and displays, never on a keystroke's path).
+    pub fn flat(&self) -> Cow<'_, str> {
+        self.slice(0..self.len())
+    }
+
     /// Check the structural invariants (module docs); for tests and debug assertions.
     pub fn check(&self) -> Result<(), String> {
         fn walk(n: &Node, root: bool) -> Result<(usize, Len), String> {
@@ -758,135 +702,5 @@ impl PartialEq<Rope> for &str {
 impl PartialEq<Rope> for String {
     fn eq(&self, other: &Rope) -> bool {
         *other == **self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn combined_crc_is_zlib_crc32() {
-        let text = "hello, wörld ✓ 𝄞 ".repeat(500);
-        let r = Rope::from(text.as_str());
-        assert!(r.height() >= 1, "the text spans several leaves");
-        assert_eq!(r.checksum(), crc32fast::hash(text.as_bytes()));
-        assert_eq!(Rope::new().checksum(), 0);
-        assert_eq!(Rope::from("hello").checksum(), 907_060_870);
-    }
-
-    #[test]
-    fn shift_matches_zlib_combine() {
-        // crc(A‖B) from crc(A), crc(B) and |B|.
-        let (a, b) = ("The quick brown fox ", "jumps over the lazy dog");
-        let ca = Crc {
-            crc: crc32fast::hash(a.as_bytes()),
-            shift: shift_for(a.len()),
-        };
-        let cb = Crc {
-            crc: crc32fast::hash(b.as_bytes()),
-            shift: shift_for(b.len()),
-        };
-        let ab = format!("{a}{b}");
-        assert_eq!(ca.then(cb).crc, crc32fast::hash(ab.as_bytes()));
-        assert_eq!(ca.then(cb).shift, shift_for(ab.len()));
-    }
-
-    #[test]
-    fn a_large_text_is_shallow_and_a_keystroke_copies_one_path() {
-        let text = "x".repeat(4 << 20);
-        let mut r = Rope::from(text.as_str());
-        r.check().unwrap();
-        assert!(r.height() <= 4, "height {}", r.height());
-        let copy = r.clone();
-        r.replace(2_000_000..2_000_000, "y");
-        assert_eq!(r.len(), copy.len() + 1);
-        assert_eq!(copy, text.as_str(), "the clone is untouched");
-        // Only the path to the change was copied: most leaves are still shared.
-        let leaves = |r: &Rope| {
-            let mut out = Vec::new();
-            fn walk(n: &Arc<Node>, out: &mut Vec<*const Node>) {
-                match &n.body {
-                    Body::Leaf(_) => out.push(Arc::as_ptr(n)),
-                    Body::Inner(c) => c.iter().for_each(|c| walk(c, out)),
-                }
-            }
-            walk(&r.root, &mut out);
-            out
-        };
-        let (a, b) = (leaves(&r), leaves(&copy));
-        let shared = a.iter().filter(|p| b.contains(p)).count();
-        assert!(shared + 2 >= b.len(), "{shared} of {} leaves shared", b.len());
-    }
-
-    /// One edit: a position and a length as fractions of the text, and what to insert.
-    fn edits() -> impl Strategy<Value = Vec<(f64, f64, String)>> {
-        let piece = prop_oneof![
-            "[a-c]{0,3}",
-            "[aé✓𝄞\n]{0,5}",
-            "[a-z]{0,3000}",
-            Just("x".repeat(5000)),
-        ];
-        prop::collection::vec((0.0..=1.0f64, 0.0..=0.3f64, piece), 1..40)
-    }
-
-    fn floor_boundary(s: &str, mut i: usize) -> usize {
-        while !s.is_char_boundary(i) {
-            i -= 1;
-        }
-        i
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
-
-        /// Every edit on a rope gives the flat text's result, with every length, offset
-        /// conversion and checksum equal to the flat computation, and the invariants held.
-        #[test]
-        fn rope_equals_flat_text(start in "[a-z✓𝄞 ]{0,6000}", script in edits()) {
-            let mut flat = start.clone();
-            let mut rope = Rope::from(start.as_str());
-            let mut older = Vec::new();
-            for (at, len, with) in script {
-                older.push((rope.clone(), flat.clone()));
-                let a = floor_boundary(&flat, (flat.len() as f64 * at) as usize);
-                let b = floor_boundary(&flat, (a + (flat.len() as f64 * len) as usize).min(flat.len()));
-                flat.replace_range(a..b, &with);
-                rope.replace(a..b, &with);
-                rope.check().map_err(TestCaseError::fail)?;
-                prop_assert_eq!(rope.len(), flat.len());
-                prop_assert_eq!(rope.len_utf16(), utf16_len(&flat));
-                prop_assert_eq!(rope.len_chars(), flat.chars().count());
-                prop_assert_eq!(rope.checksum(), crc32fast::hash(flat.as_bytes()));
-                prop_assert_eq!(String::from(&rope), flat.clone());
-                prop_assert!(rope == flat);
-                // Offsets around the edit.
-                for i in [0, a, a + with.len(), flat.len()] {
-                    prop_assert_eq!(rope.is_char_boundary(i), flat.is_char_boundary(i));
-                    if flat.is_char_boundary(i) {
-                        let u = utf16_len(&flat[..i]);
-                        prop_assert_eq!(rope.byte_to_utf16(i), u);
-                        for units in [0, 1, 2, 7, 5000] {
-                            prop_assert_eq!(
-                                rope.advance_utf16(i, units),
-                                crate::text::advance_utf16(&flat, i, units)
-                            );
-                        }
-                        let c = flat[..i].chars().count();
-                        prop_assert_eq!(rope.char_to_byte(c), Some(i));
-                        let end = floor_boundary(&flat, (i + 3000).min(flat.len()));
-                        prop_assert_eq!(rope.slice(i..end), &flat[i..end]);
-                    }
-                }
-                prop_assert_eq!(rope.char_to_byte(flat.chars().count() + 1), None);
-            }
-            // Clones taken along the way never changed, and compare as their texts do.
-            for (r, f) in &older {
-                prop_assert!(r == f.as_str());
-                prop_assert_eq!(r.checksum(), crc32fast::hash(f.as_bytes()));
-                prop_assert_eq!(r == &rope, f == &flat);
-            }
-        }
     }
 }
