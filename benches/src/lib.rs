@@ -366,7 +366,11 @@ pub fn run_dsync(t: &Trace, every: usize) -> Result<Run, String> {
     let elapsed = start.elapsed();
     check(&t.end, &p.client.engine().text().flat(), "dsync client")?;
     let master = p.server().master("bench").map(String::from);
-    check(&t.end, master.as_deref().unwrap_or_default(), "dsync server")?;
+    check(
+        &t.end,
+        master.as_deref().unwrap_or_default(),
+        "dsync server",
+    )?;
     Ok(Run {
         ops: t.bytes.len(),
         elapsed,

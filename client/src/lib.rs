@@ -613,7 +613,9 @@ impl Driver {
         // Describe remote changes against what readers saw last (the load generator's sessions
         // skip the comparison).
         if remote && self.describe_changes {
-            if let Some(c) = Change::between(&self.state.borrow().text, &self.node.engine().text().flat()) {
+            if let Some(c) =
+                Change::between(&self.state.borrow().text, &self.node.engine().text().flat())
+            {
                 notices.push(Notice::RemoteChange(c));
             }
         }

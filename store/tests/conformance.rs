@@ -65,11 +65,19 @@ fn a_record_without_text_keeps_text_and_version() {
         s.commit(&[record("d", Some("hello"), 3)], 0).unwrap();
         s.commit(&[record("d", None, 9)], 1).unwrap();
         let d = s.load("d").unwrap().unwrap();
-        assert_eq!((String::from(&d.text).as_str(), d.version), ("hello", 3), "{name}");
+        assert_eq!(
+            (String::from(&d.text).as_str(), d.version),
+            ("hello", 3),
+            "{name}"
+        );
         // A document first written without text exists, empty, at version 0.
         s.commit(&[record("e", None, 5)], 2).unwrap();
         let e = s.load("e").unwrap().unwrap();
-        assert_eq!((String::from(&e.text).as_str(), e.version), ("", 0), "{name}");
+        assert_eq!(
+            (String::from(&e.text).as_str(), e.version),
+            ("", 0),
+            "{name}"
+        );
         assert_eq!(s.documents().unwrap(), vec!["d", "e"], "{name}");
     }
 }
@@ -176,7 +184,11 @@ fn later_records_of_a_batch_see_the_earlier_ones() {
         s.commit(&[record("d", Some("first"), 1), second], 0)
             .unwrap();
         let d = s.load("d").unwrap().unwrap();
-        assert_eq!((String::from(&d.text).as_str(), d.version), ("second", 2), "{name}");
+        assert_eq!(
+            (String::from(&d.text).as_str(), d.version),
+            ("second", 2),
+            "{name}"
+        );
         assert_eq!(d.sessions[0].shadow.text, "second", "{name}");
     }
 }

@@ -119,9 +119,7 @@ impl Node {
                 crc: crc32fast::hash(s.as_bytes()),
                 shift: shift_for(s.len()),
             },
-            Body::Inner(children) => children
-                .iter()
-                .fold(Crc::EMPTY, |acc, c| acc.then(c.crc())),
+            Body::Inner(children) => children.iter().fold(Crc::EMPTY, |acc, c| acc.then(c.crc())),
         })
     }
 
@@ -235,7 +233,11 @@ fn replace_in(mut node: Arc<Node>, range: Range<usize>, with: &str) -> Vec<Arc<N
             let mut new = Vec::new();
             if i == j {
                 let c = old.pop().expect("child i");
-                new.extend(replace_in(c, range.start - i_start..range.end - i_start, with));
+                new.extend(replace_in(
+                    c,
+                    range.start - i_start..range.end - i_start,
+                    with,
+                ));
             } else {
                 let right = old.pop().expect("child j");
                 let left = old.swap_remove(0);
@@ -398,19 +400,12 @@ impl Rope {
             });
         }
         let (leaf, before) = self.find(target, |l| l.utf16);
-        let mut left = target - before.utf16;
-        for (b, c) in leaf.char_indices() {
-            if left == 0 {
-                return Ok(before.bytes + b);
-            }
-            let u = c.len_utf16();
-            if u > left {
-                return Err(DeltaError::SplitsSurrogate(target));
-            }
-            left -= u;
+        // Within one leaf (ASCII runs skipped a word at a time); the target is in it, so only
+        // a split surrogate pair can fail, reported at the target like the flat walk does.
+        match crate::text::advance_utf16(leaf, 0, target - before.utf16) {
+            Ok(b) => Ok(before.bytes + b),
+            Err(_) => Err(DeltaError::SplitsSurrogate(target)),
         }
-        debug_assert_eq!(left, 0);
-        Ok(before.bytes + leaf.len())
     }
 
     /// Byte offset of char `c` (`None` past the end).

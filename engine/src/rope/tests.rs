@@ -1,6 +1,6 @@
 //! The rope held to the flat text: every edit, length, offset conversion and checksum.
 
-use super::crc::{shift_for, Crc};
+use super::crc::{mul, mul_mod_p, shift_for, Crc};
 use super::*;
 use proptest::prelude::*;
 
@@ -55,7 +55,11 @@ fn a_large_text_is_shallow_and_a_keystroke_copies_one_path() {
     };
     let (a, b) = (leaves(&r), leaves(&copy));
     let shared = a.iter().filter(|p| b.contains(p)).count();
-    assert!(shared + 2 >= b.len(), "{shared} of {} leaves shared", b.len());
+    assert!(
+        shared + 2 >= b.len(),
+        "{shared} of {} leaves shared",
+        b.len()
+    );
 }
 
 /// One edit: a position and a length as fractions of the text, and what to insert.
@@ -74,6 +78,13 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+proptest! {
+    #[test]
+    fn nibble_product_is_the_bitwise_product(a in any::<u32>(), b in any::<u32>()) {
+        prop_assert_eq!(mul(a, b), mul_mod_p(a, b));
+    }
 }
 
 proptest! {

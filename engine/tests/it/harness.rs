@@ -370,6 +370,9 @@ impl Net {
     }
 
     pub fn master(&self) -> String {
-        self.server().master(DOC).map(String::from).unwrap_or_default()
+        self.server()
+            .master(DOC)
+            .map(String::from)
+            .unwrap_or_default()
     }
 }
