@@ -640,17 +640,28 @@ impl PartialEq for Rope {
         if self.root.len != other.root.len {
             return false;
         }
-        let mut at = 0;
-        self.chunks().all(|c| {
-            let same = other
-                .chunks_in(at..at + c.len())
-                .try_fold(0, |off, d| {
-                    (c.as_bytes()[off..off + d.len()] == *d.as_bytes()).then_some(off + d.len())
-                })
-                .is_some();
-            at += c.len();
-            same
-        })
+        // Bytes, not strs: one rope's chunk boundaries may fall inside the other's chars.
+        let (mut a, mut b) = (self.chunks(), other.chunks());
+        let (mut x, mut y): (&[u8], &[u8]) = (&[], &[]);
+        loop {
+            if x.is_empty() {
+                match a.next() {
+                    Some(c) => x = c.as_bytes(),
+                    None => return y.is_empty() && b.next().is_none(),
+                }
+            }
+            if y.is_empty() {
+                match b.next() {
+                    Some(c) => y = c.as_bytes(),
+                    None => return false,
+                }
+            }
+            let n = x.len().min(y.len());
+            if x[..n] != y[..n] {
+                return false;
+            }
+            (x, y) = (&x[n..], &y[n..]);
+        }
     }
 }
 

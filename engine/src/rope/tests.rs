@@ -62,6 +62,20 @@ fn a_large_text_is_shallow_and_a_keystroke_copies_one_path() {
     );
 }
 
+#[test]
+fn ropes_of_different_texts_compare_by_bytes() {
+    // Equal lengths, chunk boundaries of one inside the other's multi-byte chars.
+    let a = Rope::from("é".repeat(3000).as_str());
+    let b = Rope::from(format!("a{}a", "é".repeat(2999)).as_str());
+    assert_eq!(a.len(), b.len());
+    assert!(a != b && b != a);
+    let c = Rope::from(format!("x{}", "é".repeat(3000)).as_str());
+    let mut d = c.clone();
+    d.replace(0..1, "y");
+    d.replace(0..1, "x");
+    assert!(c == d && !c.ptr_eq(&d));
+}
+
 /// One edit: a position and a length as fractions of the text, and what to insert.
 fn edits() -> impl Strategy<Value = Vec<(f64, f64, String)>> {
     let piece = prop_oneof![
@@ -135,6 +149,9 @@ proptest! {
             prop_assert!(r == f.as_str());
             prop_assert_eq!(r.checksum(), crc32fast::hash(f.as_bytes()));
             prop_assert_eq!(r == &rope, f == &flat);
+            prop_assert_eq!(&rope == r, f == &flat);
+            // The same texts in other chunkings compare equal to it, and never panic.
+            prop_assert!(Rope::from(f.as_str()) == *r);
         }
     }
 }
