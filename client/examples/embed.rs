@@ -46,7 +46,7 @@ async fn run() -> anyhow::Result<String> {
     writer.stop().await;
     reader.stop().await;
     server.shutdown().await?;
-    Ok(synced)
+    Ok(synced.to_string())
 }
 
 #[tokio::main]

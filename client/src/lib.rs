@@ -29,7 +29,7 @@ pub mod usage;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dsync_engine::{ClientEvent, ClientMsg, Config, Time};
+use dsync_engine::{ClientEvent, ClientMsg, Config, Rope, Time};
 use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -212,8 +212,8 @@ impl std::fmt::Display for Change {
 /// What a session shows to its user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The current text.
-    pub text: String,
+    /// The current text (a rope: the engine's own, shared, so a snapshot costs no copy).
+    pub text: Rope,
     /// A connection is up and the document open.
     pub connected: bool,
     /// Nothing pending, nothing in flight, no unsent typing.
@@ -482,7 +482,7 @@ impl Driver {
     fn publish(&self) {
         let e = self.node.engine();
         let snap = Snapshot {
-            text: e.text().to_string(),
+            text: e.text().clone(),
             connected: e.is_connected(),
             settled: e.is_settled(),
             quiet_polls: self.node.quiet_polls(),
@@ -613,9 +613,10 @@ impl Driver {
         // Describe remote changes against what readers saw last (the load generator's sessions
         // skip the comparison).
         if remote && self.describe_changes {
-            if let Some(c) =
-                Change::between(&self.state.borrow().text, &self.node.engine().text().flat())
-            {
+            if let Some(c) = Change::between(
+                &self.state.borrow().text.flat(),
+                &self.node.engine().text().flat(),
+            ) {
                 notices.push(Notice::RemoteChange(c));
             }
         }

@@ -219,14 +219,14 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     let connected = snaps.iter().filter(|s| s.connected).count();
     // Per document, the text of its first converged client is the reference.
     let docs = cfg.docs.max(1);
-    let mut reference: Vec<Option<&str>> = vec![None; docs];
+    let mut reference: Vec<Option<&crate::Rope>> = vec![None; docs];
     let mut converged = 0;
     for (i, s) in snaps.iter().enumerate() {
         if !s.converged() {
             continue;
         }
-        let r = reference[i % docs].get_or_insert(s.text.as_str());
-        if *r == s.text {
+        let r = reference[i % docs].get_or_insert(&s.text);
+        if **r == s.text {
             converged += 1;
         }
     }

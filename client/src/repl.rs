@@ -193,7 +193,7 @@ fn show_notice(
             online.store(true, Ordering::Relaxed);
             screen.last_failure = None;
             if std::mem::take(first_connect) {
-                let text = session.snapshot().text;
+                let text = String::from(&session.snapshot().text);
                 let chars = text.chars().count();
                 let lines = text.lines().count();
                 let mut msg = format!("[connected] {chars} chars, {lines} lines");

@@ -243,7 +243,7 @@ impl Run<'_> {
 
 /// The text every live client holds, if they all hold one.
 fn agreed_text(snaps: &[Option<Snapshot>]) -> Option<String> {
-    let texts: Vec<&str> = snaps.iter().flatten().map(|s| s.text.as_str()).collect();
+    let texts: Vec<&dsync_engine::Rope> = snaps.iter().flatten().map(|s| &s.text).collect();
     let first = *texts.first()?;
     texts.iter().all(|t| *t == first).then(|| first.to_string())
 }
@@ -259,7 +259,7 @@ fn converged(
     if !server_up {
         return Err("server down".into());
     }
-    let mut text: Option<&str> = None;
+    let mut text: Option<&dsync_engine::Rope> = None;
     for (i, s) in snaps.iter().enumerate() {
         let Some(s) = s else {
             if halted.contains(&Node::Client(i)) {
@@ -277,7 +277,7 @@ fn converged(
         }
         match text {
             None => text = Some(&s.text),
-            Some(t) if t != s.text => {
+            Some(t) if *t != s.text => {
                 return Err(format!(
                     "c{i} text {} != c0's {}",
                     digest(&s.text),
@@ -287,5 +287,5 @@ fn converged(
             Some(_) => {}
         }
     }
-    Ok(text.unwrap_or_default().to_string())
+    Ok(text.map(String::from).unwrap_or_default())
 }

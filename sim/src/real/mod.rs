@@ -418,7 +418,7 @@ async fn run_async(sc: &Scenario, opts: &RealOptions) -> anyhow::Result<RealRepo
     let snaps = run.snapshots();
     let mut node_texts = vec![("S".to_string(), final_text.clone())];
     for (i, s) in snaps.into_iter().enumerate() {
-        node_texts.push((format!("c{i}"), s.map(|s| s.text)));
+        node_texts.push((format!("c{i}"), s.map(|s| s.text.to_string())));
     }
     let rtt_ms = {
         let mut v = lock(&shared.metrics.rtt_us).clone();
