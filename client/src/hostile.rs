@@ -114,6 +114,7 @@ pub async fn run(cfg: HostileConfig) -> Result<HostileReport, LoadError> {
         clients: 1,
         duration: cfg.duration,
         rate_per_s: 2.0,
+        text_bytes: 0,
     });
     let honest = honest.await;
     // The attack ends with the typing (cut off at its end time); whatever it holds is dropped.

@@ -12,6 +12,8 @@ use crate::{Edit, Metrics, Session, SessionConfig};
 pub const MAX_CLIENTS: usize = 10_000;
 /// Longest load run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Largest text a load run seeds its documents with (the server's default document limit).
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
 /// How long the clients have to open their documents before typing starts.
 pub const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
@@ -30,6 +32,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Keystrokes per second per client; 0: the clients only keep in sync (idle).
     pub rate_per_s: f64,
+    /// Before the clients start, each document is set to a text of this many bytes (0: the
+    /// documents are left as they are).
+    pub text_bytes: usize,
 }
 
 /// What a load run measured.
@@ -83,6 +88,40 @@ pub enum LoadError {
     /// Out of bounds.
     #[error("{0}")]
     Bounds(String),
+    /// A document could not be seeded with its text.
+    #[error("seeding {doc}: {why}")]
+    Seed {
+        /// The document.
+        doc: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// `bytes` of lines of prose (ASCII), the text a load run seeds its documents with.
+pub fn filler(bytes: usize) -> String {
+    const LINE: &str = "the quick brown fox jumps over the lazy dog, then naps in the sun.\n";
+    let mut s = LINE.repeat(bytes / LINE.len() + 1);
+    s.truncate(bytes);
+    s
+}
+
+/// Set `doc` to `text` through a session of its own, and wait until the server holds it.
+async fn seed(server: SocketAddr, doc: &str, text: &str) -> Result<(), LoadError> {
+    let fail = |why: String| LoadError::Seed {
+        doc: doc.to_string(),
+        why,
+    };
+    let s = Session::start(SessionConfig::new(server, doc), None);
+    let done = async {
+        s.wait_connected(CONNECT_WITHIN).await?;
+        s.edit(Edit::Replace(text.to_string())).await?;
+        s.wait_converged(Duration::from_secs(60)).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    s.stop().await;
+    done.map_err(|e| fail(e.to_string()))
 }
 
 /// Resolve `server` to a loopback address, or say why not.
@@ -118,6 +157,11 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     if cfg.docs == 0 || cfg.docs > cfg.clients {
         return Err(LoadError::Bounds("--docs must be 1 to --clients".into()));
     }
+    if cfg.text_bytes > MAX_TEXT_BYTES {
+        return Err(LoadError::Bounds(format!(
+            "--text-bytes must be at most {MAX_TEXT_BYTES}"
+        )));
+    }
     if !(cfg.rate_per_s >= 0.0 && cfg.rate_per_s <= 50.0) {
         return Err(LoadError::Bounds(
             "--rate must be in [0, 50] keystrokes per second (0: idle clients)".into(),
@@ -132,6 +176,12 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
             format!("{}-{}", cfg.doc, i % cfg.docs)
         }
     };
+    if cfg.text_bytes > 0 {
+        let text = filler(cfg.text_bytes);
+        for d in 0..cfg.docs {
+            seed(server, &doc_of(d), &text).await?;
+        }
+    }
     let mut started = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
         let mut sc = SessionConfig::new(server, &doc_of(i));

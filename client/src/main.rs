@@ -65,6 +65,10 @@ enum Mode {
         /// Spread the clients over this many documents (`DOC-0`, `DOC-1`, …).
         #[arg(long, default_value_t = 1)]
         docs: usize,
+        /// Before the clients start, set every document to a text of this many bytes (lines of
+        /// prose; 0 leaves the documents as they are).
+        #[arg(long, default_value_t = 0)]
+        text_bytes: usize,
     },
     /// Attack a loopback server as a hostile peer while one honest client types into its own
     /// document, and report the honest client's round trips (docs/protocol.md, "Bounded
@@ -122,7 +126,8 @@ fn main() -> ExitCode {
                 duration,
                 rate,
                 docs,
-            }) => load_mode(&cli, clients, duration, rate, docs).await,
+                text_bytes,
+            }) => load_mode(&cli, clients, duration, rate, docs, text_bytes).await,
             Some(Mode::Hostile {
                 attack,
                 duration,
@@ -191,6 +196,7 @@ async fn load_mode(
     duration: u64,
     rate: f64,
     docs: usize,
+    text_bytes: usize,
 ) -> anyhow::Result<ExitCode> {
     let cfg = load::LoadConfig {
         server: cli.server.clone(),
@@ -199,10 +205,11 @@ async fn load_mode(
         clients,
         duration: Duration::from_secs(duration),
         rate_per_s: rate,
+        text_bytes,
     };
     let r = load::run(cfg).await?;
     out!(
-        "load     clients={} docs={docs} duration={}s rate={}/s per client",
+        "load     clients={} docs={docs} text_bytes={text_bytes} duration={}s rate={}/s per client",
         r.clients,
         duration,
         rate

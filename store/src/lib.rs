@@ -22,6 +22,7 @@
 use dsync_engine::{PersistRecord, StoredDocument};
 
 mod mem;
+mod snapshots;
 mod sqlite;
 
 pub use mem::MemStore;

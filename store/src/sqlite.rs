@@ -2,8 +2,11 @@
 //! the simulator, so a simulated crash loses exactly what a real one would: whatever was not
 //! committed.
 //!
-//! Schema (version 3, in `PRAGMA user_version`; version 1 and 2 files are migrated on open):
-//! - `documents(name PRIMARY KEY, text, version, updated_at_ms)`
+//! Schema (version 4, in `PRAGMA user_version`; older files are migrated on open):
+//! - `documents(name PRIMARY KEY, text, version, updated_at_ms, text_version, checksum)`:
+//!   `text` is the document at `text_version` (version 4; NULL: at `version`), the changes
+//!   after it are in `chain`, and `checksum` is the CRC-32 of the text at `version` (NULL:
+//!   unknown); see `snapshots.rs`
 //! - `sessions(doc, client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n,
 //!   backup_m, last_seq, link_op, link_version, backup_link_op, backup_link_version,
 //!   updated_at_ms, reset_version, reset_from_text, reset_link_op, reset_link_version,
@@ -11,23 +14,30 @@
 //!   the shadow to the master at a document version (NULL: unknown); the `reset_*` columns
 //!   (version 2) a reset the client has not acknowledged (NULL: none), so it is sent again
 //!   exactly; `session_key` (version 3) the key a resume must present, 32 hex digits (NULL: a
-//!   session from before keys, which cannot be resumed);
+//!   session from before keys, which cannot be resumed); `shadow_at`, `backup_at` (version 4):
+//!   the shadow's or backup's text is the document's at that version (its text column empty);
 //! - `changes(doc, version, op, PRIMARY KEY(doc, version))`: recent exact master changes,
-//!   kept while some session's link still needs them, so merges stay exact across restarts.
+//!   kept while some session's link still needs them, so merges stay exact across restarts;
+//! - `chain(doc, version, op, PRIMARY KEY(doc, version))` (version 4): the verified changes
+//!   from the snapshot (`documents.text_version`) to the current version, the store's own;
+//! - `texts(doc, version, text, PRIMARY KEY(doc, version))` (version 4): the document at a
+//!   version some session refers to and the snapshot has passed.
 //!
 //! [`Store::commit`] writes a batch of [`PersistRecord`]s in one transaction.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use dsync_engine::{
-    Operation, PendingReset, PersistRecord, SessionKey, SessionRecord, Shadow, StoredDocument,
+    Operation, PendingReset, PersistRecord, Rope, SessionKey, SessionRecord, Shadow, StoredDocument,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::snapshots::{leads_to, replay, Verified, MAX_LAG, SNAPSHOT_EVERY};
 use crate::{Store, StoreError};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A SQLite-backed document store.
 #[derive(Debug)]
@@ -35,6 +45,8 @@ pub struct SqliteStore {
     conn: Connection,
     /// The file as opened, checked after every commit (`None`: in memory).
     file: Option<FileWatch>,
+    /// The last text committed per document, to verify the next record's changes.
+    verified: Verified,
 }
 
 /// What identifies the database file: a commit into a file that was deleted, replaced or
@@ -112,6 +124,14 @@ fn parse_link(l: (Option<String>, Option<i64>)) -> Result<Option<(Operation, u64
         }
         _ => Ok(None),
     }
+}
+
+/// A document's texts as loaded: the snapshot and the master replayed from it.
+struct DocTexts {
+    snapshot: Rope,
+    snapshot_version: u64,
+    master: Rope,
+    version: u64,
 }
 
 fn to_u64(v: i64, table: &'static str) -> Result<u64, StoreError> {
@@ -244,7 +264,7 @@ impl SqliteStore {
                  PRAGMA user_version = 3;
                  COMMIT;",
             )?;
-        } else if found < SCHEMA_VERSION {
+        } else if found < 3 {
             // Version 2 added the pending reset (a version 1 file has none); version 3 the
             // session key (older sessions have none: they cannot be resumed, only replaced).
             let v2 = if found == 1 {
@@ -263,31 +283,74 @@ impl SqliteStore {
                  COMMIT;"
             ))?;
         }
-        Ok(SqliteStore { conn, file: None })
+        if found < 4 {
+            // Version 4: snapshots plus changes for the master, references for session texts.
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE documents ADD COLUMN text_version INTEGER;
+                 ALTER TABLE documents ADD COLUMN checksum INTEGER;
+                 ALTER TABLE sessions ADD COLUMN shadow_at INTEGER;
+                 ALTER TABLE sessions ADD COLUMN backup_at INTEGER;
+                 CREATE TABLE IF NOT EXISTS chain (
+                     doc TEXT NOT NULL,
+                     version INTEGER NOT NULL,
+                     op TEXT NOT NULL,
+                     PRIMARY KEY (doc, version)
+                 );
+                 CREATE TABLE IF NOT EXISTS texts (
+                     doc TEXT NOT NULL,
+                     version INTEGER NOT NULL,
+                     text TEXT NOT NULL,
+                     PRIMARY KEY (doc, version)
+                 );
+                 PRAGMA user_version = 4;
+                 COMMIT;",
+            )?;
+        }
+        Ok(SqliteStore {
+            conn,
+            file: None,
+            verified: Verified::default(),
+        })
     }
 
     fn load_doc(&self, doc: &str) -> Result<Option<StoredDocument>, StoreError> {
         let row = self
             .conn
-            .prepare_cached("SELECT text, version FROM documents WHERE name = ?1")?
+            .prepare_cached(
+                "SELECT text, version, COALESCE(text_version, version), checksum
+                 FROM documents WHERE name = ?1",
+            )?
             .query_row(params![doc], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
             })
             .optional()?;
+        let changes: Vec<(u64, Operation)> = ops(&self.conn, "changes", doc)?;
+        let all: BTreeMap<u64, Operation> = ops(&self.conn, "chain", doc)?.into_iter().collect();
+        let texts = match &row {
+            Some((text, v, tv, sum)) => Some(self.master_of(doc, text, *v, *tv, *sum, &all)?),
+            None => None,
+        };
         let mut sessions = Vec::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT client_id, shadow_text, shadow_n, shadow_m, backup_text, backup_n, backup_m, last_seq,
                     link_op, link_version, backup_link_op, backup_link_version,
-                    reset_version, reset_from_text, reset_link_op, reset_link_version, session_key
+                    reset_version, reset_from_text, reset_link_op, reset_link_version, session_key,
+                    shadow_at, backup_at
              FROM sessions WHERE doc = ?1 ORDER BY client_id",
         )?;
         let rows = stmt.query_map(params![doc], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
+                (r.get::<_, String>(1)?, r.get::<_, Option<i64>>(17)?),
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
+                (r.get::<_, String>(4)?, r.get::<_, Option<i64>>(18)?),
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
@@ -307,6 +370,20 @@ impl SqliteStore {
                 r.get::<_, Option<String>>(16)?,
             ))
         })?;
+        // Texts by version, resolved once and shared by every session referring to them.
+        let mut at: BTreeMap<u64, Rope> = BTreeMap::new();
+        let mut text_of = |(text, pin): (String, Option<i64>)| -> Result<Rope, StoreError> {
+            let Some(v) = pin else {
+                return Ok(Rope::from(text));
+            };
+            let v = to_u64(v, "sessions")?;
+            if let Some(t) = at.get(&v) {
+                return Ok(t.clone());
+            }
+            let t = self.text_at(doc, v, texts.as_ref(), &all)?;
+            at.insert(v, t.clone());
+            Ok(t)
+        };
         for row in rows {
             let (client_id, st, sn, sm, bt, bn, bm, seq, link, backup_link, reset, key) = row?;
             let key = match key {
@@ -329,12 +406,12 @@ impl SqliteStore {
                 client_id,
                 key,
                 shadow: Shadow {
-                    text: st.into(),
+                    text: text_of(st)?,
                     client_version: to_u64(sn, t)?,
                     server_version: to_u64(sm, t)?,
                 },
                 backup: Shadow {
-                    text: bt.into(),
+                    text: text_of(bt)?,
                     client_version: to_u64(bn, t)?,
                     server_version: to_u64(bm, t)?,
                 },
@@ -346,124 +423,159 @@ impl SqliteStore {
                 reset,
             });
         }
-        let mut changes = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT version, op FROM changes WHERE doc = ?1 ORDER BY version")?;
-        let rows = stmt.query_map(params![doc], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (v, op) = row?;
-            let op = Operation::parse(&op).map_err(|e| StoreError::Corrupt {
-                table: "changes",
-                what: e.to_string(),
-            })?;
-            changes.push((to_u64(v, "changes")?, op));
-        }
-        match row {
-            None if sessions.is_empty() => Ok(None),
-            None => Ok(Some(StoredDocument {
-                sessions,
-                ..StoredDocument::default()
-            })),
-            Some((text, version)) => Ok(Some(StoredDocument {
-                text: text.into(),
+        match (row, texts) {
+            (Some((_, version, _, _)), Some(t)) => Ok(Some(StoredDocument {
+                text: t.master,
                 version: to_u64(version, "documents")?,
                 sessions,
                 changes,
             })),
+            _ if sessions.is_empty() => Ok(None),
+            _ => Ok(Some(StoredDocument {
+                sessions,
+                ..StoredDocument::default()
+            })),
         }
+    }
+
+    /// The master from a `documents` row: its snapshot, and the changes after it replayed and
+    /// checked against the stored checksum.
+    fn master_of(
+        &self,
+        doc: &str,
+        text: &str,
+        version: i64,
+        text_version: i64,
+        checksum: Option<i64>,
+        changes: &BTreeMap<u64, Operation>,
+    ) -> Result<DocTexts, StoreError> {
+        let (v, tv) = (
+            to_u64(version, "documents")?,
+            to_u64(text_version, "documents")?,
+        );
+        let snapshot = Rope::from(text);
+        let master = if tv == v {
+            snapshot.clone()
+        } else {
+            replay(&snapshot, tv, v, changes).ok_or_else(|| StoreError::Corrupt {
+                table: "changes",
+                what: format!("{doc}: the changes after the snapshot at version {tv} do not lead to version {v}"),
+            })?
+        };
+        if checksum.is_some_and(|c| c != i64::from(master.checksum())) {
+            return Err(StoreError::Corrupt {
+                table: "documents",
+                what: format!("{doc}: the text at version {v} does not match its checksum"),
+            });
+        }
+        Ok(DocTexts {
+            snapshot,
+            snapshot_version: tv,
+            master,
+            version: v,
+        })
+    }
+
+    /// The document's text at version `v`, for a session that refers to it.
+    fn text_at(
+        &self,
+        doc: &str,
+        v: u64,
+        texts: Option<&DocTexts>,
+        changes: &BTreeMap<u64, Operation>,
+    ) -> Result<Rope, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt {
+            table: "sessions",
+            what: format!("{doc}: {what}"),
+        };
+        if let Some(t) = texts {
+            if v == t.version {
+                return Ok(t.master.clone());
+            }
+            if v >= t.snapshot_version && v < t.version {
+                return replay(&t.snapshot, t.snapshot_version, v, changes)
+                    .ok_or_else(|| corrupt(format!("no changes lead to version {v}")));
+            }
+        }
+        let kept: Option<String> = self
+            .conn
+            .prepare_cached("SELECT text FROM texts WHERE doc = ?1 AND version = ?2")?
+            .query_row(params![doc, to_i64(v)?], |r| r.get(0))
+            .optional()?;
+        kept.map(Rope::from).ok_or_else(|| {
+            corrupt(format!(
+                "a session refers to version {v}, which is not kept"
+            ))
+        })
     }
 
     fn commit_batch(&mut self, records: &[PersistRecord], now_ms: u64) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
+        let now = to_i64(now_ms)?;
+        // Texts this batch commits, remembered once it has committed.
+        let mut written: BTreeMap<String, (u64, Rope)> = BTreeMap::new();
         let tx = self.conn.transaction()?;
-        {
-            let mut doc_stmt = tx.prepare_cached(
-                "INSERT INTO documents (name, text, version, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET text = excluded.text, version = excluded.version,
-                 updated_at_ms = excluded.updated_at_ms",
-            )?;
-            let mut ensure_doc = tx.prepare_cached(
-                "INSERT OR IGNORE INTO documents (name, text, version, updated_at_ms) VALUES (?1, '', 0, ?2)",
-            )?;
-            let mut sess_stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
-                 backup_text, backup_n, backup_m, last_seq, link_op, link_version, backup_link_op,
-                 backup_link_version, updated_at_ms, reset_version, reset_from_text,
-                 reset_link_op, reset_link_version, session_key)
-                 VALUES (?1, ?2,
-                         COALESCE(?3, (SELECT text FROM documents WHERE name = ?1)), ?4, ?5,
-                         COALESCE(?6, ?3, (SELECT text FROM documents WHERE name = ?1)), ?7, ?8,
-                         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            )?;
-            let mut change_stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut trim_stmt =
-                tx.prepare_cached("DELETE FROM changes WHERE doc = ?1 AND version <= ?2")?;
-            let mut del_stmt =
-                tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND client_id = ?2")?;
-            for r in records {
-                match &r.text {
-                    Some(text) => {
-                        // Whole texts for now: O(document) per commit.
-                        doc_stmt.execute(params![
-                            r.doc,
-                            text.flat(),
-                            to_i64(r.version)?,
-                            to_i64(now_ms)?
-                        ])?;
-                    }
-                    None => {
-                        ensure_doc.execute(params![r.doc, to_i64(now_ms)?])?;
-                    }
-                }
-                for s in &r.sessions {
-                    // Texts left out of the record equal the master (just written above, or
-                    // already in the row) or the shadow: SQLite fills them in.
-                    sess_stmt.execute(params![
-                        r.doc,
-                        s.client_id,
-                        (!s.shadow_is_master).then(|| s.shadow.text.flat()),
-                        to_i64(s.shadow.client_version)?,
-                        to_i64(s.shadow.server_version)?,
-                        (!s.backup_is_shadow).then(|| s.backup.text.flat()),
-                        to_i64(s.backup.client_version)?,
-                        to_i64(s.backup.server_version)?,
-                        to_i64(s.last_seq)?,
-                        s.link.as_ref().map(|l| l.0.to_text()),
-                        s.link.as_ref().map(|l| to_i64(l.1)).transpose()?,
-                        s.backup_link.as_ref().map(|l| l.0.to_text()),
-                        s.backup_link.as_ref().map(|l| to_i64(l.1)).transpose()?,
-                        to_i64(now_ms)?,
-                        s.reset.as_ref().map(|r| to_i64(r.version)).transpose()?,
-                        s.reset.as_ref().map(|r| r.from_text.flat()),
-                        s.reset
-                            .as_ref()
-                            .and_then(|r| r.from_link.as_ref())
-                            .map(|l| l.0.to_text()),
-                        s.reset
-                            .as_ref()
-                            .and_then(|r| r.from_link.as_ref())
-                            .map(|l| to_i64(l.1))
-                            .transpose()?,
-                        s.key.map(|k| k.to_hex()),
-                    ])?;
-                }
+        for r in records {
+            let before = doc_row(&tx, &r.doc)?;
+            {
+                let mut change_stmt = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO changes (doc, version, op) VALUES (?1, ?2, ?3)",
+                )?;
                 for (v, op) in &r.changes {
                     change_stmt.execute(params![r.doc, to_i64(*v)?, op.to_text()])?;
                 }
-                trim_stmt.execute(params![r.doc, to_i64(r.changes_needed_after)?])?;
-                for id in &r.removed_sessions {
-                    del_stmt.execute(params![r.doc, id])?;
+            }
+            // The master this record leaves, when known here (for session references).
+            let master: Option<(u64, Rope)> = match &r.text {
+                Some(text) => {
+                    let last = |v: u64| {
+                        written
+                            .get(&r.doc)
+                            .filter(|(w, _)| *w == v)
+                            .map(|(_, t)| t.clone())
+                            .or_else(|| self.verified.at(&r.doc, v).cloned())
+                    };
+                    write_master(&tx, r, text, before, last, now)?;
+                    written.insert(r.doc.clone(), (r.version, text.clone()));
+                    Some((r.version, text.clone()))
                 }
+                None => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO documents
+                         (name, text, version, updated_at_ms, text_version, checksum)
+                         VALUES (?1, '', 0, ?2, 0, 0)",
+                    )?
+                    .execute(params![r.doc, now])?;
+                    let v = before.map_or(0, |b| b.version);
+                    let known = written
+                        .get(&r.doc)
+                        .filter(|(w, _)| *w == v)
+                        .map(|(_, t)| t.clone())
+                        .or_else(|| self.verified.at(&r.doc, v).cloned())
+                        .or_else(|| before.is_none().then(Rope::new));
+                    known.map(|t| (v, t))
+                }
+            };
+            let version = master
+                .as_ref()
+                .map_or_else(|| before.map_or(0, |b| b.version), |m| m.0);
+            for s in &r.sessions {
+                write_session(&tx, &r.doc, s, version, master.as_ref().map(|m| &m.1), now)?;
+            }
+            tx.prepare_cached("DELETE FROM changes WHERE doc = ?1 AND version <= ?2")?
+                .execute(params![r.doc, to_i64(r.changes_needed_after)?])?;
+            let mut del_stmt =
+                tx.prepare_cached("DELETE FROM sessions WHERE doc = ?1 AND client_id = ?2")?;
+            for id in &r.removed_sessions {
+                del_stmt.execute(params![r.doc, id])?;
             }
         }
         tx.commit()?;
+        for (doc, (v, t)) in written {
+            self.verified.set(&doc, v, t);
+        }
         Ok(())
     }
 
@@ -488,6 +600,343 @@ impl SqliteStore {
             })?;
         self.conn.close().map_err(|(_, e)| StoreError::Sqlite(e))
     }
+}
+
+/// The operations of `doc` in `table` (`changes` or `chain`), by version.
+fn ops(
+    conn: &Connection,
+    table: &'static str,
+    doc: &str,
+) -> Result<Vec<(u64, Operation)>, StoreError> {
+    let sql = format!("SELECT version, op FROM {table} WHERE doc = ?1 ORDER BY version");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![doc], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (v, op) = row?;
+        let op = Operation::parse(&op).map_err(|e| StoreError::Corrupt {
+            table,
+            what: e.to_string(),
+        })?;
+        out.push((to_u64(v, table)?, op));
+    }
+    Ok(out)
+}
+
+/// A `documents` row as a commit reads it.
+#[derive(Debug, Clone, Copy)]
+struct DocRow {
+    version: u64,
+    /// The version `documents.text` is at.
+    text_version: u64,
+    checksum: Option<u32>,
+}
+
+fn doc_row(tx: &Connection, doc: &str) -> Result<Option<DocRow>, StoreError> {
+    let row = tx
+        .prepare_cached(
+            "SELECT version, COALESCE(text_version, version), checksum FROM documents WHERE name = ?1",
+        )?
+        .query_row(params![doc], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(v, tv, sum)| {
+        Ok(DocRow {
+            version: to_u64(v, "documents")?,
+            text_version: to_u64(tv, "documents")?,
+            checksum: sum.and_then(|c| u32::try_from(c).ok()),
+        })
+    })
+    .transpose()
+}
+
+/// Write a record's master: when its changes are verified to lead from the last committed
+/// text to it, only the changes (to `chain`), the version and the checksum, with a snapshot
+/// every [`SNAPSHOT_EVERY`] changes ([`advance_snapshot`]); otherwise the whole text as a new
+/// snapshot, as every commit once did (`snapshots.rs`).
+fn write_master(
+    tx: &Connection,
+    r: &PersistRecord,
+    text: &Rope,
+    before: Option<DocRow>,
+    last: impl Fn(u64) -> Option<Rope>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sum = text.checksum();
+    if before.is_some_and(|b| b.version == r.version && b.checksum == Some(sum)) {
+        return Ok(());
+    }
+    if let Some(b) = before.filter(|b| r.version > b.version) {
+        // The last text: remembered, or (first commit since the store opened) read back once.
+        let base = match last(b.version) {
+            Some(t) => Some(t),
+            None => text_from_db(tx, &r.doc, b)?,
+        };
+        if base.is_some_and(|t| leads_to(&t, b.version, &r.changes, r.version, text)) {
+            let mut chain = tx.prepare_cached(
+                "INSERT OR REPLACE INTO chain (doc, version, op) VALUES (?1, ?2, ?3)",
+            )?;
+            for (v, op) in r
+                .changes
+                .iter()
+                .filter(|(v, _)| *v > b.version && *v <= r.version)
+            {
+                chain.execute(params![r.doc, to_i64(*v)?, op.to_text()])?;
+            }
+            tx.prepare_cached(
+                "UPDATE documents SET version = ?2, checksum = ?3, updated_at_ms = ?4 WHERE name = ?1",
+            )?
+            .execute(params![r.doc, to_i64(r.version)?, i64::from(sum), now])?;
+            if r.version - b.text_version >= SNAPSHOT_EVERY {
+                advance_snapshot(tx, &r.doc, b.text_version, r.version, text)?;
+            }
+            return Ok(());
+        }
+    }
+    if let Some(b) = before {
+        keep_referenced(tx, &r.doc, b.text_version..=b.version, Some(r.version))?;
+    }
+    tx.prepare_cached("DELETE FROM chain WHERE doc = ?1")?
+        .execute(params![r.doc])?;
+    tx.prepare_cached(
+        "INSERT INTO documents (name, text, version, updated_at_ms, text_version, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?3, ?5)
+         ON CONFLICT(name) DO UPDATE SET text = excluded.text, version = excluded.version,
+         updated_at_ms = excluded.updated_at_ms, text_version = excluded.text_version,
+         checksum = excluded.checksum",
+    )?
+    .execute(params![
+        r.doc,
+        text.flat(),
+        to_i64(r.version)?,
+        now,
+        i64::from(sum)
+    ])?;
+    Ok(())
+}
+
+/// The document's text at its row's version, replayed from the stored snapshot and chain and
+/// checked against the stored checksum (`None` when that fails: the caller writes a snapshot).
+fn text_from_db(tx: &Connection, doc: &str, b: DocRow) -> Result<Option<Rope>, StoreError> {
+    let snapshot: String = tx
+        .prepare_cached("SELECT text FROM documents WHERE name = ?1")?
+        .query_row(params![doc], |r| r.get(0))?;
+    let chain: BTreeMap<u64, Operation> = ops(tx, "chain", doc)?.into_iter().collect();
+    let text = replay(&Rope::from(snapshot), b.text_version, b.version, &chain);
+    Ok(text.filter(|t| b.checksum.is_some_and(|c| c == t.checksum())))
+}
+
+/// The chain is [`SNAPSHOT_EVERY`] changes long: move the snapshot up to the oldest version a
+/// session still refers to (those referring to versions more than [`MAX_LAG`] behind get
+/// their text kept in `texts`, one row per version), if that is far enough to be worth a
+/// document write, and drop the chain before it.
+fn advance_snapshot(
+    tx: &Connection,
+    doc: &str,
+    from: u64,
+    to: u64,
+    text: &Rope,
+) -> Result<(), StoreError> {
+    let floor = to.saturating_sub(MAX_LAG).max(from);
+    if floor > from {
+        keep_referenced(tx, doc, from..=floor - 1, None)?;
+    }
+    let oldest: Option<i64> = tx
+        .prepare_cached(
+            "SELECT MIN(v) FROM (
+                 SELECT shadow_at AS v FROM sessions WHERE doc = ?1
+                 UNION SELECT backup_at FROM sessions WHERE doc = ?1)
+             WHERE v >= ?2",
+        )?
+        .query_row(params![doc, to_i64(floor)?], |r| r.get(0))?;
+    let target = match oldest {
+        Some(v) => to_u64(v, "sessions")?.min(to),
+        None => to,
+    };
+    if target.saturating_sub(from) < SNAPSHOT_EVERY {
+        return Ok(());
+    }
+    let new = if target == to {
+        text.clone()
+    } else {
+        let snapshot: String = tx
+            .prepare_cached("SELECT text FROM documents WHERE name = ?1")?
+            .query_row(params![doc], |r| r.get(0))?;
+        let chain: BTreeMap<u64, Operation> = ops(tx, "chain", doc)?.into_iter().collect();
+        replay(&Rope::from(snapshot), from, target, &chain).ok_or_else(|| StoreError::Corrupt {
+            table: "chain",
+            what: format!("{doc}: no changes lead from version {from} to {target}"),
+        })?
+    };
+    tx.prepare_cached("UPDATE documents SET text = ?2, text_version = ?3 WHERE name = ?1")?
+        .execute(params![doc, new.flat(), to_i64(target)?])?;
+    tx.prepare_cached("DELETE FROM chain WHERE doc = ?1 AND version <= ?2")?
+        .execute(params![doc, to_i64(target)?])?;
+    Ok(())
+}
+
+/// The snapshot (at the start of `old`) will no longer resolve the versions of `old`: the text
+/// at each of them a session refers to is kept in `texts` (replayed from the snapshot), and
+/// rows of `texts` no session refers to any more are dropped. With `replaced = Some(v)` the
+/// text at `v` is being replaced: sessions that refer to `v` meant the text it had before
+/// (replaced without a new version: only a document normalised on load does that, or a
+/// version going back), and theirs is written into their rows.
+fn keep_referenced(
+    tx: &Connection,
+    doc: &str,
+    old: std::ops::RangeInclusive<u64>,
+    replaced: Option<u64>,
+) -> Result<(), StoreError> {
+    // `u64::MAX` is no version a session refers to (the wire stops at 2^53).
+    let to = replaced.unwrap_or(u64::MAX);
+    let from = *old.start();
+    let pins: Vec<u64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT DISTINCT v FROM (
+                 SELECT shadow_at AS v FROM sessions WHERE doc = ?1
+                 UNION SELECT backup_at FROM sessions WHERE doc = ?1)
+             WHERE (v >= ?2 AND v <= ?3 AND v NOT IN (SELECT version FROM texts WHERE doc = ?1))
+                OR v = ?4
+             ORDER BY v",
+        )?;
+        let range = (
+            to_i64(from)?,
+            to_i64(*old.end())?,
+            i64::try_from(to).unwrap_or(-1),
+        );
+        let rows = stmt.query_map(params![doc, range.0, range.1, range.2], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        rows.map(|v| to_u64(v?, "sessions"))
+            .collect::<Result<_, _>>()?
+    };
+    if !pins.is_empty() {
+        let snapshot: String = tx
+            .prepare_cached("SELECT text FROM documents WHERE name = ?1")?
+            .query_row(params![doc], |r| r.get(0))?;
+        let changes: BTreeMap<u64, Operation> = ops(tx, "chain", doc)?.into_iter().collect();
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO texts (doc, version, text) VALUES (?1, ?2, ?3)",
+        )?;
+        let snapshot = Rope::from(snapshot);
+        let mut text = snapshot.clone();
+        let mut at = from;
+        for v in pins {
+            let old_text = if old.contains(&v) {
+                text = replay(&text, at, v, &changes).ok_or_else(|| StoreError::Corrupt {
+                    table: "chain",
+                    what: format!(
+                        "{doc}: no changes lead to version {v}, which a session refers to"
+                    ),
+                })?;
+                at = v;
+                text.flat().into_owned()
+            } else {
+                // `to`, kept in `texts` before (or lost: then the session keeps no text).
+                tx.prepare_cached("SELECT text FROM texts WHERE doc = ?1 AND version = ?2")?
+                    .query_row(params![doc, to_i64(v)?], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or_default()
+            };
+            if v == to {
+                for (col, at_col) in [("shadow_text", "shadow_at"), ("backup_text", "backup_at")] {
+                    let sql = format!(
+                        "UPDATE sessions SET {col} = ?3, {at_col} = NULL WHERE doc = ?1 AND {at_col} = ?2"
+                    );
+                    tx.prepare_cached(&sql)?
+                        .execute(params![doc, to_i64(v)?, old_text])?;
+                }
+                tx.prepare_cached("DELETE FROM texts WHERE doc = ?1 AND version = ?2")?
+                    .execute(params![doc, to_i64(v)?])?;
+            } else {
+                insert.execute(params![doc, to_i64(v)?, old_text])?;
+            }
+        }
+    }
+    tx.prepare_cached(
+        "DELETE FROM texts WHERE doc = ?1 AND version NOT IN (
+             SELECT shadow_at FROM sessions WHERE doc = ?1 AND shadow_at IS NOT NULL
+             UNION SELECT backup_at FROM sessions WHERE doc = ?1 AND backup_at IS NOT NULL)",
+    )?
+    .execute(params![doc])?;
+    Ok(())
+}
+
+/// Write a session. A shadow or backup equal to the master the record leaves (`version`) is
+/// stored as a reference to that version; the engine says so (`shadow_is_master`), or the text
+/// is the master's own rope, or equal to it.
+fn write_session(
+    tx: &Connection,
+    doc: &str,
+    s: &SessionRecord,
+    version: u64,
+    master: Option<&Rope>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let is_master = |t: &Rope| {
+        master.is_some_and(|m| {
+            t.ptr_eq(m) || (t.len() == m.len() && t.checksum() == m.checksum() && t == m)
+        })
+    };
+    let pin = to_i64(version)?;
+    let shadow_at = (s.shadow_is_master || is_master(&s.shadow.text)).then_some(pin);
+    let shadow_text = match shadow_at {
+        Some(_) => std::borrow::Cow::Borrowed(""),
+        None => s.shadow.text.flat(),
+    };
+    let (backup_at, backup_text) = if s.backup_is_shadow {
+        (shadow_at, shadow_text.clone())
+    } else if is_master(&s.backup.text) {
+        (Some(pin), std::borrow::Cow::Borrowed(""))
+    } else {
+        (None, s.backup.text.flat())
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO sessions (doc, client_id, shadow_text, shadow_n, shadow_m,
+         backup_text, backup_n, backup_m, last_seq, link_op, link_version, backup_link_op,
+         backup_link_version, updated_at_ms, reset_version, reset_from_text,
+         reset_link_op, reset_link_version, session_key, shadow_at, backup_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20, ?21)",
+    )?
+    .execute(params![
+        doc,
+        s.client_id,
+        shadow_text,
+        to_i64(s.shadow.client_version)?,
+        to_i64(s.shadow.server_version)?,
+        backup_text,
+        to_i64(s.backup.client_version)?,
+        to_i64(s.backup.server_version)?,
+        to_i64(s.last_seq)?,
+        s.link.as_ref().map(|l| l.0.to_text()),
+        s.link.as_ref().map(|l| to_i64(l.1)).transpose()?,
+        s.backup_link.as_ref().map(|l| l.0.to_text()),
+        s.backup_link.as_ref().map(|l| to_i64(l.1)).transpose()?,
+        now,
+        s.reset.as_ref().map(|r| to_i64(r.version)).transpose()?,
+        s.reset.as_ref().map(|r| r.from_text.flat()),
+        s.reset
+            .as_ref()
+            .and_then(|r| r.from_link.as_ref())
+            .map(|l| l.0.to_text()),
+        s.reset
+            .as_ref()
+            .and_then(|r| r.from_link.as_ref())
+            .map(|l| to_i64(l.1))
+            .transpose()?,
+        s.key.map(|k| k.to_hex()),
+        shadow_at,
+        backup_at,
+    ])?;
+    Ok(())
 }
 
 impl Store for SqliteStore {

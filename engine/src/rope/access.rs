@@ -12,6 +12,10 @@ use crate::text::{utf16_len, DeltaError};
 pub trait TextRead {
     /// Length in bytes.
     fn len(&self) -> usize;
+    /// True for the empty text.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// True when byte `i` is a char boundary (or the end).
     fn is_char_boundary(&self, i: usize) -> bool;
     /// UTF-16 units in the bytes `range` (on char boundaries).
