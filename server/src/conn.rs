@@ -25,8 +25,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// Bytes asked for per read.
+/// Most bytes asked for per read.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// A connection's first read buffer: it doubles (up to [`READ_CHUNK`]) while reads fill it, so
+/// an idle connection holds 4 KiB for reading rather than 64 (10,000 idle clients: 40 MiB,
+/// not 640).
+pub const FIRST_READ_BUFFER: usize = 4 * 1024;
 
 /// Bytes a connection may hold without the server's permits: its small frames are read even
 /// when partial large frames hold the whole server budget (they would otherwise starve every
@@ -227,7 +231,7 @@ pub async fn serve(
         let _ = wr.shutdown().await;
     });
     let mut frames = LineBuffer::new(limits.max_frame_bytes);
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = vec![0u8; FIRST_READ_BUFFER];
     // Permits for the bytes `frames` holds.
     let Some(mut held) = budget.empty() else {
         writer.abort();
@@ -270,6 +274,7 @@ pub async fn serve(
         };
         let read = async {
             let (more, max) = budget.for_read(&held).await?;
+            let max = max.min(buf.len());
             Some((rd.read(&mut buf[..max]).await, more))
         };
         let (result, more) = tokio::select! {
@@ -294,6 +299,9 @@ pub async fn serve(
         };
         held.merge(more);
         frames.push(&buf[..n]);
+        if n == buf.len() && buf.len() < READ_CHUNK {
+            buf.resize((buf.len() * 2).min(READ_CHUNK), 0);
+        }
         let mut got_one = false;
         while let Some(frame) = frames.next_frame() {
             got_one = true;

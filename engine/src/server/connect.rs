@@ -51,6 +51,10 @@ impl ServerEngine {
                 s.peer = None;
                 s.last_active = now;
             }
+            // And the connection no longer names it (even if this connect is refused).
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.docs.remove(&doc);
+            }
         }
         if !d.sessions.contains_key(&client_id) {
             // A new id: a new session, perhaps in place of an idle one. Rate-limited per peer.
@@ -90,7 +94,7 @@ impl ServerEngine {
             }
             if resume.is_some() {
                 s.last_seq = seq;
-                s.peer = Some(peer);
+                let holder = s.peer.replace(peer);
                 s.last_active = now;
                 self.stats.resumes += 1;
                 let msg = ServerMsg::ConnectOk {
@@ -102,7 +106,7 @@ impl ServerEngine {
                     server_version: s.shadow.server_version,
                     session_key: None,
                 };
-                self.bind(peer, &doc, &client_id);
+                self.bind(peer, &doc, &client_id, holder);
                 return self.send(peer, msg);
             }
         } else if d.sessions.len() >= max_clients {
@@ -148,7 +152,10 @@ impl ServerEngine {
             server_version: 0,
             session_key: Some(key),
         };
-        d.sessions.insert(client_id.clone(), session);
+        let holder = d
+            .sessions
+            .insert(client_id.clone(), session)
+            .and_then(|old| old.peer);
         self.outputs.push_back(ServerOutput::Persist(PersistRecord {
             doc: doc.clone(),
             text: None,
@@ -161,14 +168,26 @@ impl ServerEngine {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.full_texts.charge(d.master.len());
         }
-        self.bind(peer, &doc, &client_id);
+        self.bind(peer, &doc, &client_id, holder);
         self.send(peer, msg);
     }
 
-    pub(super) fn bind(&mut self, peer: PeerId, doc: &str, client_id: &str) {
+    /// `peer` now holds the session; `holder` is the connection that held it before, if any
+    /// (the session's own record of it: looking through every connection made each connect
+    /// O(connections), 10,000 connects a quadratic 10^8 comparisons).
+    pub(super) fn bind(
+        &mut self,
+        peer: PeerId,
+        doc: &str,
+        client_id: &str,
+        holder: Option<PeerId>,
+    ) {
         // Another connection holding this session loses it (the client moved).
-        for (pid, p) in self.peers.iter_mut() {
-            if *pid != peer && p.docs.get(doc).is_some_and(|c| c == client_id) {
+        if let Some(p) = holder
+            .filter(|h| *h != peer)
+            .and_then(|h| self.peers.get_mut(&h))
+        {
+            if p.docs.get(doc).is_some_and(|c| c == client_id) {
                 p.docs.remove(doc);
             }
         }

@@ -653,6 +653,17 @@ impl ServerEngine {
         if !cfg!(debug_assertions) {
             return;
         }
+        // A connection names only sessions it holds (`bind` relies on it to find the holder).
+        for (pid, p) in &self.peers {
+            for (doc, client) in &p.docs {
+                let held = self
+                    .docs
+                    .get(doc)
+                    .and_then(|d| d.sessions.get(client))
+                    .is_some_and(|s| s.peer == Some(*pid));
+                assert!(held, "peer {pid:?} names {doc}/{client}, held by another");
+            }
+        }
         for (name, d) in &self.docs {
             let end = d.log_end();
             let fits = |link: &Option<Link>, text: &Rope, what: &str| {
