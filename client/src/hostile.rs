@@ -209,6 +209,7 @@ pub async fn connect_doc(
         token: None,
         seq: 1,
         resume: None,
+        hints: false,
     };
     s.get_mut()
         .write_all(encode_client(&msg).as_bytes())

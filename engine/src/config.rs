@@ -182,8 +182,14 @@ impl Limits {
 /// Engine settings, the same type for client and server.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
-    /// Client sync cycle, in ms (500 by default).
+    /// Client sync cycle, in ms (500 by default): the cadence while anything changes.
     pub sync_interval_ms: u64,
+    /// Longest client sync cycle while nothing changes (2,000 ms by default): each round trip
+    /// that carried nothing either way doubles the cycle up to this; typing, a server edit or
+    /// a `changed` hint brings it back to `sync_interval_ms`. Equal to it: no back-off.
+    pub max_idle_sync_ms: u64,
+    /// A client asks the server for `changed` hints (true by default).
+    pub hints: bool,
     /// A client resends its request when no reply came within this many ms.
     pub retransmit_ms: u64,
     /// Send a ping after this many ms of silence from a peer (30 s by default).
@@ -202,6 +208,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             sync_interval_ms: 500,
+            max_idle_sync_ms: 2_000,
+            hints: true,
             retransmit_ms: 2_000,
             heartbeat_ms: 30_000,
             silent_heartbeats: 3,
@@ -259,6 +267,10 @@ pub struct Stats {
     /// Server: requests refused with `slow_down` (their peer earned full texts faster than its
     /// allowance).
     pub slowed_down: u64,
+    /// Server: `changed` hints sent. Client: hints received.
+    pub hints: u64,
+    /// Client: sync cycles started because a hint said the document changed.
+    pub hinted_syncs: u64,
 }
 
 impl Stats {
@@ -279,5 +291,7 @@ impl Stats {
         self.inexact_resets += o.inexact_resets;
         self.sessions_refused += o.sessions_refused;
         self.slowed_down += o.slowed_down;
+        self.hints += o.hints;
+        self.hinted_syncs += o.hinted_syncs;
     }
 }

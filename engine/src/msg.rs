@@ -123,6 +123,9 @@ pub enum ClientMsg {
         seq: u64,
         /// Resume an existing session instead of starting from the server's text.
         resume: Option<Resume>,
+        /// The client understands `changed` hints: the server tells it when the document
+        /// changes, so it may poll rarely while nothing happens (docs/protocol.md, *Hints*).
+        hints: bool,
     },
     /// One sync cycle: the client's pending edits (empty list = poll).
     ClientSync {
@@ -181,6 +184,12 @@ pub enum ServerMsg {
     Ping,
     /// Heartbeat reply.
     Pong,
+    /// The document changed since this client's last `client_sync` (sent only to clients
+    /// that asked for hints, at most once between two of its requests; may be lost).
+    Changed {
+        /// Document name.
+        doc: String,
+    },
     /// Something the client sent was refused.
     Error {
         /// The document concerned, if any.

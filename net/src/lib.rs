@@ -143,6 +143,8 @@ enum WireClient {
         seq: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<WireResume>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        hints: bool,
     },
     ClientSync {
         doc: String,
@@ -185,6 +187,9 @@ enum WireServer {
     },
     Ping,
     Pong,
+    Changed {
+        doc: String,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         doc: Option<String>,
@@ -250,6 +255,12 @@ fn edits_from_wire(edits: Vec<WireEdit>, max_delta: usize) -> Result<Vec<Edit>, 
         .collect()
 }
 
+/// Optional booleans are left out when false (older peers never see them).
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn line(json: serde_json::Result<String>) -> String {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no I/O.
     let mut s = json.expect("wire structs always serialise");
@@ -267,12 +278,14 @@ pub fn encode_client(msg: &ClientMsg) -> String {
             token,
             seq,
             resume,
+            hints,
         } => WireClient::Connect {
             protocol: *protocol,
             doc: doc.clone(),
             client_id: client_id.clone(),
             token: token.clone(),
             seq: *seq,
+            hints: *hints,
             resume: resume.map(|r| WireResume {
                 client_version: r.client_version,
                 server_version: r.server_version,
@@ -330,6 +343,7 @@ pub fn encode_server(msg: &ServerMsg) -> String {
         },
         ServerMsg::Ping => WireServer::Ping,
         ServerMsg::Pong => WireServer::Pong,
+        ServerMsg::Changed { doc } => WireServer::Changed { doc: doc.clone() },
         ServerMsg::Error { doc, code, message } => WireServer::Error {
             doc: doc.clone(),
             code: code.as_str().to_string(),
@@ -363,12 +377,14 @@ pub fn decode_client(frame: &str, max_delta: usize) -> Result<ClientMsg, DecodeE
             token,
             seq,
             resume,
+            hints,
         } => ClientMsg::Connect {
             protocol,
             doc,
             client_id,
             token,
             seq,
+            hints,
             resume: resume.map(|r| Resume {
                 client_version: r.client_version,
                 server_version: r.server_version,
@@ -430,6 +446,7 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
         },
         WireServer::Ping => ServerMsg::Ping,
         WireServer::Pong => ServerMsg::Pong,
+        WireServer::Changed { doc } => ServerMsg::Changed { doc },
         WireServer::Error { doc, code, message } => ServerMsg::Error {
             doc,
             code: ErrorCode::parse(&code)

@@ -22,6 +22,7 @@ fn every_message_roundtrips() {
                 server_version: 9,
                 key: Some(dsync_engine::SessionKey([0xab; 16])),
             }),
+            hints: true,
         },
         ClientMsg::ClientSync {
             doc: "d".into(),
@@ -77,6 +78,7 @@ fn every_message_roundtrips() {
         },
         ServerMsg::Ping,
         ServerMsg::Pong,
+        ServerMsg::Changed { doc: "d".into() },
     ];
     let errors = ErrorCode::ALL.into_iter().map(|code| ServerMsg::Error {
         doc: None,

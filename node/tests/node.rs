@@ -30,6 +30,7 @@ fn connect(seq: u64) -> ClientMsg {
         token: None,
         seq,
         resume: None,
+        hints: false,
     }
 }
 
@@ -246,6 +247,7 @@ fn open(doc: &str, client_id: &str, seq: u64) -> ClientMsg {
         token: None,
         seq,
         resume: None,
+        hints: false,
     }
 }
 

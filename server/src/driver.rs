@@ -558,6 +558,6 @@ fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
                 "refused"
             );
         }
-        ServerMsg::Ping | ServerMsg::Pong => {}
+        ServerMsg::Ping | ServerMsg::Pong | ServerMsg::Changed { .. } => {}
     }
 }

@@ -305,6 +305,7 @@ fn corpus(target: Target) -> Vec<Vec<u8>> {
                 server_version: 5,
                 key,
             }),
+            hints: true,
         },
         ClientMsg::ClientSync {
             doc: "notes".into(),
@@ -337,6 +338,9 @@ fn corpus(target: Target) -> Vec<Vec<u8>> {
             message: "m".into(),
         },
         ServerMsg::Pong,
+        ServerMsg::Changed {
+            doc: "notes".into(),
+        },
     ];
     let messages: Vec<Vec<u8>> = client
         .iter()

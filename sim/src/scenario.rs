@@ -109,6 +109,15 @@ pub struct EngineSettings {
     /// than it is refused like any other, and the run shows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_frame_bytes: Option<usize>,
+    /// Clients ask for `changed` hints (default: yes). The regression scenarios shrunk before
+    /// hints existed turn them off, with the idle back-off, so their message flow is the one
+    /// they were recorded with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hints: Option<bool>,
+    /// Longest client sync cycle while nothing changes (default: the engine's 2,000 ms;
+    /// `sync_interval_ms` or less: no back-off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_idle_sync_ms: Option<u64>,
 }
 
 impl Default for EngineSettings {
@@ -120,6 +129,8 @@ impl Default for EngineSettings {
             merge: Merge::ThreeWay,
             max_log_entries: None,
             max_frame_bytes: None,
+            hints: None,
+            max_idle_sync_ms: None,
         }
     }
 }

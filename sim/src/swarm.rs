@@ -279,6 +279,8 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
         max_log_entries: (focus == Focus::ShortLog).then(|| r.random_range(2..=24)),
         // Swarm documents stay far below this; garbage past it stays cheap.
         max_frame_bytes: Some(SWARM_MAX_FRAME_BYTES),
+        hints: None,
+        max_idle_sync_ms: None,
     };
     if focus == Focus::RetransmitChains {
         engine.retransmit_ms = r.random_range(200..=600);
@@ -314,6 +316,11 @@ pub fn profile(seed: u64, base: Option<&Scenario>) -> Scenario {
         restart_ms: r.random_range(50..=3_000),
         commit_ms: r.random_range(0..=5),
     };
+    // Drawn last, so every earlier choice is what the seed gave before hints existed: the
+    // idle back-off's ceiling (none, the default, long) and, in one run in ten, no hints (the
+    // back-off then leans on polling alone).
+    engine.max_idle_sync_ms = Some(engine.sync_interval_ms * [1, 4, 4, 16][r.random_range(0..4)]);
+    engine.hints = Some(r.random_range(0..10) != 0);
     let generated = Scenario {
         storage,
         name: format!("swarm-{seed}"),
@@ -409,7 +416,8 @@ impl SweepResult {
     /// recovery path (backup rollback, retransmission, duplicate skipping, reset, dropped fuzzy
     /// patch, a change log outrun by an idle session) or a fault on the wire or the disk (damaged,
     /// split, coalesced and garbage frames, decode errors, failed commits, crashes after a commit
-    /// and inside a batch); a sweep that never takes one has not tested it.
+    /// and inside a batch), or a sync a `changed` hint started; a sweep that never takes one
+    /// has not tested it.
     pub fn zero_counters(&self) -> Vec<&'static str> {
         let t = &self.totals;
         [
@@ -427,6 +435,7 @@ impl SweepResult {
             ("failed_commits", t.failed_commits),
             ("crashes_after_commit", t.crashes_after_commit),
             ("crashes_in_batch", t.crashes_in_batch),
+            ("hinted_syncs", t.hinted_syncs),
         ]
         .into_iter()
         .filter(|&(_, n)| n == 0)
@@ -438,12 +447,12 @@ impl SweepResult {
     pub fn describe(&self) -> String {
         let t = &self.totals;
         format!(
-            "swarm    {} seeds, {} failures, {:.0} simulated s, slowest convergence {:.3}s\ncoverage rollbacks={} retransmits={} duplicates_skipped={} resets={} patches_dropped={} log_overflows={} stale_skipped={} resumes={} conn_resets={}\nexact    inexact_resets={} link_fallbacks={} merge_fallbacks={}\nnetwork  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} edits={}\nwire     split={} coalesced={} garbage={} decode_errors={}\nstorage  failed_commits={} crashes_after_commit={} crashes_in_batch={}",
+            "swarm    {} seeds, {} failures, {:.0} simulated s, slowest convergence {:.3}s\ncoverage rollbacks={} retransmits={} duplicates_skipped={} resets={} patches_dropped={} log_overflows={} stale_skipped={} resumes={} conn_resets={} hints={} hinted_syncs={}\nexact    inexact_resets={} link_fallbacks={} merge_fallbacks={}\nnetwork  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} edits={}\nwire     split={} coalesced={} garbage={} decode_errors={}\nstorage  failed_commits={} crashes_after_commit={} crashes_in_batch={}",
             self.runs,
             self.failures.len(),
             self.sim_ms as f64 / 1000.0,
             self.converge_ms_max as f64 / 1000.0,
-            t.rollbacks, t.retransmits, t.duplicates_skipped, t.resets, t.patches_dropped, t.log_overflows, t.stale_skipped, t.resumes, t.conn_resets,
+            t.rollbacks, t.retransmits, t.duplicates_skipped, t.resets, t.patches_dropped, t.log_overflows, t.stale_skipped, t.resumes, t.conn_resets, t.hints, t.hinted_syncs,
             t.inexact_resets, t.link_fallbacks, t.merge_fallbacks,
             t.sent, t.delivered, t.dropped, t.duplicated, t.reordered, t.corrupted, t.edits,
             t.split_frames, t.coalesced, t.garbage, t.decode_errors,
@@ -479,6 +488,8 @@ fn add(t: &mut Summary, s: &Summary) {
     t.log_overflows += s.log_overflows;
     t.merge_fallbacks += s.merge_fallbacks;
     t.inexact_resets += s.inexact_resets;
+    t.hints += s.hints;
+    t.hinted_syncs += s.hinted_syncs;
 }
 
 /// Run one swarm scenario; a panic (an engine invariant's assertion, an overflow) becomes a

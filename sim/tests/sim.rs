@@ -313,7 +313,8 @@ fn swarm_names_the_coverage_counters_that_stayed_at_zero() {
             "decode_errors",
             "failed_commits",
             "crashes_after_commit",
-            "crashes_in_batch"
+            "crashes_in_batch",
+            "hinted_syncs"
         ]
     );
     r.totals.rollbacks = 1;
@@ -332,7 +333,8 @@ fn swarm_names_the_coverage_counters_that_stayed_at_zero() {
             "garbage",
             "decode_errors",
             "crashes_after_commit",
-            "crashes_in_batch"
+            "crashes_in_batch",
+            "hinted_syncs"
         ]
     );
     std::fs::remove_dir_all(&dir).ok();

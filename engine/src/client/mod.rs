@@ -27,6 +27,8 @@ use crate::rope::Rope;
 use crate::text::normalize_newlines;
 use crate::EngineError;
 
+mod check;
+mod pacing;
 mod recovery;
 
 use recovery::merge_server_change;
@@ -94,6 +96,8 @@ enum Conn {
 struct InFlight {
     seq: u64,
     sent_at: Time,
+    /// The request carried edits (a reply to it is not an idle round trip).
+    carried: bool,
 }
 
 /// An edit the server has not acknowledged: a delta (clients never send full texts), and the
@@ -171,6 +175,14 @@ pub struct ClientEngine {
     in_flight: Option<InFlight>,
     last_seq: u64,
     next_sync_at: Time,
+    /// When the last cycle started: typing is sent one `sync_interval_ms` after it, however
+    /// long the idle cycle has grown.
+    last_cycle_at: Time,
+    /// The current cycle length: `sync_interval_ms`, doubled by each idle round trip up to
+    /// `max_idle_sync_ms`.
+    cycle_ms: u64,
+    /// A `changed` hint arrived while a request was in flight: sync again soon after it.
+    hinted: bool,
     last_heard: Time,
     outputs: VecDeque<ClientOutput>,
     stats: Stats,
@@ -202,6 +214,9 @@ impl ClientEngine {
             in_flight: None,
             last_seq: 0,
             next_sync_at: Time(0),
+            last_cycle_at: Time(0),
+            cycle_ms: config.sync_interval_ms,
+            hinted: false,
             last_heard: Time(0),
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -292,6 +307,8 @@ impl ClientEngine {
     fn send_connect(&mut self, now: Time, resume: Option<Resume>) {
         let seq = self.next_seq();
         self.conn = Conn::Connecting { seq, sent_at: now };
+        self.cycle_ms = self.config.sync_interval_ms;
+        self.hinted = false;
         self.in_flight = None;
         self.last_heard = now;
         self.send(ClientMsg::Connect {
@@ -301,6 +318,7 @@ impl ClientEngine {
             token: None,
             seq,
             resume,
+            hints: self.config.hints,
         });
     }
 
@@ -442,8 +460,17 @@ impl ClientEngine {
             self.shadow.client_version += 1;
         }
         let seq = self.next_seq();
-        self.in_flight = Some(InFlight { seq, sent_at: now });
-        self.next_sync_at = now.plus_ms(self.config.sync_interval_ms);
+        let carried = !self.pending.is_empty();
+        if carried {
+            self.cycle_ms = self.config.sync_interval_ms;
+        }
+        self.in_flight = Some(InFlight {
+            seq,
+            sent_at: now,
+            carried,
+        });
+        self.last_cycle_at = now;
+        self.next_sync_at = now.plus_ms(self.cycle_ms);
         self.pending_sent = self.pending.len();
         self.send(ClientMsg::ClientSync {
             doc: self.doc.clone(),
@@ -500,14 +527,16 @@ impl ClientEngine {
                     self.stats.stale_skipped += 1;
                     return;
                 }
-                self.in_flight = None;
+                let idle = self.in_flight.take().is_some_and(|f| !f.carried) && edits.is_empty();
                 self.apply_server_sync(now, client_version, edits);
+                self.pace(idle);
                 // Unless that reply made us reconnect (too many damaged replies: resync), in which
                 // case the next cycle waits for `connect_ok` (found by the swarm's self-check).
-                if self.conn == Conn::Connected && self.has_unsent() && now >= self.next_sync_at {
+                if self.conn == Conn::Connected && self.has_unsent() && now >= self.sync_due() {
                     self.cycle(now);
                 }
             }
+            ServerMsg::Changed { doc } => self.on_hint(now, &doc),
             ServerMsg::Ping => self.send(ClientMsg::Pong),
             ServerMsg::Pong => {}
             ServerMsg::Error { code, message, .. } => {
@@ -705,47 +734,11 @@ impl ClientEngine {
                         self.cycle(now)
                     }
                     Some(_) => {}
-                    None if now >= self.next_sync_at => self.cycle(now),
+                    None if now >= self.sync_due() => self.cycle(now),
                     None => {}
                 }
             }
         }
-    }
-
-    /// The state's invariants, checked at the exit of every public method that changes it, in
-    /// builds with debug assertions (tests, and the simulator's `sim` profile).
-    fn assert_invariants(&self) {
-        if !cfg!(debug_assertions) {
-            return;
-        }
-        assert_eq!(
-            (self.local.base_len(), self.local.target_len()),
-            (self.shadow.text.len(), self.text.len()),
-            "local must turn the shadow into the text"
-        );
-        assert_eq!(
-            self.local.apply_to(&self.shadow.text).as_ref(),
-            Ok(&self.text),
-            "local must turn the shadow into the text"
-        );
-        assert_eq!(
-            self.has_unsent(),
-            self.text != self.shadow.text,
-            "has_unsent must say whether the text is the shadow"
-        );
-        assert!(self.pending_sent <= self.pending.len());
-        let first = self.shadow.client_version - self.pending.len() as u64;
-        for (k, p) in self.pending.iter().enumerate() {
-            assert_eq!(
-                p.version,
-                first + k as u64,
-                "client: pending edits numbered in a row"
-            );
-        }
-        assert!(
-            self.in_flight.is_none() || self.conn == Conn::Connected,
-            "a request in flight needs a connection"
-        );
     }
 
     /// The next output for the driver, if any.
@@ -762,7 +755,7 @@ impl ClientEngine {
                 let silent = self.last_heard.plus_ms(self.config.silent_timeout_ms());
                 let next = match self.in_flight {
                     Some(f) => f.sent_at.plus_ms(self.config.retransmit_ms),
-                    None => self.next_sync_at,
+                    None => self.sync_due(),
                 };
                 Some(next.min(silent))
             }

@@ -79,6 +79,9 @@ struct Session {
     /// The secret a resume must present (`None`: a session stored before keys existed; it
     /// cannot be resumed, only replaced).
     key: Option<SessionKey>,
+    /// A `changed` hint went to its client since its last request (never more than one
+    /// between two requests; not kept by the store).
+    hinted: bool,
 }
 
 /// A reset sent and not yet acknowledged: its version, and the shadow (with its link) from
@@ -113,6 +116,8 @@ struct Peer {
     new_sessions: (Time, usize),
     /// Full-text bytes this peer may still earn (`full_text_bytes_per_second`).
     full_texts: Allowance,
+    /// It asked for `changed` hints (in a `connect`).
+    hints: bool,
 }
 
 /// Server side of Differential Synchronization.
@@ -255,6 +260,7 @@ impl ServerEngine {
                         bad_streak: 0,
                         last_active: Time(0),
                         key: r.key,
+                        hinted: false,
                     },
                 )
             })
@@ -381,6 +387,7 @@ impl ServerEngine {
                     docs: BTreeMap::new(),
                     new_sessions: (now, 0),
                     full_texts: Allowance::full(now, &self.config.limits),
+                    hints: false,
                 },
             );
         }
@@ -390,6 +397,9 @@ impl ServerEngine {
         };
         p.last_heard = now;
         p.pinged = false;
+        if let ClientMsg::Connect { hints: true, .. } = &msg {
+            p.hints = true;
+        }
         // Requests that may earn a full text wait while this peer is in debt for them.
         if let ClientMsg::Connect { doc, .. } | ClientMsg::ClientSync { doc, .. } = &msg {
             if let Err(ms) = p.full_texts.check(now, &limits) {
@@ -465,6 +475,9 @@ impl ServerEngine {
             m_ack,
             edits,
         };
+        if let Some(s) = d.sessions.get_mut(&client_id) {
+            s.hinted = false;
+        }
         let mut outcome = sync_session(&config, d, req, &mut self.stats);
         // The log may shrink now that this session moved on; the store can forget as much.
         d.trim_log(self.config.limits.max_log_entries, &mut self.stats);
@@ -477,6 +490,11 @@ impl ServerEngine {
         {
             p.changes_needed_after = d.log_base;
         }
+        let changed = matches!(
+            &outcome,
+            SyncOutcome::Reply { persist: Some(p), .. } | SyncOutcome::Refuse { persist: Some(p), .. }
+                if p.text.is_some()
+        );
         match outcome {
             SyncOutcome::Ignore => {}
             SyncOutcome::Reply { persist, msg } => {
@@ -497,6 +515,9 @@ impl ServerEngine {
                 }
                 self.reset_session(&doc, &client_id, peer, seq);
             }
+        }
+        if changed {
+            self.hint_others(&doc, &client_id);
         }
     }
 
@@ -570,6 +591,30 @@ impl ServerEngine {
             changes_needed_after: d.log_base,
         }));
         self.send(peer, msg);
+    }
+
+    /// The master of `doc` changed by `by`'s request: every other session whose connection
+    /// asked for hints and was not hinted since its last request gets a `changed` (after the
+    /// change's commit, like every output that follows a persist record).
+    fn hint_others(&mut self, doc: &str, by: &str) {
+        let Some(d) = self.docs.get_mut(doc) else {
+            return;
+        };
+        for (id, s) in d.sessions.iter_mut() {
+            let Some(p) = s.peer.filter(|_| !s.hinted && id != by) else {
+                continue;
+            };
+            if self.peers.get(&p).is_some_and(|p| p.hints) {
+                s.hinted = true;
+                self.stats.hints += 1;
+                self.outputs.push_back(ServerOutput::Send {
+                    to: p,
+                    msg: ServerMsg::Changed {
+                        doc: doc.to_string(),
+                    },
+                });
+            }
+        }
     }
 
     fn detach(&mut self, now: Time, peer: PeerId, doc: &str) {

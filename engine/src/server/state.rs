@@ -28,6 +28,7 @@ impl Session {
             bad_streak: 0,
             last_active: now,
             key: Some(key),
+            hinted: false,
         }
     }
 

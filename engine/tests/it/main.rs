@@ -2,6 +2,7 @@
 
 mod dmp_fixtures;
 mod harness;
+mod hints;
 mod malformed;
 mod pitfalls;
 mod props;

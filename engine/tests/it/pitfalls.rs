@@ -222,6 +222,7 @@ fn p11_raw_carriage_returns_from_a_peer_are_normalised_exactly() {
             token: None,
             seq: 1,
             resume: None,
+            hints: false,
         },
     );
     // The master moves on past the raw peer's shadow ("" at 0/0).

@@ -11,8 +11,15 @@ use dsync_store::Store;
 use crate::harness::{client, Net, DOC};
 use dsync_node::ClientNodeOutput;
 
+/// These tests script which message is lost, doubled or damaged, by its place in the queues:
+/// they run the fixed-cadence protocol (no hints, no idle back-off), whose message sequence
+/// they were written against. `hints.rs` tests hints and the back-off.
 fn cfg() -> Config {
-    Config::default()
+    Config {
+        hints: false,
+        max_idle_sync_ms: Config::default().sync_interval_ms,
+        ..Config::default()
+    }
 }
 
 fn count(hay: &str, needle: &str) -> usize {

@@ -263,12 +263,19 @@ async fn run_async(sc: &Scenario, opts: &RealOptions) -> anyhow::Result<RealRepo
     seed_store(&db, &sc.topology.initial_text)?;
     let clock = Clock::new(opts.speed);
     let scale = |ms: u64| (clock.wall(ms).as_millis() as u64).max(1);
+    let defaults = Config::default();
     let config = Config {
         sync_interval_ms: scale(sc.engine.sync_interval_ms),
+        max_idle_sync_ms: scale(
+            sc.engine
+                .max_idle_sync_ms
+                .unwrap_or(defaults.max_idle_sync_ms),
+        ),
+        hints: sc.engine.hints.unwrap_or(defaults.hints),
         retransmit_ms: scale(sc.engine.retransmit_ms),
         heartbeat_ms: scale(sc.engine.heartbeat_ms),
         merge: crate::world::merge_of(sc.engine.merge),
-        ..Config::default()
+        ..defaults
     };
     let mut server = ServerProc::new(&opts.server_bin, &db, &config, dir.path());
     let net = Arc::new(Net::new(sc, seed, clock, config.limits.frame_bytes()));

@@ -291,6 +291,8 @@ impl<'a> Sim<'a> {
         s.log_overflows = server.log_overflows;
         s.merge_fallbacks = server.merge_fallbacks + client.merge_fallbacks;
         s.inexact_resets = client.inexact_resets;
+        s.hints = server.hints;
+        s.hinted_syncs = client.hinted_syncs;
         let final_text = self.master_text();
         self.summary.final_digest = digest(&final_text);
         let mut node_texts = vec![(

@@ -246,6 +246,12 @@ impl<'a> Sim<'a> {
         if let Some(n) = sc.engine.max_log_entries {
             config.limits.max_log_entries = n;
         }
+        if let Some(h) = sc.engine.hints {
+            config.hints = h;
+        }
+        if let Some(ms) = sc.engine.max_idle_sync_ms {
+            config.max_idle_sync_ms = ms;
+        }
         let mut fates = BTreeMap::new();
         let mut commit_fates = BTreeMap::new();
         for t in &sc.timeline {
@@ -363,7 +369,7 @@ impl<'a> Sim<'a> {
                 sc.topology.clock_drift_pct
             ),
             format!(
-                "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}{}{}",
+                "engine sync_interval_ms={} retransmit_ms={} heartbeat_ms={} merge={:?}{}{}{}{}",
                 sc.engine.sync_interval_ms,
                 sc.engine.retransmit_ms,
                 sc.engine.heartbeat_ms,
@@ -373,7 +379,13 @@ impl<'a> Sim<'a> {
                     .map_or(String::new(), |n| format!(" max_log_entries={n}")),
                 sc.engine
                     .max_frame_bytes
-                    .map_or(String::new(), |n| format!(" max_frame_bytes={n}"))
+                    .map_or(String::new(), |n| format!(" max_frame_bytes={n}")),
+                sc.engine
+                    .max_idle_sync_ms
+                    .map_or(String::new(), |n| format!(" max_idle_sync_ms={n}")),
+                sc.engine
+                    .hints
+                    .map_or(String::new(), |h| format!(" hints={h}"))
             ),
             format!(
                 "network latency_ms={}..{} drop={} duplicate={} reorder={} (+{} ms) corrupt={} split={} garbage={}",

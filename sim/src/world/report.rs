@@ -147,6 +147,10 @@ pub struct Summary {
     pub merge_fallbacks: u64,
     /// Client resets merged by diff (the reset's base unknown to the client).
     pub inexact_resets: u64,
+    /// Server: `changed` hints sent.
+    pub hints: u64,
+    /// Clients: sync cycles a hint started at once.
+    pub hinted_syncs: u64,
     /// Local edits made.
     pub edits: u64,
     /// Time from the end of faults to convergence.
@@ -159,13 +163,14 @@ impl Summary {
     /// The one-line summary of the trace.
     pub fn line(&self) -> String {
         format!(
-            "summary  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} split={} coalesced={} garbage={} decode_errors={} failed_commits={} crashes_after_commit={} crashes_in_batch={} conn_resets={} edits={} resets={} rollbacks={} retransmits={} dups_skipped={} stale_skipped={} patches_dropped={} resumes={} inexact_resets={} link_fallbacks={} log_overflows={} merge_fallbacks={}",
+            "summary  sent={} delivered={} dropped={} dup={} reordered={} corrupted={} split={} coalesced={} garbage={} decode_errors={} failed_commits={} crashes_after_commit={} crashes_in_batch={} conn_resets={} edits={} resets={} rollbacks={} retransmits={} dups_skipped={} stale_skipped={} patches_dropped={} resumes={} inexact_resets={} link_fallbacks={} log_overflows={} merge_fallbacks={} hints={} hinted_syncs={}",
             self.sent, self.delivered, self.dropped, self.duplicated, self.reordered, self.corrupted,
             self.split_frames, self.coalesced, self.garbage, self.decode_errors,
             self.failed_commits, self.crashes_after_commit, self.crashes_in_batch,
             self.conn_resets, self.edits, self.resets, self.rollbacks, self.retransmits,
             self.duplicates_skipped, self.stale_skipped, self.patches_dropped, self.resumes,
-            self.inexact_resets, self.link_fallbacks, self.log_overflows, self.merge_fallbacks
+            self.inexact_resets, self.link_fallbacks, self.log_overflows, self.merge_fallbacks,
+            self.hints, self.hinted_syncs
         )
     }
 }
