@@ -115,6 +115,7 @@ pub async fn run(cfg: HostileConfig) -> Result<HostileReport, LoadError> {
         duration: cfg.duration,
         rate_per_s: 2.0,
         text_bytes: 0,
+        typists: None,
     });
     let honest = honest.await;
     // The attack ends with the typing (cut off at its end time); whatever it holds is dropped.

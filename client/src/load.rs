@@ -35,6 +35,9 @@ pub struct LoadConfig {
     /// Before the clients start, each document is set to a text of this many bytes (0: the
     /// documents are left as they are).
     pub text_bytes: usize,
+    /// How many of the clients type (the first ones; spread over the documents like the
+    /// others); the rest stay idle. `None`: all of them.
+    pub typists: Option<usize>,
 }
 
 /// What a load run measured.
@@ -231,8 +234,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     let mut typists = Vec::new();
     let end = start + cfg.duration;
     let rounds_before = metrics.rtt_us.lock().map(|v| v.len()).unwrap_or(0);
+    let typing = cfg.typists.unwrap_or(cfg.clients).min(cfg.clients);
     for (i, s) in sessions.iter().enumerate() {
-        if cfg.rate_per_s == 0.0 {
+        if cfg.rate_per_s == 0.0 || i >= typing {
             break;
         }
         let s = s.clone();

@@ -52,24 +52,7 @@ enum Mode {
     },
     /// Start N clients typing into one document on a loopback server and report latencies.
     /// Exits 1 unless every client connected, converged and saw no error.
-    Load {
-        /// Number of clients.
-        #[arg(long, default_value_t = 100)]
-        clients: usize,
-        /// Seconds of typing.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Keystrokes per second per client (0: idle clients that only keep in sync).
-        #[arg(long, default_value_t = 2.0)]
-        rate: f64,
-        /// Spread the clients over this many documents (`DOC-0`, `DOC-1`, …).
-        #[arg(long, default_value_t = 1)]
-        docs: usize,
-        /// Before the clients start, set every document to a text of this many bytes (lines of
-        /// prose; 0 leaves the documents as they are).
-        #[arg(long, default_value_t = 0)]
-        text_bytes: usize,
-    },
+    Load(LoadShape),
     /// Attack a loopback server as a hostile peer while one honest client types into its own
     /// document, and report the honest client's round trips (docs/protocol.md, "Bounded
     /// resources"). For measuring a server's defences; loopback only.
@@ -121,13 +104,7 @@ fn main() -> ExitCode {
         match cli.command {
             None => repl::interactive(&cli.server, &cli.doc).await,
             Some(Mode::Script { file }) => script(&cli.server, &cli.doc, &file).await,
-            Some(Mode::Load {
-                clients,
-                duration,
-                rate,
-                docs,
-                text_bytes,
-            }) => load_mode(&cli, clients, duration, rate, docs, text_bytes).await,
+            Some(Mode::Load(ref shape)) => load_mode(&cli, shape.clone()).await,
             Some(Mode::Hostile {
                 attack,
                 duration,
@@ -190,14 +167,39 @@ fn init_logging(file: Option<&Path>, interactive: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load_mode(
-    cli: &Cli,
+/// What a load run is asked to do (the `load` flags).
+#[derive(clap::Args, Clone)]
+struct LoadShape {
+    /// Number of clients.
+    #[arg(long, default_value_t = 100)]
     clients: usize,
+    /// Seconds of typing.
+    #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Keystrokes per second per client (0: idle clients that only keep in sync).
+    #[arg(long, default_value_t = 2.0)]
     rate: f64,
+    /// Spread the clients over this many documents (`DOC-0`, `DOC-1`, …).
+    #[arg(long, default_value_t = 1)]
     docs: usize,
+    /// Before the clients start, set every document to a text of this many bytes (lines of
+    /// prose; 0 leaves the documents as they are).
+    #[arg(long, default_value_t = 0)]
     text_bytes: usize,
-) -> anyhow::Result<ExitCode> {
+    /// How many of the clients type (the first ones); the others stay idle. Default: all.
+    #[arg(long)]
+    typists: Option<usize>,
+}
+
+async fn load_mode(cli: &Cli, shape: LoadShape) -> anyhow::Result<ExitCode> {
+    let LoadShape {
+        clients,
+        duration,
+        rate,
+        docs,
+        text_bytes,
+        typists,
+    } = shape;
     let cfg = load::LoadConfig {
         server: cli.server.clone(),
         doc: cli.doc.clone(),
@@ -206,11 +208,13 @@ async fn load_mode(
         duration: Duration::from_secs(duration),
         rate_per_s: rate,
         text_bytes,
+        typists,
     };
     let r = load::run(cfg).await?;
     out!(
-        "load     clients={} docs={docs} text_bytes={text_bytes} duration={}s rate={}/s per client",
+        "load     clients={} typists={} docs={docs} text_bytes={text_bytes} duration={}s rate={}/s per typist",
         r.clients,
+        typists.unwrap_or(r.clients).min(r.clients),
         duration,
         rate
     );

@@ -17,25 +17,22 @@ fn run(net: &mut Net, ms: u64) {
     }
 }
 
-/// Replies the server sent to client `i`'s requests so far (its round trips).
-fn round_trips(net: &Net, i: usize) -> usize {
+/// Messages the server sent client `i` so far that `which` picks.
+fn sent_to(net: &Net, i: usize, which: fn(&ServerMsg) -> bool) -> usize {
     let peer = net.peer_of[i];
     net.server_log
         .iter()
-        .filter(|o| {
-            matches!(o, ServerOutput::Send { to, msg: ServerMsg::ServerSync { .. } } if *to == peer)
-        })
+        .filter(|o| matches!(o, ServerOutput::Send { to, msg } if *to == peer && which(msg)))
         .count()
 }
 
+/// Replies to client `i`'s requests so far (its round trips).
+fn round_trips(net: &Net, i: usize) -> usize {
+    sent_to(net, i, |m| matches!(m, ServerMsg::ServerSync { .. }))
+}
+
 fn hints_to(net: &Net, i: usize) -> usize {
-    let peer = net.peer_of[i];
-    net.server_log
-        .iter()
-        .filter(|o| {
-            matches!(o, ServerOutput::Send { to, msg: ServerMsg::Changed { .. } } if *to == peer)
-        })
-        .count()
+    sent_to(net, i, |m| matches!(m, ServerMsg::Changed { .. }))
 }
 
 #[test]
