@@ -52,14 +52,18 @@ impl ServerEngine {
     }
 
     /// The master of `doc` changed by `by`'s request: every other session whose connection
-    /// asked for hints and was not hinted since its last request gets a `changed` (after the
-    /// change's commit, like every output that follows a persist record).
-    pub(super) fn hint_others(&mut self, doc: &str, by: &str) {
+    /// asked for hints, that was not hinted since its last request and has not asked within
+    /// a sync interval (a client syncing at the short cycle asks again soon anyway: hinting
+    /// it only doubles a busy document's traffic), gets a `changed` (after the change's
+    /// commit, like every output that follows a persist record).
+    pub(super) fn hint_others(&mut self, now: Time, doc: &str, by: &str) {
+        let recent = self.config.sync_interval_ms;
         let Some(d) = self.docs.get_mut(doc) else {
             return;
         };
         for (id, s) in d.sessions.iter_mut() {
-            let Some(p) = s.peer.filter(|_| !s.hinted && id != by) else {
+            let quiet = now >= s.last_active.plus_ms(recent);
+            let Some(p) = s.peer.filter(|_| quiet && !s.hinted && id != by) else {
                 continue;
             };
             if self.peers.get(&p).is_some_and(|p| p.hints) {

@@ -527,7 +527,7 @@ impl ServerEngine {
             }
         }
         if changed {
-            self.hint_others(&doc, &client_id);
+            self.hint_others(now, &doc, &client_id);
         }
     }
 
