@@ -167,6 +167,17 @@ impl<S: Store> ServerNode<S> {
     pub fn receive_frame(&mut self, now: Time, peer: PeerId, frame: Result<String, DecodeError>) {
         let max_delta = self.engine.config().limits.max_delta_bytes;
         let msg = frame.and_then(|text| decode_client(&text, max_delta));
+        self.receive_decoded(now, peer, msg);
+    }
+
+    /// A frame a driver decoded itself (`dsync_net::decode_client` with the engine's
+    /// `max_delta_bytes`, e.g. on the connection's own task), handled as `receive_frame` does.
+    pub fn receive_decoded(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        msg: Result<ClientMsg, DecodeError>,
+    ) {
         match msg {
             Ok(msg) => {
                 self.stats.frames += 1;

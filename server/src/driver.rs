@@ -292,6 +292,7 @@ async fn serve(
         max_outbound_bytes: cfg.max_outbound_bytes,
         frame_timeout: cfg.frame_timeout,
         idle_timeout: Duration::from_millis(cfg.engine.heartbeat_ms.saturating_mul(4)),
+        max_delta_bytes: cfg.engine.limits.max_delta_bytes,
     };
     let census = Arc::new(Mutex::new(Census::default()));
     let mut next_peer = 1u64;
@@ -458,7 +459,7 @@ fn engine_thread(
                 }
                 // The frame's permits go back when it is dropped here, after it was handled.
                 Event::Frame(_, _) if shutdown => {}
-                Event::Frame(peer, inbound) => node.receive_frame(t, peer, inbound.frame),
+                Event::Frame(peer, inbound) => node.receive_decoded(t, peer, inbound.msg),
                 Event::Stop => {}
                 Event::Closed(peer) => {
                     conns.remove(&peer);
