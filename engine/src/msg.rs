@@ -198,6 +198,10 @@ pub enum ServerMsg {
         code: ErrorCode,
         /// Human-readable explanation.
         message: String,
+        /// The `seq` of the request refused, when the refusal answers one (a `connect`):
+        /// a delayed refusal of an older request is then told from one of the request in
+        /// flight.
+        seq: Option<u64>,
     },
 }
 

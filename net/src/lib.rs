@@ -33,6 +33,15 @@ fn wire_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(v)
 }
 
+fn wire_opt_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(v) if v > MAX_WIRE_INT => Err(serde::de::Error::custom(format!(
+            "number {v} is above the protocol's maximum of 2^53 - 1"
+        ))),
+        v => Ok(v),
+    }
+}
+
 /// At most [`MAX_ECHO_CHARS`] of `s`, marked when cut.
 fn clamp_echo(s: &str) -> String {
     match s.char_indices().nth(MAX_ECHO_CHARS) {
@@ -195,6 +204,12 @@ enum WireServer {
         doc: Option<String>,
         code: String,
         message: String,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "wire_opt_int"
+        )]
+        seq: Option<u64>,
     },
 }
 
@@ -344,10 +359,16 @@ pub fn encode_server(msg: &ServerMsg) -> String {
         ServerMsg::Ping => WireServer::Ping,
         ServerMsg::Pong => WireServer::Pong,
         ServerMsg::Changed { doc } => WireServer::Changed { doc: doc.clone() },
-        ServerMsg::Error { doc, code, message } => WireServer::Error {
+        ServerMsg::Error {
+            doc,
+            code,
+            message,
+            seq,
+        } => WireServer::Error {
             doc: doc.clone(),
             code: code.as_str().to_string(),
             message: message.clone(),
+            seq: *seq,
         },
     };
     line(serde_json::to_string(&w))
@@ -447,11 +468,17 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
         WireServer::Ping => ServerMsg::Ping,
         WireServer::Pong => ServerMsg::Pong,
         WireServer::Changed { doc } => ServerMsg::Changed { doc },
-        WireServer::Error { doc, code, message } => ServerMsg::Error {
+        WireServer::Error {
+            doc,
+            code,
+            message,
+            seq,
+        } => ServerMsg::Error {
             doc,
             code: ErrorCode::parse(&code)
                 .ok_or_else(|| DecodeError::UnknownErrorCode(clamp_echo(&code)))?,
             message,
+            seq,
         },
     })
 }

@@ -84,6 +84,7 @@ fn every_message_roundtrips() {
         doc: None,
         code,
         message: "m".into(),
+        seq: (code == ErrorCode::SessionTaken).then_some(3),
     });
     for m in server.into_iter().chain(errors) {
         assert_eq!(decode_server(&encode_server(&m), MAX_DELTA).unwrap(), m);

@@ -384,6 +384,7 @@ async fn refuse(mut stream: TcpStream, message: String) {
         doc: None,
         code: ErrorCode::TooManyConnections,
         message,
+        seq: None,
     };
     let _ = stream.write_all(encode_server(&msg).as_bytes()).await;
     let _ = stream.shutdown().await;
@@ -549,7 +550,9 @@ fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
                 }
             }
         }
-        ServerMsg::Error { doc, code, message } => {
+        ServerMsg::Error {
+            doc, code, message, ..
+        } => {
             tracing::info!(
                 peer = peer.0,
                 %remote,

@@ -336,6 +336,7 @@ fn corpus(target: Target) -> Vec<Vec<u8>> {
             doc: None,
             code: ErrorCode::SessionTaken,
             message: "m".into(),
+            seq: Some(7),
         },
         ServerMsg::Pong,
         ServerMsg::Changed {

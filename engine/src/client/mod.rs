@@ -539,7 +539,9 @@ impl ClientEngine {
             ServerMsg::Changed { doc } => self.on_hint(now, &doc),
             ServerMsg::Ping => self.send(ClientMsg::Pong),
             ServerMsg::Pong => {}
-            ServerMsg::Error { code, message, .. } => {
+            ServerMsg::Error {
+                code, message, seq, ..
+            } => {
                 self.outputs
                     .push_back(ClientOutput::Event(ClientEvent::ServerError {
                         code,
@@ -552,7 +554,11 @@ impl ClientEngine {
                     // The server forgot us (restart, eviction): reopen, resuming if it can.
                     self.connect(now);
                 }
-                if code == ErrorCode::SessionTaken && matches!(self.conn, Conn::Connecting { .. }) {
+                // A refusal names its request when the server says which: a delayed refusal of
+                // an older connect must not make us give up the session we are resuming (swarm
+                // seed 308848: sim/open-failures/README.md).
+                let ours = matches!(self.conn, Conn::Connecting { seq: s, .. } if seq.is_none_or(|r| r == s));
+                if code == ErrorCode::SessionTaken && ours {
                     // Our id names a session we cannot prove is ours (someone else's, or one
                     // whose key we never got): start afresh under a new id. Unacknowledged
                     // typing is kept and merged into the text the new session starts from.

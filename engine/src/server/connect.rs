@@ -86,7 +86,7 @@ impl ServerEngine {
                 let m = format!(
                     "client id {client_id:?} belongs to a session this connect does not hold the key of; start a new session under another id"
                 );
-                return self.reject(peer, Some(doc), ErrorCode::SessionTaken, m);
+                return self.refuse(peer, doc, seq, ErrorCode::SessionTaken, m);
             }
             if seq <= s.last_seq {
                 self.stats.stale_skipped += 1;

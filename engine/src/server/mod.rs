@@ -355,7 +355,36 @@ impl ServerEngine {
     pub fn reject(&mut self, peer: PeerId, doc: Option<String>, code: ErrorCode, message: String) {
         // The driver logs refusals with the peer's address; this is for engine-level tracing.
         tracing::debug!(peer = peer.0, code = code.as_str(), %message, "rejected peer input");
-        self.send(peer, ServerMsg::Error { doc, code, message });
+        self.send(
+            peer,
+            ServerMsg::Error {
+                doc,
+                code,
+                message,
+                seq: None,
+            },
+        );
+    }
+
+    /// Refuse the request `seq` from `peer` (its error names the request).
+    pub(super) fn refuse(
+        &mut self,
+        peer: PeerId,
+        doc: String,
+        seq: u64,
+        code: ErrorCode,
+        message: String,
+    ) {
+        tracing::debug!(peer = peer.0, code = code.as_str(), %message, "refused a request");
+        self.send(
+            peer,
+            ServerMsg::Error {
+                doc: Some(doc),
+                code,
+                message,
+                seq: Some(seq),
+            },
+        );
     }
 
     /// Feed one message from `peer`.
