@@ -722,14 +722,24 @@ fn write_master(
     Ok(())
 }
 
-/// The document's text at its row's version, replayed from the stored snapshot and chain and
-/// checked against the stored checksum (`None` when that fails: the caller writes a snapshot).
-fn text_from_db(tx: &Connection, doc: &str, b: DocRow) -> Result<Option<Rope>, StoreError> {
+/// The stored snapshot of `doc` (the text at `documents.text_version`) and the chain of
+/// verified changes after it, by version.
+fn snapshot_and_chain(
+    tx: &Connection,
+    doc: &str,
+) -> Result<(Rope, BTreeMap<u64, Operation>), StoreError> {
     let snapshot: String = tx
         .prepare_cached("SELECT text FROM documents WHERE name = ?1")?
         .query_row(params![doc], |r| r.get(0))?;
-    let chain: BTreeMap<u64, Operation> = ops(tx, "chain", doc)?.into_iter().collect();
-    let text = replay(&Rope::from(snapshot), b.text_version, b.version, &chain);
+    let chain = ops(tx, "chain", doc)?.into_iter().collect();
+    Ok((Rope::from(snapshot), chain))
+}
+
+/// The document's text at its row's version, replayed from the stored snapshot and chain and
+/// checked against the stored checksum (`None` when that fails: the caller writes a snapshot).
+fn text_from_db(tx: &Connection, doc: &str, b: DocRow) -> Result<Option<Rope>, StoreError> {
+    let (snapshot, chain) = snapshot_and_chain(tx, doc)?;
+    let text = replay(&snapshot, b.text_version, b.version, &chain);
     Ok(text.filter(|t| b.checksum.is_some_and(|c| c == t.checksum())))
 }
 
@@ -766,11 +776,8 @@ fn advance_snapshot(
     let new = if target == to {
         text.clone()
     } else {
-        let snapshot: String = tx
-            .prepare_cached("SELECT text FROM documents WHERE name = ?1")?
-            .query_row(params![doc], |r| r.get(0))?;
-        let chain: BTreeMap<u64, Operation> = ops(tx, "chain", doc)?.into_iter().collect();
-        replay(&Rope::from(snapshot), from, target, &chain).ok_or_else(|| StoreError::Corrupt {
+        let (snapshot, chain) = snapshot_and_chain(tx, doc)?;
+        replay(&snapshot, from, target, &chain).ok_or_else(|| StoreError::Corrupt {
             table: "chain",
             what: format!("{doc}: no changes lead from version {from} to {target}"),
         })?
@@ -818,15 +825,11 @@ fn keep_referenced(
             .collect::<Result<_, _>>()?
     };
     if !pins.is_empty() {
-        let snapshot: String = tx
-            .prepare_cached("SELECT text FROM documents WHERE name = ?1")?
-            .query_row(params![doc], |r| r.get(0))?;
-        let changes: BTreeMap<u64, Operation> = ops(tx, "chain", doc)?.into_iter().collect();
+        let (snapshot, changes) = snapshot_and_chain(tx, doc)?;
         let mut insert = tx.prepare_cached(
             "INSERT OR REPLACE INTO texts (doc, version, text) VALUES (?1, ?2, ?3)",
         )?;
-        let snapshot = Rope::from(snapshot);
-        let mut text = snapshot.clone();
+        let mut text = snapshot;
         let mut at = from;
         for v in pins {
             let old_text = if old.contains(&v) {
