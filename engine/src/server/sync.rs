@@ -133,6 +133,7 @@ fn sync_steps(
         })
     };
     if let Some(error) = refused {
+        dirty |= link_moves(&s.link, log_end);
         s.link = Some(Link {
             op: ours,
             idx: log_end,
@@ -384,6 +385,16 @@ fn merge_into_master(
     Ok(())
 }
 
+/// Whether a link set now (to index `log_end`) differs from the one the store holds. A moved
+/// link must be written: `trim_log` lets the store forget the changes below the links in
+/// memory, so a stored link left behind points before the stored log after a restart, and a
+/// diff stands in for the exact change (swarm seed 309224: a change and its undo left an idle
+/// client's shadow equal to the master, so its poll changed nothing but its link's index;
+/// scenarios/regressions/unsaved-link-min.ron).
+fn link_moves(link: &Option<Link>, log_end: u64) -> bool {
+    link.as_ref().is_none_or(|l| l.idx != log_end)
+}
+
 /// Step 4: refresh the backup on every accepted message (pitfall 2), and queue what the master
 /// has that the shadow lacks. Returns whether the session changed in a way the store keeps.
 fn reply(
@@ -392,8 +403,8 @@ fn reply(
     ours: Operation,
     log_end: u64,
 ) -> Result<bool, Stop> {
-    let mut dirty = false;
     s.bad_streak = 0;
+    let mut dirty = link_moves(&s.link, log_end) || link_moves(&s.backup_link, log_end);
     // Within a session, equal versions mean equal texts: compare the numbers, not the texts.
     let same = (s.backup.client_version, s.backup.server_version)
         == (s.shadow.client_version, s.shadow.server_version);

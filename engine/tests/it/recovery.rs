@@ -580,3 +580,40 @@ fn a_resync_resumes_first_and_asks_afresh_only_if_edits_still_fail() {
     assert_eq!(count(&master, "⟨"), tokens, "{master}");
     assert_eq!(count(&master, "⟩"), tokens, "{master}");
 }
+
+/// A client's poll that changes nothing but its link's index (the master moved and came back
+/// to the client's shadow: a change and its undo) must still be written: the store is told to
+/// forget the changes below the links in memory, and a stored link left behind points before
+/// the stored log after a restart, so the client's typing then merges through a diff (swarm
+/// seed 309224, `scenarios/regressions/unsaved-link-min.ron`).
+#[test]
+fn a_link_moved_by_an_idle_poll_survives_a_restart() {
+    let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
+    // Client 1 types a token and takes it back: the master is where it started.
+    type_alone(&mut net, "⟨t⟩");
+    net.clients[1].delete(3, 6).unwrap();
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+    assert_eq!(net.master(), "⟨a⟩⟨b⟩");
+    // Client 0 polls: nothing to send either way, but its link now names version 2.
+    net.sync(0);
+    while net.deliver_up(0) || net.deliver_down(0) {}
+    // Client 0 types offline while client 1 types enough for the log to be trimmed.
+    net.type_at(0, 3, "⟨x⟩");
+    for k in 0..40 {
+        type_alone(&mut net, &format!("⟨y{k}⟩"));
+    }
+    net.crash_server();
+    net.reconnect(0);
+    net.reconnect(1);
+    net.settle(30_000);
+    let master = net.master();
+    assert_eq!(count(&master, "⟨x⟩"), 1, "{master}");
+    assert_eq!(count(&master, "⟨"), 43, "{master}");
+    assert_eq!(
+        net.server().stats().link_fallbacks,
+        0,
+        "{:?}",
+        net.server().stats()
+    );
+}
