@@ -285,6 +285,9 @@ pub struct SessionConfig {
     /// Describe each remote change as a [`Notice::RemoteChange`] (compares the text before and
     /// after; the load generator turns it off).
     pub describe_changes: bool,
+    /// The token every `connect` carries (a server with access control requires one:
+    /// `dsync-server token`).
+    pub token: Option<String>,
 }
 
 impl SessionConfig {
@@ -299,6 +302,7 @@ impl SessionConfig {
             reconnect_max: Duration::from_millis(dsync_node::RECONNECT_MAX_MS),
             max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
             describe_changes: true,
+            token: None,
         }
     }
 }
@@ -640,8 +644,10 @@ async fn run(
         reconnect_min_ms: cfg.reconnect_min.as_millis().max(1) as u64,
         reconnect_max_ms: cfg.reconnect_max.max(cfg.reconnect_min).as_millis().max(1) as u64,
     };
+    let mut node = ClientNode::new(cfg.engine, node_cfg, cfg.client_id.clone(), cfg.doc.clone());
+    node.set_token(cfg.token.clone());
     let mut d = Driver {
-        node: ClientNode::new(cfg.engine, node_cfg, cfg.client_id.clone(), cfg.doc.clone()),
+        node,
         start: Instant::now(),
         state,
         notices,

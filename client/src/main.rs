@@ -40,6 +40,10 @@ struct Cli {
     /// to standard error.
     #[arg(long, value_name = "FILE", global = true)]
     log: Option<PathBuf>,
+    /// Token for a server that requires one (`dsync-server token`). Prefer the environment
+    /// variable: a command line is visible to other users of the machine.
+    #[arg(long, env = "DSYNC_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -102,8 +106,10 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            None => repl::interactive(&cli.server, &cli.doc).await,
-            Some(Mode::Script { file }) => script(&cli.server, &cli.doc, &file).await,
+            None => repl::interactive(&cli.server, &cli.doc, cli.token.clone()).await,
+            Some(Mode::Script { file }) => {
+                script(&cli.server, &cli.doc, cli.token.clone(), &file).await
+            }
             Some(Mode::Load(ref shape)) => load_mode(&cli, shape.clone()).await,
             Some(Mode::Hostile {
                 attack,
@@ -330,7 +336,12 @@ fn report_script_notices(session: &mut Session) {
     }
 }
 
-async fn script(server: &str, doc: &str, file: &Path) -> anyhow::Result<ExitCode> {
+async fn script(
+    server: &str,
+    doc: &str,
+    token: Option<String>,
+    file: &Path,
+) -> anyhow::Result<ExitCode> {
     let name = if file.as_os_str() == "-" {
         "<stdin>".to_string()
     } else {
@@ -354,7 +365,13 @@ async fn script(server: &str, doc: &str, file: &Path) -> anyhow::Result<ExitCode
             }
         }
     });
-    let mut session = Session::start(SessionConfig::new(server, doc), None);
+    let mut session = Session::start(
+        SessionConfig {
+            token,
+            ..SessionConfig::new(server, doc)
+        },
+        None,
+    );
     // Positions in the script refer to the document as the server has it. Failed attempts are
     // reported as they happen.
     let mut state = session.watch();
@@ -371,6 +388,12 @@ async fn script(server: &str, doc: &str, file: &Path) -> anyhow::Result<ExitCode
             n = session.next_notice() => {
                 if let Some(Notice::ConnectFailed { cause: c, .. }) = &n {
                     cause = Some(c.clone());
+                }
+                if let Some(Notice::ServerError { code, message }) = &n {
+                    if code == "unauthorized" {
+                        session.stop().await;
+                        anyhow::bail!("{server} refused to open {doc:?}: {message}");
+                    }
                 }
                 if let Some(n @ (Notice::ConnectFailed { .. } | Notice::ServerError { .. })) = n {
                     eprintln!("warning: {n}");

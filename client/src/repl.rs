@@ -57,8 +57,18 @@ impl Screen {
 }
 
 /// Run the interactive client until `quit`, Ctrl-D or Ctrl-C.
-pub async fn interactive(server: &str, doc: &str) -> anyhow::Result<ExitCode> {
-    let mut session = Session::start(SessionConfig::new(server, doc), None);
+pub async fn interactive(
+    server: &str,
+    doc: &str,
+    token: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut session = Session::start(
+        SessionConfig {
+            token,
+            ..SessionConfig::new(server, doc)
+        },
+        None,
+    );
     out!(
         "dsync-client {}: document {doc:?} on {server}. `help` lists commands; `quit` or Ctrl-D leaves.",
         env!("CARGO_PKG_VERSION")

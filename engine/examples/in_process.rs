@@ -79,7 +79,9 @@ fn deliver(
                 match out {
                     ClientOutput::Send(msg) => {
                         // A new document starts empty; a real server loads it from its store.
-                        if let Some(doc) = server.document_needed(peer(i), &msg).map(str::to_string)
+                        if let Some(doc) = server
+                            .document_needed(now, peer(i), &msg)
+                            .map(str::to_string)
                         {
                             server
                                 .load_document(&doc, StoredDocument::default())

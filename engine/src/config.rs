@@ -271,6 +271,10 @@ pub struct Stats {
     pub hints: u64,
     /// Client: sync cycles started because a hint said the document changed.
     pub hinted_syncs: u64,
+    /// Server: connects refused for want of a valid token (`unauthorized`).
+    pub unauthorized: u64,
+    /// Server: requests with edits refused because the token grants only reading.
+    pub read_only_refused: u64,
 }
 
 impl Stats {
@@ -293,5 +297,7 @@ impl Stats {
         self.slowed_down += o.slowed_down;
         self.hints += o.hints;
         self.hinted_syncs += o.hinted_syncs;
+        self.unauthorized += o.unauthorized;
+        self.read_only_refused += o.read_only_refused;
     }
 }

@@ -67,6 +67,7 @@
 //! # Ok::<(), dsync_engine::EngineError>(())
 //! ```
 
+pub mod access;
 pub mod checksum;
 pub mod client;
 pub mod config;
@@ -80,6 +81,7 @@ pub mod rope;
 pub mod server;
 pub mod text;
 
+pub use access::{Access, Grant, Rights, Secret, TokenError};
 pub use checksum::Checksum;
 pub use client::{ClientEngine, ClientEvent, ClientOutput, PendingEdit, Shadow, DAMAGED_MAX};
 pub use config::{Config, Limits, LimitsError, Stats, Time};
@@ -125,4 +127,7 @@ pub enum EngineError {
     /// The server engine has its maximum number of documents loaded.
     #[error("the server has its maximum of {0} documents open")]
     TooManyDocuments(usize),
+    /// The server said this client's token grants only reading: local edits are refused.
+    #[error("this document is read-only for this client (its token grants only reading)")]
+    ReadOnly,
 }

@@ -168,6 +168,8 @@ pub enum ServerMsg {
         server_version: u64,
         /// The new session's key (`None` when resumed: the client has it).
         session_key: Option<SessionKey>,
+        /// The connect's token grants only reading: edits will be refused (`read_only`).
+        read_only: bool,
     },
     /// Reply to `client_sync`.
     ServerSync {
@@ -239,11 +241,16 @@ pub enum ErrorCode {
     SlowDown,
     /// The server's store failed.
     Internal,
+    /// The `connect` carried no valid token for its document (missing, malformed, signed
+    /// with another secret, expired, or for another document): the client stops.
+    Unauthorized,
+    /// Edits from a connection whose token grants only reading: refused, nothing applied.
+    ReadOnly,
 }
 
 impl ErrorCode {
     /// Every code, for iteration in tests and docs.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -258,6 +265,8 @@ impl ErrorCode {
         ErrorCode::SessionTaken,
         ErrorCode::SlowDown,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::ReadOnly,
     ];
 
     /// The wire name.
@@ -277,6 +286,8 @@ impl ErrorCode {
             ErrorCode::SessionTaken => "session_taken",
             ErrorCode::SlowDown => "slow_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ReadOnly => "read_only",
         }
     }
 

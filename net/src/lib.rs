@@ -185,6 +185,8 @@ enum WireServer {
         server_version: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_key: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        read_only: bool,
     },
     ServerSync {
         doc: String,
@@ -336,6 +338,7 @@ pub fn encode_server(msg: &ServerMsg) -> String {
             client_version,
             server_version,
             session_key,
+            read_only,
         } => WireServer::ConnectOk {
             doc: doc.clone(),
             seq: *seq,
@@ -344,6 +347,7 @@ pub fn encode_server(msg: &ServerMsg) -> String {
             client_version: *client_version,
             server_version: *server_version,
             session_key: session_key.map(|k| k.to_hex()),
+            read_only: *read_only,
         },
         ServerMsg::ServerSync {
             doc,
@@ -442,7 +446,9 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
             client_version,
             server_version,
             session_key,
+            read_only,
         } => ServerMsg::ConnectOk {
+            read_only,
             doc,
             seq,
             resumed,

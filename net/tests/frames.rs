@@ -68,6 +68,7 @@ fn every_message_roundtrips() {
             text: "a\nb".into(),
             client_version: 0,
             server_version: 0,
+            read_only: false,
             session_key: Some(dsync_engine::SessionKey([0x5a; 16])),
         },
         ServerMsg::ServerSync {

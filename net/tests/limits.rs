@@ -21,6 +21,7 @@ fn frames(old: &str, new: &str) -> (String, String, Delta) {
         client_version: dsync_net::MAX_WIRE_INT,
         server_version: dsync_net::MAX_WIRE_INT,
         session_key: Some(dsync_engine::SessionKey([0xff; 16])),
+        read_only: true,
     });
     let reset = encode_server(&ServerMsg::ServerSync {
         doc: "d".repeat(256),

@@ -139,6 +139,11 @@ impl ClientNode {
         &self.engine
     }
 
+    /// The token every `connect` carries (a server with access control requires one).
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.engine.set_token(token);
+    }
+
     /// The node's own counters.
     pub fn stats(&self) -> ClientNodeStats {
         self.stats

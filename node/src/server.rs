@@ -134,6 +134,11 @@ impl<S: Store> ServerNode<S> {
         self.engine.set_merge(doc, strategy);
     }
 
+    /// Who may open what: open access, or tokens signed with a secret.
+    pub fn set_access(&mut self, access: dsync_engine::Access) {
+        self.engine.set_access(access);
+    }
+
     /// When [`ServerNode::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Time> {
         self.engine.poll_timeout()
@@ -192,7 +197,7 @@ impl<S: Store> ServerNode<S> {
 
     /// A decoded message (drivers that hold messages, not bytes: the engine's test harness).
     pub fn handle_message(&mut self, now: Time, peer: PeerId, msg: ClientMsg) {
-        if self.load_if_needed(&msg, peer) {
+        if self.load_if_needed(now, &msg, peer) {
             self.engine.handle_message(now, peer, msg);
         }
     }
@@ -241,8 +246,12 @@ impl<S: Store> ServerNode<S> {
 
     /// Load the document a message opens, if needed. False when it could not be (the peer got
     /// an `error`).
-    fn load_if_needed(&mut self, msg: &ClientMsg, peer: PeerId) -> bool {
-        let Some(doc) = self.engine.document_needed(peer, msg).map(str::to_string) else {
+    fn load_if_needed(&mut self, now: Time, msg: &ClientMsg, peer: PeerId) -> bool {
+        let Some(doc) = self
+            .engine
+            .document_needed(now, peer, msg)
+            .map(str::to_string)
+        else {
             return true;
         };
         let stored = match self.store.load(&doc) {

@@ -184,6 +184,7 @@ fn client_backoff_doubles_to_its_cap_and_resets_on_connect_ok() {
         text: "t".into(),
         client_version: 0,
         server_version: 0,
+        read_only: false,
         session_key: Some(dsync_engine::SessionKey([1; 16])),
     };
     c.receive_bytes(Time(1), dsync_net::encode_server(&ok).as_bytes());

@@ -20,7 +20,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dsync_engine::{Config, ErrorCode, PeerId, ServerMsg, Time};
+use dsync_engine::{Access, Config, ErrorCode, PeerId, Secret, ServerMsg, Time};
 use dsync_net::encode_server;
 use dsync_node::{Output, ServerNode};
 use tokio::io::AsyncWriteExt;
@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// (at start and every hour); a client coming back after that starts a new session and
     /// merges its unsent typing. `None`: kept until a document's session limit evicts them.
     pub session_retention: Option<Duration>,
+    /// Who may open what: `None` is open access (anyone may read and write every document);
+    /// `Some(secret)` requires a token signed with it in every `connect`.
+    pub secret: Option<Secret>,
 }
 
 /// The default of [`ServerConfig::session_retention`]: 30 days.
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             frame_timeout: Duration::from_secs(30),
             max_batch: 256,
             session_retention: Some(DEFAULT_SESSION_RETENTION),
+            secret: None,
         }
     }
 }
@@ -400,6 +404,13 @@ fn engine_thread(
     let start = Instant::now();
     let now = || Time(start.elapsed().as_millis() as u64);
     let mut node = ServerNode::new(cfg.engine, store, cfg.max_frame_bytes, key_seed);
+    if let Some(secret) = cfg.secret {
+        // Token expiry is checked against the wall time at `start` plus the engine's clock.
+        node.set_access(Access::Tokens {
+            secret,
+            unix_ms_at_zero: wall_ms(),
+        });
+    }
     let mut conns: BTreeMap<PeerId, Outbox> = BTreeMap::new();
     // Peer addresses and the documents in memory, for the log only.
     let mut remotes: BTreeMap<PeerId, SocketAddr> = BTreeMap::new();

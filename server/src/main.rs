@@ -13,14 +13,58 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use dsync_engine::{Config, Limits, MergeStrategy};
+use clap::{Parser, Subcommand, ValueEnum};
+use dsync_engine::access::issue;
+use dsync_engine::{Config, Grant, Limits, MergeStrategy, Rights, Secret};
 use dsync_server::{start, ServerConfig};
 
 /// dsync collaboration server (Differential Synchronization over TCP, SQLite storage).
+///
+/// Access control: with `--secret-file FILE` every client must present a token signed with
+/// that secret (`dsync-server secret` makes one, `dsync-server token` issues tokens); with
+/// `--open` anyone who can reach the server may read and write every document. Without either,
+/// the server is open on a loopback address and refuses to start on any other.
 #[derive(Parser)]
-#[command(name = "dsync-server", version)]
+#[command(name = "dsync-server", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new signing secret (64 hex digits) to a new file only its owner may read.
+    Secret {
+        /// The file to create (an existing file is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a token that grants one document (or `*`: every document) to a subject.
+    Token {
+        /// The server's secret (from `dsync-server secret`).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// The document (`*`: every document).
+        #[arg(long)]
+        doc: String,
+        /// Grant reading and writing (default: reading only).
+        #[arg(long)]
+        write: bool,
+        /// How long the token is valid: seconds, or a number with s, m, h or d (`7d`).
+        #[arg(long, default_value = "7d")]
+        ttl: String,
+        /// Who the token is for; sessions are bound to it [default: a new random name, so
+        /// every token is its own identity].
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+/// Serve documents (the command when none is given).
+#[derive(clap::Args)]
+struct Serve {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -95,6 +139,13 @@ struct Cli {
     /// Merge strategy for every document.
     #[arg(long, value_enum, default_value_t = MergeArg::ThreeWay)]
     merge: MergeArg,
+    /// Require a token signed with this secret in every connect (`dsync-server secret`
+    /// creates the file, `dsync-server token` issues tokens).
+    #[arg(long, conflicts_with = "open")]
+    secret_file: Option<PathBuf>,
+    /// Let anyone who can reach the server read and write every document, on any address.
+    #[arg(long)]
+    open: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,7 +164,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Secret { out }) => write_secret(&out),
+        Some(Command::Token {
+            secret_file,
+            doc,
+            write,
+            ttl,
+            subject,
+        }) => print_token(&secret_file, doc, write, &ttl, subject),
+        None => run(cli.serve),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -122,7 +185,102 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    Secret::from_hex(&text).with_context(|| format!("the secret file {}", path.display()))
+}
+
+fn write_secret(out: &std::path::Path) -> anyhow::Result<()> {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    use std::io::Write as _;
+    let mut bytes = [0u8; 32];
+    rand_chacha::ChaCha20Rng::try_from_os_rng()
+        .context("no randomness for a secret")?
+        .fill_bytes(&mut bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(out).with_context(|| {
+        format!(
+            "creating {} (an existing file is never overwritten)",
+            out.display()
+        )
+    })?;
+    writeln!(file, "{}", Secret(bytes).to_hex())?;
+    file.sync_all()?;
+    out!("wrote a new secret to {}", out.display());
+    Ok(())
+}
+
+/// `30`, `30s`, `15m`, `12h`, `7d` → seconds.
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("--ttl {s:?}: a number of seconds, or with s, m, h or d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("--ttl {s:?}: the unit is s, m, h or d"),
+    };
+    n.checked_mul(scale)
+        .filter(|&t| t > 0)
+        .with_context(|| format!("--ttl {s:?}: must be positive and fit"))
+}
+
+fn print_token(
+    secret_file: &std::path::Path,
+    doc: String,
+    write: bool,
+    ttl: &str,
+    subject: Option<String>,
+) -> anyhow::Result<()> {
+    let secret = read_secret(secret_file)?;
+    let ttl = parse_ttl(ttl)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let subject = subject.unwrap_or_else(|| {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut b = [0u8; 6];
+        if let Ok(mut r) = rand_chacha::ChaCha20Rng::try_from_os_rng() {
+            r.fill_bytes(&mut b);
+        }
+        format!(
+            "user-{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    });
+    let grant = Grant {
+        subject,
+        doc,
+        rights: if write { Rights::Write } else { Rights::Read },
+        expires_unix_s: now.saturating_add(ttl),
+    };
+    let token = issue(&secret, &grant).context("issuing the token")?;
+    out!("{token}");
+    Ok(())
+}
+
+fn run(cli: Serve) -> anyhow::Result<()> {
+    let secret = match (&cli.secret_file, cli.open) {
+        (Some(path), _) => Some(read_secret(path)?),
+        (None, true) => None,
+        (None, false) if cli.listen.ip().is_loopback() => None,
+        (None, false) => anyhow::bail!(
+            "listening on {} (not a loopback address) without access control: give --secret-file FILE to require tokens, or --open to let anyone read and write every document",
+            cli.listen
+        ),
+    };
     let limits = Limits {
         max_clients_per_document: cli.max_clients_per_document,
         max_peers: cli.max_connections,
@@ -174,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         session_retention: (cli.session_retention_days > 0).then(|| {
             std::time::Duration::from_secs(cli.session_retention_days.saturating_mul(86_400))
         }),
+        secret,
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -182,6 +341,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let running = start(cfg.clone()).await?;
+        if cfg.secret.is_none() {
+            tracing::warn!(
+                "OPEN ACCESS: anyone who can reach {} may read and write every document (give --secret-file to require tokens)",
+                running.addr
+            );
+        } else {
+            tracing::info!("access control: every connect needs a token signed with the secret");
+        }
         // Tests and scripts read this line to learn the port when --listen uses port 0.
         out!(
             "listening on {} (db {}, at most {} connections)",

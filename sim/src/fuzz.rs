@@ -325,6 +325,7 @@ fn corpus(target: Target) -> Vec<Vec<u8>> {
             client_version: 0,
             server_version: 0,
             session_key: key,
+            read_only: true,
         },
         ServerMsg::ServerSync {
             doc: "notes".into(),

@@ -28,6 +28,7 @@ use crate::text::normalize_newlines;
 use crate::EngineError;
 
 mod check;
+mod editing;
 mod pacing;
 mod recovery;
 
@@ -164,6 +165,10 @@ pub struct ClientEngine {
     /// The server refused our edits for good (`document_too_large`): the reset it sends with
     /// the refusal replaces our unacknowledged typing instead of having it merged again.
     refused: Option<ErrorCode>,
+    /// Sent in every `connect` (access control: docs/protocol.md, *Access control*).
+    token: Option<String>,
+    /// The server said our token grants only reading: local edits are refused.
+    read_only: bool,
     /// Consecutive server replies whose edit failed its strict apply or checksum: the first
     /// [`DAMAGED_MAX`] are taken for damage in transit (ignored; the next cycle asks again),
     /// one more for a reason to reconnect (resync).
@@ -208,6 +213,8 @@ impl ClientEngine {
             confirmed: None,
             has_session: false,
             refused: None,
+            token: None,
+            read_only: false,
             bad_streak: 0,
             resynced: false,
             conn: Conn::Disconnected,
@@ -315,7 +322,7 @@ impl ClientEngine {
             protocol: PROTOCOL_VERSION,
             doc: self.doc.clone(),
             client_id: self.client_id.clone(),
-            token: None,
+            token: self.token.clone(),
             seq,
             resume,
             hints: self.config.hints,
@@ -326,97 +333,6 @@ impl ClientEngine {
     pub fn disconnected(&mut self) {
         self.conn = Conn::Disconnected;
         self.in_flight = None;
-    }
-
-    /// Replace the user's text (line endings are normalised to `\n`).
-    pub fn set_text(&mut self, text: &str) -> Result<(), EngineError> {
-        let text = normalize_newlines(text);
-        if text.len() > self.config.limits.max_document_bytes {
-            return Err(EngineError::DocumentTooLarge {
-                len: text.len(),
-                max: self.config.limits.max_document_bytes,
-            });
-        }
-        // A whole new text: the change is only known as a diff.
-        self.local = Operation::from_diff(&self.shadow.text.flat(), &text);
-        self.text = Rope::from(text.into_owned());
-        self.assert_invariants();
-        Ok(())
-    }
-
-    /// Record a local edit, already checked, as an operation on `text`.
-    fn edit(&mut self, op: Operation) {
-        // Neither can fail: `op` was built for `text`, and `local` ends where `text` is.
-        match self.local.compose(&op) {
-            Ok(local) => {
-                self.local = local;
-                if let Err(e) = op.apply_in_place(&mut self.text) {
-                    debug_assert!(false, "local edit did not fit: {e}");
-                }
-            }
-            Err(e) => debug_assert!(false, "local edit did not fit: {e}"),
-        }
-    }
-
-    /// Insert `s` before char index `at`.
-    pub fn insert(&mut self, at: usize, s: &str) -> Result<(), EngineError> {
-        let byte = char_to_byte(&self.text, at)?;
-        let s = normalize_newlines(s);
-        if self.text.len() + s.len() > self.config.limits.max_document_bytes {
-            return Err(EngineError::DocumentTooLarge {
-                len: self.text.len() + s.len(),
-                max: self.config.limits.max_document_bytes,
-            });
-        }
-        self.edit(Operation::insertion(self.text.len(), byte, &s));
-        self.assert_invariants();
-        Ok(())
-    }
-
-    /// Replace `delete` bytes at byte offset `at` by `insert` — for editors that track byte
-    /// offsets (no char counting). Offsets must fall on char boundaries.
-    pub fn edit_bytes(
-        &mut self,
-        at: usize,
-        delete: usize,
-        insert: &str,
-    ) -> Result<(), EngineError> {
-        let end = at.checked_add(delete).filter(|&e| e <= self.text.len());
-        let Some(end) =
-            end.filter(|&e| self.text.is_char_boundary(at) && self.text.is_char_boundary(e))
-        else {
-            return Err(EngineError::BadPosition {
-                at,
-                len: self.text.len(),
-            });
-        };
-        let insert = normalize_newlines(insert);
-        if self.text.len() - delete + insert.len() > self.config.limits.max_document_bytes {
-            return Err(EngineError::DocumentTooLarge {
-                len: self.text.len() - delete + insert.len(),
-                max: self.config.limits.max_document_bytes,
-            });
-        }
-        let mut op = Operation::new();
-        op.retain(at)
-            .insert(&insert)
-            .delete(delete)
-            .retain(self.text.len() - end);
-        self.edit(op);
-        self.assert_invariants();
-        Ok(())
-    }
-
-    /// Delete the chars `start..end`.
-    pub fn delete(&mut self, start: usize, end: usize) -> Result<(), EngineError> {
-        if start > end {
-            return Err(EngineError::BadRange { start, end });
-        }
-        let a = char_to_byte(&self.text, start)?;
-        let b = char_to_byte(&self.text, end)?;
-        self.edit(Operation::deletion(self.text.len(), a..b));
-        self.assert_invariants();
-        Ok(())
     }
 
     /// Start a sync cycle now if connected and nothing is in flight (otherwise the edit goes
@@ -497,13 +413,38 @@ impl ClientEngine {
                 client_version,
                 server_version,
                 session_key,
+                read_only,
             } => {
                 let awaited = matches!(self.conn, Conn::Connecting { seq: s, .. } if s == seq);
                 if doc != self.doc || !awaited {
                     self.stats.stale_skipped += 1;
                     return;
                 }
+                self.read_only = read_only;
                 let resumed = resumed && self.has_session;
+                if read_only && resumed && (!self.pending.is_empty() || self.has_unsent()) {
+                    // Our edits can never be taken (the token changed to read-only): start a
+                    // new session, which drops them (below) and says so.
+                    self.start_afresh(now);
+                    return;
+                }
+                if read_only && !resumed {
+                    let base = self
+                        .confirmed_text()
+                        .unwrap_or_else(|| self.shadow.text.clone());
+                    if self.text != base || !self.pending.is_empty() {
+                        let message = format!(
+                            "this client may only read {:?}: its unsent edits were dropped",
+                            self.doc
+                        );
+                        self.outputs
+                            .push_back(ClientOutput::Event(ClientEvent::ServerError {
+                                code: ErrorCode::ReadOnly,
+                                message,
+                            }));
+                    }
+                    self.text = base;
+                }
                 if resumed {
                     self.stats.resumes += 1;
                 } else {
@@ -550,6 +491,12 @@ impl ClientEngine {
                 if code == ErrorCode::DocumentTooLarge {
                     self.refused = Some(code);
                 }
+                let ours = matches!(self.conn, Conn::Connecting { seq: s, .. } if seq.is_none_or(|r| r == s));
+                if code == ErrorCode::Unauthorized && ours {
+                    // No valid token for this document: asking again cannot help. Stop (no
+                    // timer) until the transport is opened again; the event tells the user.
+                    self.disconnected();
+                }
                 if code == ErrorCode::UnknownSession && self.conn == Conn::Connected {
                     // The server forgot us (restart, eviction): reopen, resuming if it can.
                     self.connect(now);
@@ -562,15 +509,20 @@ impl ClientEngine {
                     // Our id names a session we cannot prove is ours (someone else's, or one
                     // whose key we never got): start afresh under a new id. Unacknowledged
                     // typing is kept and merged into the text the new session starts from.
-                    self.renames += 1;
                     self.stats.sessions_refused += 1;
-                    self.client_id = renamed(&self.base_id, self.renames);
-                    self.has_session = false;
-                    self.session_key = None;
-                    self.send_connect(now, None);
+                    self.start_afresh(now);
                 }
             }
         }
+    }
+
+    /// Open a new session under a new id (`{base id}~{n}`).
+    fn start_afresh(&mut self, now: Time) {
+        self.renames += 1;
+        self.client_id = renamed(&self.base_id, self.renames);
+        self.has_session = false;
+        self.session_key = None;
+        self.send_connect(now, None);
     }
 
     fn apply_server_sync(&mut self, now: Time, client_version: u64, edits: Vec<Edit>) {

@@ -14,6 +14,7 @@ impl ServerEngine {
         client_id: String,
         seq: u64,
         resume: Option<Resume>,
+        token: Option<String>,
     ) {
         if protocol != PROTOCOL_VERSION {
             let m = format!(
@@ -28,6 +29,19 @@ impl ServerEngine {
             );
             return self.reject(peer, None, ErrorCode::BadName, m);
         }
+        let (subject, rights) = match self.access.check(token.as_deref(), &doc, now.0) {
+            Ok(granted) => granted,
+            Err(e) => {
+                self.stats.unauthorized += 1;
+                let m = format!("{e}");
+                return self.refuse(peer, doc, seq, ErrorCode::Unauthorized, m);
+            }
+        };
+        let read_only = rights == Rights::Read;
+        // Sessions are bound to the token's subject: the same client id under another subject
+        // names another session, so a guessed client id gives nothing.
+        let shown_id = client_id;
+        let client_id = session_id(subject.as_deref(), &shown_id);
         if let Err(m) = self.peer_may_open(peer, &doc) {
             return self.reject(peer, Some(doc), ErrorCode::TooManyDocuments, m);
         }
@@ -54,6 +68,7 @@ impl ServerEngine {
             // And the connection no longer names it (even if this connect is refused).
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.docs.remove(&doc);
+                p.read_only.remove(&doc);
             }
         }
         if !d.sessions.contains_key(&client_id) {
@@ -84,7 +99,7 @@ impl ServerEngine {
             if !proven && (resume.is_some() || !s.unused()) {
                 self.stats.sessions_refused += 1;
                 let m = format!(
-                    "client id {client_id:?} belongs to a session this connect does not hold the key of; start a new session under another id"
+                    "client id {shown_id:?} belongs to a session this connect does not hold the key of; start a new session under another id"
                 );
                 return self.refuse(peer, doc, seq, ErrorCode::SessionTaken, m);
             }
@@ -105,8 +120,9 @@ impl ServerEngine {
                     client_version: s.shadow.client_version,
                     server_version: s.shadow.server_version,
                     session_key: None,
+                    read_only,
                 };
-                self.bind(peer, &doc, &client_id, holder);
+                self.bind(peer, &doc, &client_id, holder, read_only);
                 return self.send(peer, msg);
             }
         } else if d.sessions.len() >= max_clients {
@@ -151,6 +167,7 @@ impl ServerEngine {
             client_version: 0,
             server_version: 0,
             session_key: Some(key),
+            read_only,
         };
         let holder = d
             .sessions
@@ -168,7 +185,7 @@ impl ServerEngine {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.full_texts.charge(d.master.len());
         }
-        self.bind(peer, &doc, &client_id, holder);
+        self.bind(peer, &doc, &client_id, holder, read_only);
         self.send(peer, msg);
     }
 
@@ -181,6 +198,7 @@ impl ServerEngine {
         doc: &str,
         client_id: &str,
         holder: Option<PeerId>,
+        read_only: bool,
     ) {
         // Another connection holding this session loses it (the client moved).
         if let Some(p) = holder
@@ -193,6 +211,20 @@ impl ServerEngine {
         }
         if let Some(p) = self.peers.get_mut(&peer) {
             p.docs.insert(doc.to_string(), client_id.to_string());
+            if read_only {
+                p.read_only.insert(doc.to_string());
+            } else {
+                p.read_only.remove(doc);
+            }
         }
+    }
+}
+
+/// The session a client id names under a token's subject (`None`: open access, the id
+/// itself). Names hold no control characters, so the separator keeps subjects apart.
+fn session_id(subject: Option<&str>, client_id: &str) -> String {
+    match subject {
+        Some(s) => format!("{s}\u{1f}{client_id}"),
+        None => client_id.to_string(),
     }
 }

@@ -23,8 +23,9 @@
 //!   the client acknowledges it.
 //! - Maps are `BTreeMap`: iteration order never depends on hashing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::access::{Access, Rights};
 use crate::checksum::Checksum;
 use crate::client::Shadow;
 use crate::config::{Config, Stats, Time};
@@ -40,6 +41,7 @@ use crate::EngineError;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 mod allowance;
+mod check;
 mod connect;
 mod heartbeat;
 mod records;
@@ -119,6 +121,8 @@ struct Peer {
     full_texts: Allowance,
     /// It asked for `changed` hints (in a `connect`).
     hints: bool,
+    /// Documents (of `docs`) this peer's token lets it only read.
+    read_only: BTreeSet<String>,
 }
 
 /// Server side of Differential Synchronization.
@@ -138,6 +142,8 @@ pub struct ServerEngine {
     /// Session keys: a ChaCha20 stream from the seed the driver gives (the operating system's
     /// randomness in the real server; the scenario's seed in the simulator, so runs replay).
     keys: rand_chacha::ChaCha20Rng,
+    /// Who may open what (open, or signed tokens).
+    access: Access,
 }
 
 /// What handling one `client_sync` came to.
@@ -173,7 +179,20 @@ impl ServerEngine {
             wake: None,
             stats: Stats::default(),
             keys: rand_chacha::ChaCha20Rng::from_seed(key_seed),
+            access: Access::Open,
         }
+    }
+
+    /// Require tokens (or open access again). Sessions are bound to a token's subject, so
+    /// sessions opened under open access are not resumed under tokens (their clients start new
+    /// sessions and merge their unsent typing).
+    pub fn set_access(&mut self, access: Access) {
+        self.access = access;
+    }
+
+    /// Who may open what.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The settings.
@@ -200,12 +219,20 @@ impl ServerEngine {
     }
 
     /// The document a message needs loaded before it is handled, if it is not loaded yet.
-    pub fn document_needed<'m>(&self, peer: PeerId, msg: &'m ClientMsg) -> Option<&'m str> {
+    ///
+    /// A connect without a valid token for the document loads nothing (it is refused).
+    pub fn document_needed<'m>(
+        &self,
+        now: Time,
+        peer: PeerId,
+        msg: &'m ClientMsg,
+    ) -> Option<&'m str> {
         match msg {
-            ClientMsg::Connect { doc, .. }
+            ClientMsg::Connect { doc, token, .. }
                 if !self.docs.contains_key(doc)
                     && self.valid_name(doc)
-                    && self.peer_may_open(peer, doc).is_ok() =>
+                    && self.peer_may_open(peer, doc).is_ok()
+                    && self.access.check(token.as_deref(), doc, now.0).is_ok() =>
             {
                 Some(doc)
             }
@@ -424,6 +451,7 @@ impl ServerEngine {
                     new_sessions: (now, 0),
                     full_texts: Allowance::full(now, &self.config.limits),
                     hints: false,
+                    read_only: BTreeSet::new(),
                 },
             );
         }
@@ -457,8 +485,9 @@ impl ServerEngine {
                 client_id,
                 seq,
                 resume,
+                token,
                 ..
-            } => self.on_connect(now, peer, protocol, doc, client_id, seq, resume),
+            } => self.on_connect(now, peer, protocol, doc, client_id, seq, resume, token),
             ClientMsg::ClientSync {
                 doc,
                 seq,
@@ -489,6 +518,17 @@ impl ServerEngine {
             let m = "no session for this document on this connection: send connect".to_string();
             return self.reject(peer, Some(doc), ErrorCode::UnknownSession, m);
         };
+        if !edits.is_empty()
+            && self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.read_only.contains(&doc))
+        {
+            self.stats.read_only_refused += 1;
+            let m =
+                format!("this connection's token grants only reading {doc:?}: edits are refused");
+            return self.refuse(peer, doc, seq, ErrorCode::ReadOnly, m);
+        }
         if edits.len() > self.config.limits.max_edits_per_message {
             let m = format!(
                 "{} edits in one message; the maximum is {}",
@@ -633,7 +673,10 @@ impl ServerEngine {
     }
 
     fn detach(&mut self, now: Time, peer: PeerId, doc: &str) {
-        let Some(client_id) = self.peers.get_mut(&peer).and_then(|p| p.docs.remove(doc)) else {
+        let Some(client_id) = self.peers.get_mut(&peer).and_then(|p| {
+            p.read_only.remove(doc);
+            p.docs.remove(doc)
+        }) else {
             return;
         };
         if let Some(s) = self
@@ -703,71 +746,6 @@ impl ServerEngine {
         self.on_timeout(now);
         self.wake = self.next_deadline();
         self.assert_invariants();
-    }
-
-    /// Every document's state agrees with itself, checked at the exit of the public methods that
-    /// change it, in builds with debug assertions (tests, and the simulator's `sim` profile):
-    /// each session's shadow, backup and pending-reset links fit their texts (and the master,
-    /// where they reach the log's end), pending server edits are numbered up to the shadow's
-    /// version, and a backup is never ahead of its shadow.
-    fn assert_invariants(&self) {
-        if !cfg!(debug_assertions) {
-            return;
-        }
-        // `wake` is never after a peer's deadline.
-        if let Some(due) = self.next_deadline() {
-            assert!(
-                self.wake.is_some_and(|w| w <= due),
-                "wake {:?} after the next deadline {due:?}",
-                self.wake
-            );
-        }
-        // A connection names only sessions it holds (`bind` relies on it to find the holder).
-        for (pid, p) in &self.peers {
-            for (doc, client) in &p.docs {
-                let held = self
-                    .docs
-                    .get(doc)
-                    .and_then(|d| d.sessions.get(client))
-                    .is_some_and(|s| s.peer == Some(*pid));
-                assert!(held, "peer {pid:?} names {doc}/{client}, held by another");
-            }
-        }
-        for (name, d) in &self.docs {
-            let end = d.log_end();
-            let fits = |link: &Option<Link>, text: &Rope, what: &str| {
-                if let Some(l) = link {
-                    assert_eq!(l.op.base_len(), text.len(), "{name}: {what} link base");
-                    assert!(l.idx <= end, "{name}: {what} link past the log");
-                    if l.idx == end {
-                        assert_eq!(
-                            l.op.target_len(),
-                            d.master.len(),
-                            "{name}: {what} link target"
-                        );
-                    }
-                }
-            };
-            for (id, sess) in &d.sessions {
-                fits(&sess.link, &sess.shadow.text, id);
-                fits(&sess.backup_link, &sess.backup.text, id);
-                if let Some(r) = &sess.reset {
-                    fits(&r.from_link, &r.from_text, id);
-                }
-                if let Some(e) = &sess.pending {
-                    assert_eq!(
-                        e.version() + 1,
-                        sess.shadow.server_version,
-                        "{name}/{id}: the pending edit is the shadow's last"
-                    );
-                }
-                assert!(
-                    sess.backup.client_version <= sess.shadow.client_version
-                        && sess.backup.server_version <= sess.shadow.server_version,
-                    "{name}/{id}: backup ahead of its shadow"
-                );
-            }
-        }
     }
 
     /// The next output for the driver, if any.

@@ -32,6 +32,9 @@ pub struct Net {
     pub server_log: Vec<ServerOutput>,
     /// Per client: every event it reported, in order.
     pub events: Vec<Vec<ClientEvent>>,
+    access: dsync_engine::Access,
+    /// Per client: the subject of its token (its session is named `subject\u{1f}client id`).
+    pub subjects: Vec<Option<String>>,
     /// Peer numbers: a client gets a new one after each reconnection.
     pub peer_of: Vec<PeerId>,
     next_peer: u64,
@@ -69,6 +72,8 @@ impl Net {
             events: vec![Vec::new(); n],
             peer_of: (0..n as u64).map(PeerId).collect(),
             next_peer: n as u64,
+            access: dsync_engine::Access::Open,
+            subjects: vec![None; n],
         }
     }
 
@@ -98,6 +103,12 @@ impl Net {
         self.server
             .as_mut()
             .expect("the server node is back after every call")
+    }
+
+    /// Who may open what on the server (kept across crashes).
+    pub fn set_access(&mut self, access: dsync_engine::Access) {
+        self.access = access;
+        self.node_mut().set_access(access);
     }
 
     /// Use `strategy` for the document on the server.
@@ -298,8 +309,12 @@ impl Net {
                     master
                 ));
             }
+            let id = match &self.subjects[i] {
+                Some(s) => format!("{s}\u{1f}{}", c.client_id()),
+                None => c.client_id().to_string(),
+            };
             let (shadow, _) = server
-                .session(DOC, c.client_id())
+                .session(DOC, &id)
                 .ok_or(format!("no session for client {i}"))?;
             if shadow != c.shadow() {
                 return Err(format!(
@@ -308,7 +323,7 @@ impl Net {
                     shadow
                 ));
             }
-            if server.pending_len(DOC, c.client_id()) != Some(0) {
+            if server.pending_len(DOC, &id) != Some(0) {
                 return Err(format!("server has pending edits for client {i}"));
             }
         }
@@ -331,12 +346,14 @@ impl Net {
             .expect("the server node is here")
             .into_store();
         f(&mut store);
-        self.server = Some(ServerNode::new(
+        let mut node = ServerNode::new(
             self.config,
             store,
             self.config.limits.frame_bytes(),
             [8; 32],
-        ));
+        );
+        node.set_access(self.access);
+        self.server = Some(node);
         for q in self.down.iter_mut() {
             q.clear();
         }

@@ -1,5 +1,6 @@
 //! The engine's integration tests: one binary, one module per area.
 
+mod access;
 mod dmp_fixtures;
 mod harness;
 mod hints;
