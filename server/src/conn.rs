@@ -100,7 +100,7 @@ impl Budget {
     }
 
     /// Wait until the connection's previous frame was handled.
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slot.clone().acquire_owned().await.ok()
     }
 
@@ -125,6 +125,17 @@ impl Budget {
         Some((Held { global, conn }, READ_CHUNK))
     }
 
+    /// Permits for a whole frame of `len` bytes already received (a WebSocket message: the
+    /// WebSocket reader holds at most one, of at most the frame limit): the connection's for
+    /// every byte, the server's for what passes the free allowance. Waits for both.
+    pub(crate) async fn for_frame(&self, len: usize) -> Option<Held> {
+        let len = u32::try_from(len).ok()?;
+        let conn = self.conn.clone().acquire_many_owned(len).await.ok()?;
+        let need = len.saturating_sub(u32::try_from(FREE_BYTES).ok()?);
+        let global = self.global.clone().acquire_many_owned(need).await.ok()?;
+        Some(Held { global, conn })
+    }
+
     fn empty(&self) -> Option<Held> {
         Some(Held {
             global: self.global.clone().try_acquire_many_owned(0).ok()?,
@@ -142,8 +153,8 @@ pub struct Inbound {
     /// (or why it is not one).
     pub msg: Result<ClientMsg, DecodeError>,
     /// The permits for its bytes.
-    _held: Option<Held>,
-    _slot: OwnedSemaphorePermit,
+    pub(crate) _held: Option<Held>,
+    pub(crate) _slot: OwnedSemaphorePermit,
 }
 
 /// What a connection tells the engine thread.
@@ -160,10 +171,10 @@ pub enum Event {
 
 /// The sending half of a connection's outgoing queue, kept by the engine thread.
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<String>,
-    queued: Arc<AtomicUsize>,
-    close: Arc<Notify>,
-    max_bytes: usize,
+    pub(crate) tx: mpsc::UnboundedSender<String>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) close: Arc<Notify>,
+    pub(crate) max_bytes: usize,
 }
 
 impl Outbox {
@@ -342,4 +353,4 @@ pub async fn serve(
     why
 }
 
-const TOO_SLOW: &str = "dropped as too slow: its replies passed the outgoing limit";
+pub(crate) const TOO_SLOW: &str = "dropped as too slow: its replies passed the outgoing limit";

@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// Who may open what: `None` is open access (anyone may read and write every document);
     /// `Some(secret)` requires a token signed with it in every `connect`.
     pub secret: Option<Secret>,
+    /// Also serve WebSocket clients here (the same messages, one per text message).
+    pub ws_listen: Option<SocketAddr>,
 }
 
 /// The default of [`ServerConfig::session_retention`]: 30 days.
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
             max_batch: 256,
             session_retention: Some(DEFAULT_SESSION_RETENTION),
             secret: None,
+            ws_listen: None,
         }
     }
 }
@@ -152,6 +155,8 @@ pub enum ServerError {
 pub struct Running {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The WebSocket address actually bound, if one was asked for.
+    pub ws_addr: Option<SocketAddr>,
     /// The connection limit in force (the configured one, or lower to fit the open-file limit).
     pub max_connections: usize,
     stop: tokio::sync::watch::Sender<bool>,
@@ -243,11 +248,21 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
         addr: cfg.listen,
         error,
     })?;
+    let (ws_listener, ws_addr) = match cfg.ws_listen {
+        Some(at) => {
+            let bound = |error| ServerError::Listen { addr: at, error };
+            let l = TcpListener::bind(at).await.map_err(bound)?;
+            let a = l.local_addr().map_err(bound)?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let max_connections = cfg.max_connections;
-    let task = tokio::spawn(serve(cfg, store, listener, stop_rx));
+    let task = tokio::spawn(serve(cfg, store, listener, ws_listener, stop_rx));
     Ok(Running {
         addr,
+        ws_addr,
         max_connections,
         stop,
         task,
@@ -265,6 +280,7 @@ async fn serve(
     cfg: ServerConfig,
     store: SqliteStore,
     listener: TcpListener,
+    ws_listener: Option<TcpListener>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let (tx, rx) = std_mpsc::channel::<Event>();
@@ -305,10 +321,17 @@ async fn serve(
     let mut backoff = Duration::ZERO;
     let mut accept_errors = 0u64;
     loop {
-        let accepted = tokio::select! {
+        let ws_accept = async {
+            match &ws_listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, websocket) = tokio::select! {
             _ = stop.changed() => break,
             _ = &mut done_rx => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept() => (accepted, false),
+            accepted = ws_accept => (accepted, true),
         };
         let (stream, remote) = match accepted {
             Ok(x) => x,
@@ -351,14 +374,20 @@ async fn serve(
         };
         if let Some(why) = refused {
             tracing::warn!(%remote, reason = %why, "refusing connection");
-            tokio::spawn(refuse(stream, why));
+            if !websocket {
+                tokio::spawn(refuse(stream, why));
+            }
             continue;
         }
-        tracing::info!(peer = peer.0, %remote, "connection opened");
+        tracing::info!(peer = peer.0, %remote, websocket, "connection opened");
         let (tx, census) = (tx.clone(), census.clone());
         let budget = Budget::new(inbound.clone(), cfg.per_connection_inbound());
         tokio::spawn(async move {
-            let why = conn::serve(peer, remote, stream, tx, budget, limits).await;
+            let why = if websocket {
+                crate::ws::serve(peer, remote, stream, tx, budget, limits).await
+            } else {
+                conn::serve(peer, remote, stream, tx, budget, limits).await
+            };
             if let Ok(mut c) = census.lock() {
                 c.total -= 1;
                 if let Some(n) = c.per_ip.get_mut(&ip) {
@@ -377,6 +406,7 @@ async fn serve(
     let _ = tx.send(Event::Stop);
     drop(tx);
     drop(listener);
+    drop(ws_listener);
     tokio::task::spawn_blocking(move || engine.join())
         .await
         .map_err(|_| ServerError::EngineGone)?

@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod ws;
 
 pub use driver::{
     start, Running, ServerConfig, ServerError, DEFAULT_MAX_INBOUND_BYTES,

@@ -146,6 +146,10 @@ struct Serve {
     /// Let anyone who can reach the server read and write every document, on any address.
     #[arg(long)]
     open: bool,
+    /// Also serve WebSocket clients on this address: the same JSON messages, one per text
+    /// message, with the same limits and access control.
+    #[arg(long)]
+    ws_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -272,13 +276,15 @@ fn print_token(
 }
 
 fn run(cli: Serve) -> anyhow::Result<()> {
-    let secret = match (&cli.secret_file, cli.open) {
-        (Some(path), _) => Some(read_secret(path)?),
-        (None, true) => None,
-        (None, false) if cli.listen.ip().is_loopback() => None,
-        (None, false) => anyhow::bail!(
-            "listening on {} (not a loopback address) without access control: give --secret-file FILE to require tokens, or --open to let anyone read and write every document",
-            cli.listen
+    let exposed = [Some(cli.listen), cli.ws_listen]
+        .into_iter()
+        .flatten()
+        .find(|a| !a.ip().is_loopback());
+    let secret = match (&cli.secret_file, cli.open, exposed) {
+        (Some(path), _, _) => Some(read_secret(path)?),
+        (None, true, _) | (None, false, None) => None,
+        (None, false, Some(at)) => anyhow::bail!(
+            "listening on {at} (not a loopback address) without access control: give --secret-file FILE to require tokens, or --open to let anyone read and write every document"
         ),
     };
     let limits = Limits {
@@ -333,6 +339,7 @@ fn run(cli: Serve) -> anyhow::Result<()> {
             std::time::Duration::from_secs(cli.session_retention_days.saturating_mul(86_400))
         }),
         secret,
+        ws_listen: cli.ws_listen,
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -356,6 +363,9 @@ fn run(cli: Serve) -> anyhow::Result<()> {
             cfg.db.display(),
             running.max_connections
         );
+        if let Some(at) = running.ws_addr {
+            out!("websocket on {at}");
+        }
         // A failed commit ends the server by itself: the process exits 1 (a supervisor restarts
         // it; clients resend what was not acknowledged).
         if running.until(shutdown_signal()).await? {
