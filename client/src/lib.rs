@@ -288,6 +288,9 @@ pub struct SessionConfig {
     /// The token every `connect` carries (a server with access control requires one:
     /// `dsync-server token`).
     pub token: Option<String>,
+    /// Speak TLS to the server, verifying its certificate with this configuration
+    /// ([`tls_config`]) against the host part of `server`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl SessionConfig {
@@ -303,7 +306,63 @@ impl SessionConfig {
             max_frame_bytes: dsync_net::DEFAULT_MAX_FRAME_BYTES,
             describe_changes: true,
             token: None,
+            tls: None,
         }
+    }
+}
+
+/// A TLS client configuration that verifies the server: against the certificates in `ca` (a
+/// PEM file: a private authority, or a self-signed server certificate), else against the
+/// web's public roots (Mozilla's, from `webpki-roots`). There is no way to turn verification
+/// off.
+pub fn tls_config(
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                anyhow::bail!("{} holds no usable certificate", path.display());
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// What a connection to the server is: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Open the TLS session on `tcp` when the config asks for one, naming the host of `server`.
+async fn wrap(cfg: &SessionConfig, tcp: TcpStream) -> Result<Box<dyn Io>, String> {
+    let Some(tls) = &cfg.tls else {
+        return Ok(Box::new(tcp));
+    };
+    let host = cfg
+        .server
+        .rsplit_once(':')
+        .map_or(cfg.server.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("TLS: {host:?} is not a server name: {e}"))?;
+    let handshake = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp);
+    match tokio::time::timeout(Duration::from_secs(5), handshake).await {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => Err(format!("TLS: {e}")),
+        Err(_) => Err("TLS: no handshake within 5 s".into()),
     }
 }
 
@@ -656,18 +715,22 @@ async fn run(
         describe_changes: cfg.describe_changes,
     };
     loop {
-        let stream = match tokio::time::timeout(
+        let connected = match tokio::time::timeout(
             Duration::from_secs(5),
             TcpStream::connect(cfg.server.as_str()),
         )
         .await
         {
-            Ok(Ok(s)) => s,
-            failed => {
-                let cause = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "no answer within 5 s".to_string(),
-                };
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                wrap(&cfg, s).await
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 5 s".to_string()),
+        };
+        let stream = match connected {
+            Ok(s) => s,
+            Err(cause) => {
                 let retry_in = Duration::from_millis(d.node.attempt_failed());
                 d.notify(Notice::ConnectFailed { cause, retry_in });
                 if !d.wait_taking_edits(&mut edits, retry_in).await {
@@ -676,9 +739,8 @@ async fn run(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         tracing::debug!(server = %cfg.server, doc = %cfg.doc, "connected");
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = String::new();
         let now = d.now();

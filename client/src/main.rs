@@ -44,6 +44,29 @@ struct Cli {
     /// variable: a command line is visible to other users of the machine.
     #[arg(long, env = "DSYNC_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// Speak TLS to the server and verify its certificate against the web's public roots.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Speak TLS and trust the certificates in this PEM file (a private authority, or the
+    /// server's own self-signed certificate) instead of the public roots.
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The session settings the flags ask for.
+    fn session(&self) -> anyhow::Result<SessionConfig> {
+        let tls = if self.tls || self.tls_ca.is_some() {
+            Some(dsync_client::tls_config(self.tls_ca.as_deref())?)
+        } else {
+            None
+        };
+        Ok(SessionConfig {
+            token: self.token.clone(),
+            tls,
+            ..SessionConfig::new(&self.server, &self.doc)
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -106,10 +129,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            None => repl::interactive(&cli.server, &cli.doc, cli.token.clone()).await,
-            Some(Mode::Script { file }) => {
-                script(&cli.server, &cli.doc, cli.token.clone(), &file).await
-            }
+            None => repl::interactive(cli.session()?).await,
+            Some(Mode::Script { ref file }) => script(cli.session()?, file).await,
             Some(Mode::Load(ref shape)) => load_mode(&cli, shape.clone()).await,
             Some(Mode::Hostile {
                 attack,
@@ -336,12 +357,8 @@ fn report_script_notices(session: &mut Session) {
     }
 }
 
-async fn script(
-    server: &str,
-    doc: &str,
-    token: Option<String>,
-    file: &Path,
-) -> anyhow::Result<ExitCode> {
+async fn script(cfg: SessionConfig, file: &Path) -> anyhow::Result<ExitCode> {
+    let (server, doc) = (cfg.server.clone(), cfg.doc.clone());
     let name = if file.as_os_str() == "-" {
         "<stdin>".to_string()
     } else {
@@ -365,13 +382,7 @@ async fn script(
             }
         }
     });
-    let mut session = Session::start(
-        SessionConfig {
-            token,
-            ..SessionConfig::new(server, doc)
-        },
-        None,
-    );
+    let mut session = Session::start(cfg, None);
     // Positions in the script refer to the document as the server has it. Failed attempts are
     // reported as they happen.
     let mut state = session.watch();

@@ -57,18 +57,10 @@ impl Screen {
 }
 
 /// Run the interactive client until `quit`, Ctrl-D or Ctrl-C.
-pub async fn interactive(
-    server: &str,
-    doc: &str,
-    token: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let mut session = Session::start(
-        SessionConfig {
-            token,
-            ..SessionConfig::new(server, doc)
-        },
-        None,
-    );
+pub async fn interactive(cfg: SessionConfig) -> anyhow::Result<ExitCode> {
+    let (server, doc) = (cfg.server.clone(), cfg.doc.clone());
+    let (server, doc) = (server.as_str(), doc.as_str());
+    let mut session = Session::start(cfg, None);
     out!(
         "dsync-client {}: document {doc:?} on {server}. `help` lists commands; `quit` or Ctrl-D leaves.",
         env!("CARGO_PKG_VERSION")

@@ -22,7 +22,6 @@ use dsync_engine::ClientMsg;
 use dsync_engine::PeerId;
 use dsync_net::{decode_client, DecodeError, LineBuffer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -213,15 +212,18 @@ pub struct ConnLimits {
 
 /// Serve one connection until it ends; returns why it ended (for the log). `events` must
 /// accept without blocking (the engine thread's channel).
-pub async fn serve(
+pub async fn serve<S>(
     peer: PeerId,
     remote: SocketAddr,
-    stream: TcpStream,
+    stream: S,
     events: std::sync::mpsc::Sender<Event>,
     budget: Budget,
     limits: ConnLimits,
-) -> String {
-    let (mut rd, mut wr) = stream.into_split();
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(Notify::new());

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub secret: Option<Secret>,
     /// Also serve WebSocket clients here (the same messages, one per text message).
     pub ws_listen: Option<SocketAddr>,
+    /// Serve both listeners over TLS ([`crate::tls::server_config`]): TCP lines inside TLS,
+    /// WebSocket as `wss`. A connection that does not complete the handshake within the frame
+    /// timeout is closed.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// The default of [`ServerConfig::session_retention`]: 30 days.
@@ -112,6 +116,7 @@ impl Default for ServerConfig {
             session_retention: Some(DEFAULT_SESSION_RETENTION),
             secret: None,
             ws_listen: None,
+            tls: None,
         }
     }
 }
@@ -382,11 +387,24 @@ async fn serve(
         tracing::info!(peer = peer.0, %remote, websocket, "connection opened");
         let (tx, census) = (tx.clone(), census.clone());
         let budget = Budget::new(inbound.clone(), cfg.per_connection_inbound());
+        let tls = cfg.tls.clone();
         tokio::spawn(async move {
-            let why = if websocket {
-                crate::ws::serve(peer, remote, stream, tx, budget, limits).await
-            } else {
-                conn::serve(peer, remote, stream, tx, budget, limits).await
+            let why = match tls {
+                None if websocket => {
+                    crate::ws::serve(peer, remote, stream, tx, budget, limits).await
+                }
+                None => conn::serve(peer, remote, stream, tx, budget, limits).await,
+                Some(tls) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(limits.frame_timeout, handshake).await {
+                        Ok(Ok(s)) if websocket => {
+                            crate::ws::serve(peer, remote, s, tx, budget, limits).await
+                        }
+                        Ok(Ok(s)) => conn::serve(peer, remote, s, tx, budget, limits).await,
+                        Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                        Err(_) => format!("no TLS handshake within {:?}", limits.frame_timeout),
+                    }
+                }
             };
             if let Ok(mut c) = census.lock() {
                 c.total -= 1;

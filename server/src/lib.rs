@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod tls;
 pub mod ws;
 
 pub use driver::{

@@ -150,6 +150,12 @@ struct Serve {
     /// message, with the same limits and access control.
     #[arg(long)]
     ws_listen: Option<SocketAddr>,
+    /// Serve TCP and WebSocket over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -287,6 +293,12 @@ fn run(cli: Serve) -> anyhow::Result<()> {
             "listening on {at} (not a loopback address) without access control: give --secret-file FILE to require tokens, or --open to let anyone read and write every document"
         ),
     };
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(dsync_server::tls::server_config(cert, key).map_err(|e| anyhow::anyhow!(e))?)
+        }
+        _ => None,
+    };
     let limits = Limits {
         max_clients_per_document: cli.max_clients_per_document,
         max_peers: cli.max_connections,
@@ -340,6 +352,7 @@ fn run(cli: Serve) -> anyhow::Result<()> {
         }),
         secret,
         ws_listen: cli.ws_listen,
+        tls,
         ..ServerConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use dsync_engine::PeerId;
 use dsync_net::{decode_client, DecodeError};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -21,14 +20,17 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::conn::{Budget, ConnLimits, Event, Inbound, Outbox, TOO_SLOW};
 
 /// Serve one WebSocket connection until it ends; returns why it ended (for the log).
-pub async fn serve(
+pub async fn serve<S>(
     peer: PeerId,
     remote: SocketAddr,
-    stream: TcpStream,
+    stream: S,
     events: std::sync::mpsc::Sender<Event>,
     budget: Budget,
     limits: ConnLimits,
-) -> String {
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_frame_bytes))
         .max_frame_size(Some(limits.max_frame_bytes));
