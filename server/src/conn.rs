@@ -151,6 +151,8 @@ pub struct Inbound {
     /// The frame's message, decoded on the connection's task so the engine thread does not
     /// (or why it is not one).
     pub msg: Result<ClientMsg, DecodeError>,
+    /// The frame's length in bytes (for the metrics).
+    pub bytes: usize,
     /// The permits for its bytes.
     pub(crate) _held: Option<Held>,
     pub(crate) _slot: OwnedSemaphorePermit,
@@ -166,6 +168,8 @@ pub enum Event {
     Closed(PeerId),
     /// The server is stopping (the flag is set): wakes the engine thread if it waits.
     Stop,
+    /// A question from the HTTP endpoints, answered between batches.
+    Query(crate::http::Query),
 }
 
 /// The sending half of a connection's outgoing queue, kept by the engine thread.
@@ -277,6 +281,7 @@ where
             };
             let inbound = Inbound {
                 msg: frame,
+                bytes: bytes.as_ref().map_or(0, Held::bytes),
                 _held: bytes,
                 _slot: slot,
             };

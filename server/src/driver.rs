@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// WebSocket as `wss`. A connection that does not complete the handshake within the frame
     /// timeout is closed.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Serve the HTTP endpoints here (`/healthz`, `/metrics`, `/documents`: [`crate::http`]).
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// The default of [`ServerConfig::session_retention`]: 30 days.
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             secret: None,
             ws_listen: None,
             tls: None,
+            http_listen: None,
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The WebSocket address actually bound, if one was asked for.
     pub ws_addr: Option<SocketAddr>,
+    /// The HTTP address actually bound, if one was asked for.
+    pub http_addr: Option<SocketAddr>,
     /// The connection limit in force (the configured one, or lower to fit the open-file limit).
     pub max_connections: usize,
     stop: tokio::sync::watch::Sender<bool>,
@@ -262,12 +267,27 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
         }
         None => (None, None),
     };
+    let (http_listener, http_addr) = match cfg.http_listen {
+        Some(at) => {
+            let bound = |error| ServerError::Listen { addr: at, error };
+            let l = TcpListener::bind(at).await.map_err(bound)?;
+            let a = l.local_addr().map_err(bound)?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let max_connections = cfg.max_connections;
-    let task = tokio::spawn(serve(cfg, store, listener, ws_listener, stop_rx));
+    let listeners = Listeners {
+        tcp: listener,
+        ws: ws_listener,
+        http: http_listener,
+    };
+    let task = tokio::spawn(serve(cfg, store, listeners, stop_rx));
     Ok(Running {
         addr,
         ws_addr,
+        http_addr,
         max_connections,
         stop,
         task,
@@ -281,14 +301,38 @@ struct Census {
     per_ip: BTreeMap<IpAddr, usize>,
 }
 
+/// The bound listeners: the protocol over TCP, over WebSocket, and the HTTP endpoints.
+struct Listeners {
+    tcp: TcpListener,
+    ws: Option<TcpListener>,
+    http: Option<TcpListener>,
+}
+
 async fn serve(
     cfg: ServerConfig,
     store: SqliteStore,
-    listener: TcpListener,
-    ws_listener: Option<TcpListener>,
+    listeners: Listeners,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
+    let Listeners {
+        tcp: listener,
+        ws: ws_listener,
+        http: http_listener,
+    } = listeners;
     let (tx, rx) = std_mpsc::channel::<Event>();
+    let metrics = Arc::new(Mutex::new(crate::metrics::Metrics::new()));
+    let http = http_listener.map(|l| {
+        let app = crate::http::router(tx.clone(), metrics.clone(), cfg.secret);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let quit = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(quit).await {
+                tracing::warn!(error = %e, "the HTTP endpoints stopped");
+            }
+        })
+    });
     let stopping = Arc::new(AtomicBool::new(false));
     // Session keys are secrets: their seed comes from the operating system, fresh per start.
     let key_seed = {
@@ -301,11 +345,11 @@ async fn serve(
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let engine = {
-        let (cfg, stopping) = (cfg.clone(), stopping.clone());
+        let (cfg, stopping, metrics) = (cfg.clone(), stopping.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("dsync-engine".into())
             .spawn(move || {
-                let r = engine_thread(cfg, store, rx, &stopping, key_seed);
+                let r = engine_thread(cfg, store, rx, &stopping, key_seed, &metrics);
                 let _ = done_tx.send(());
                 r
             })
@@ -425,6 +469,9 @@ async fn serve(
     drop(tx);
     drop(listener);
     drop(ws_listener);
+    if let Some(h) = http {
+        h.abort();
+    }
     tokio::task::spawn_blocking(move || engine.join())
         .await
         .map_err(|_| ServerError::EngineGone)?
@@ -448,6 +495,7 @@ fn engine_thread(
     rx: std_mpsc::Receiver<Event>,
     stopping: &AtomicBool,
     key_seed: [u8; 32],
+    metrics: &Mutex<crate::metrics::Metrics>,
 ) -> Result<(), ServerError> {
     let start = Instant::now();
     let now = || Time(start.elapsed().as_millis() as u64);
@@ -510,6 +558,10 @@ fn engine_thread(
         // Stopping: what is queued is dropped unanswered (its senders resend to the next
         // server); the batch in hand was handled, committed and answered.
         let shutdown = stopping.load(Ordering::Acquire);
+        let batch_began = Instant::now();
+        let mut bytes_in = 0u64;
+        // Answered after the commit: never ahead of what is durable.
+        let mut queries = Vec::new();
         for input in batch {
             let t = now();
             match input {
@@ -519,8 +571,12 @@ fn engine_thread(
                 }
                 // The frame's permits go back when it is dropped here, after it was handled.
                 Event::Frame(_, _) if shutdown => {}
-                Event::Frame(peer, inbound) => node.receive_decoded(t, peer, inbound.msg),
+                Event::Frame(peer, inbound) => {
+                    bytes_in += inbound.bytes as u64;
+                    node.receive_decoded(t, peer, inbound.msg);
+                }
                 Event::Stop => {}
+                Event::Query(q) => queries.push(q),
                 Event::Closed(peer) => {
                     conns.remove(&peer);
                     remotes.remove(&peer);
@@ -545,7 +601,10 @@ fn engine_thread(
             still
         });
         // Commit every persist record of the batch in one transaction; only then answer.
-        let released = match node.commit(wall_ms()) {
+        let commit_began = Instant::now();
+        let committed = node.commit(wall_ms());
+        let commit_took = commit_began.elapsed();
+        let released = match committed {
             Ok((n, released)) => {
                 node = n;
                 released
@@ -558,10 +617,16 @@ fn engine_thread(
                 return Err(store_err(failed.error));
             }
         };
+        let mut bytes_out = 0u64;
+        let mut refusals: Vec<&'static str> = Vec::new();
         for out in released.outputs {
             match out {
                 Output::Send { to, msg, line } => {
                     log_reply(to, remotes.get(&to), &msg);
+                    bytes_out += line.len() as u64;
+                    if let ServerMsg::Error { code, .. } = &msg {
+                        refusals.push(code.as_str());
+                    }
                     if let Some(c) = conns.get(&to) {
                         if !c.send(line) {
                             tracing::warn!(
@@ -581,6 +646,25 @@ fn engine_thread(
                 }
             }
         }
+        for q in queries {
+            answer(&mut node, q);
+        }
+        if let Ok(mut m) = metrics.lock() {
+            m.connections.set(conns.len() as i64);
+            m.documents.set(loaded.len() as i64);
+            m.bytes_in.inc_by(bytes_in);
+            m.bytes_out.inc_by(bytes_out);
+            for code in refusals {
+                m.refusals.with_label_values(&[code]).inc();
+            }
+            if !released.records.is_empty() {
+                m.commit_seconds.observe(commit_took.as_secs_f64());
+            }
+            if bytes_in > 0 {
+                m.batch_seconds.observe(batch_began.elapsed().as_secs_f64());
+            }
+            m.observe(node.engine_stats(), node.stats());
+        }
         if shutdown {
             break;
         }
@@ -588,6 +672,33 @@ fn engine_thread(
     node.into_store().close().map_err(store_err)?;
     tracing::info!("store closed cleanly");
     Ok(())
+}
+
+/// Answer an HTTP endpoint's question from the engine (a loaded document) or the store.
+fn answer(node: &mut ServerNode<SqliteStore>, q: crate::http::Query) {
+    use crate::http::Query;
+    use dsync_store::Store as _;
+    match q {
+        Query::Health(tx) => {
+            let _ = tx.send(());
+        }
+        Query::List(tx) => {
+            let docs = node.maintain(|store, _| store.documents());
+            let _ = tx.send(docs.map_err(|e| e.to_string()));
+        }
+        Query::Read(doc, tx) => {
+            let found =
+                node.maintain(
+                    |store, engine| match (engine.master(&doc), engine.version(&doc)) {
+                        (Some(text), Some(v)) => Ok(Some((v, String::from(text)))),
+                        _ => store
+                            .load(&doc)
+                            .map(|d| d.map(|d| (d.version, String::from(&d.text)))),
+                    },
+                );
+            let _ = tx.send(found.map_err(|e| e.to_string()));
+        }
+    }
 }
 
 /// Log what an operator wants to see of a reply: sessions opened, resets and refusals.

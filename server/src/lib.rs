@@ -3,6 +3,8 @@
 
 pub mod conn;
 pub mod driver;
+pub mod http;
+pub mod metrics;
 pub mod tls;
 pub mod ws;
 

@@ -150,6 +150,10 @@ struct Serve {
     /// message, with the same limits and access control.
     #[arg(long)]
     ws_listen: Option<SocketAddr>,
+    /// Serve the HTTP endpoints here: `/healthz`, `/metrics` (Prometheus), `/documents` and
+    /// `/documents/{doc}` (JSON; under access control they need `Authorization: Bearer`).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
     /// Serve TCP and WebSocket over TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -282,7 +286,7 @@ fn print_token(
 }
 
 fn run(cli: Serve) -> anyhow::Result<()> {
-    let exposed = [Some(cli.listen), cli.ws_listen]
+    let exposed = [Some(cli.listen), cli.ws_listen, cli.http_listen]
         .into_iter()
         .flatten()
         .find(|a| !a.ip().is_loopback());
@@ -352,6 +356,7 @@ fn run(cli: Serve) -> anyhow::Result<()> {
         }),
         secret,
         ws_listen: cli.ws_listen,
+        http_listen: cli.http_listen,
         tls,
         ..ServerConfig::default()
     };
@@ -378,6 +383,14 @@ fn run(cli: Serve) -> anyhow::Result<()> {
         );
         if let Some(at) = running.ws_addr {
             out!("websocket on {at}");
+        }
+        if let Some(at) = running.http_addr {
+            out!("http on {at} (/healthz, /metrics, /documents)");
+            if !at.ip().is_loopback() {
+                tracing::warn!(
+                    "the HTTP endpoints on {at} are plain HTTP: bearer tokens and texts cross the network in the clear (put them behind a TLS proxy, or on loopback)"
+                );
+            }
         }
         // A failed commit ends the server by itself: the process exits 1 (a supervisor restarts
         // it; clients resend what was not acknowledged).

@@ -110,6 +110,7 @@ where
         };
         let inbound = Inbound {
             msg,
+            bytes: bytes.len(),
             _held: Some(held),
             _slot: slot,
         };

@@ -334,6 +334,11 @@ impl ServerEngine {
         self.docs.get(doc).map(|d| &d.master)
     }
 
+    /// A loaded document's version.
+    pub fn version(&self, doc: &str) -> Option<u64> {
+        self.docs.get(doc).map(|d| d.version)
+    }
+
     /// Loaded document names, in order.
     pub fn documents(&self) -> impl Iterator<Item = &str> {
         self.docs.keys().map(String::as_str)
