@@ -25,7 +25,12 @@ use dsync_server::{start, ServerConfig};
 /// `--open` anyone who can reach the server may read and write every document. Without either,
 /// the server is open on a loopback address and refuses to start on any other.
 #[derive(Parser)]
-#[command(name = "dsync-server", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "dsync-server",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -65,6 +70,11 @@ enum Command {
 /// Serve documents (the command when none is given).
 #[derive(clap::Args)]
 struct Serve {
+    /// Read settings from this TOML file first: its keys are these flags' names (`listen =
+    /// "0.0.0.0:7878"`, `secret-file = "/etc/dsync/secret"`, `open = true`), and flags given on
+    /// the command line override them.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -178,7 +188,28 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match with_config_file(std::env::args_os().collect()) {
+        Ok((args, config)) => match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let shown = matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                );
+                if let Some(path) = config.filter(|_| !shown) {
+                    eprintln!(
+                        "note: the settings of the config file {} are read as flags",
+                        path.display()
+                    );
+                }
+                e.exit()
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Some(Command::Secret { out }) => write_secret(&out),
         Some(Command::Token {
@@ -197,6 +228,51 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line with the settings of `--config FILE` put before the flags given (which then
+/// override them: `args_override_self`). Each key is a flag's name (`_` taken as `-`); `true`
+/// gives the bare flag, `false` leaves it out, a number or string its value.
+#[allow(clippy::type_complexity)]
+fn with_config_file(
+    args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<(Vec<std::ffi::OsString>, Option<PathBuf>)> {
+    let mut path = None;
+    let mut iter = args.iter().skip(1);
+    while let Some(a) = iter.next() {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            path = iter.next().map(PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else {
+        return Ok((args, None));
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("the config file {}", path.display()))?;
+    let mut from_file = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => from_file.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => from_file.extend([flag.into(), s.into()]),
+            toml::Value::Integer(n) => from_file.extend([flag.into(), n.to_string().into()]),
+            other => anyhow::bail!(
+                "the config file {}: {key} = {other:?}: a setting is a string, a number or a boolean",
+                path.display()
+            ),
+        }
+    }
+    let mut out = vec![args[0].clone()];
+    out.extend(from_file);
+    out.extend(args.into_iter().skip(1));
+    Ok((out, Some(path)))
 }
 
 fn read_secret(path: &std::path::Path) -> anyhow::Result<Secret> {

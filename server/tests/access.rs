@@ -182,3 +182,69 @@ fn an_open_server_needs_loopback_or_says_so_loudly() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_config_file_sets_the_flags_and_the_command_line_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dsync.toml");
+    let from_file = dir.path().join("from-file.db");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ncreate = true\ndb = {:?}\n",
+            from_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let given = dir.path().join("given.db");
+    let mut server = bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("--db")
+        .arg(&given)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let (mut first, mut second) = (String::new(), String::new());
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    std::io::BufRead::read_line(&mut out, &mut second).unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(first.contains("given.db"), "the command line wins: {first}");
+    assert!(
+        second.starts_with("http on "),
+        "the file's http_listen: {second}"
+    );
+    assert!(!from_file.exists());
+    // A key that is no flag: refused, naming the file.
+    std::fs::write(&config, "bogus = 1\n").unwrap();
+    let out = bin().arg("--config").arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--bogus") && err.contains("dsync.toml"),
+        "{err}"
+    );
+}
+
+/// The shipped service configuration parses into the flags it names (not run: it points at
+/// /etc and /var).
+#[test]
+fn the_shipped_config_file_names_only_real_flags() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/dsync.toml"))
+            .unwrap();
+    let help = run(&["--help"]).1;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
+        let key = line.split('=').next().unwrap().trim();
+        assert!(
+            help.contains(&format!("--{key}")),
+            "{key} is not a flag of dsync-server"
+        );
+    }
+}
