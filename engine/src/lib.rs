@@ -127,6 +127,11 @@ pub enum EngineError {
     /// The server engine has its maximum number of documents loaded.
     #[error("the server has its maximum of {0} documents open")]
     TooManyDocuments(usize),
+    /// A document name is empty, too long or holds a control character.
+    #[error(
+        "a document name must be non-empty, within the name limit, without control characters"
+    )]
+    BadName,
     /// The server said this client's token grants only reading: local edits are refused.
     #[error("this document is read-only for this client (its token grants only reading)")]
     ReadOnly,

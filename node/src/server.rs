@@ -134,6 +134,24 @@ impl<S: Store> ServerNode<S> {
         self.engine.set_merge(doc, strategy);
     }
 
+    /// Create `doc` holding `text`, written whole by the next commit. `Ok(false)`: it exists
+    /// already (in memory or in the store), nothing changed.
+    pub fn create_document(&mut self, doc: &str, text: &str) -> Result<bool, String> {
+        if self.engine.is_loaded(doc) || self.store.load(doc).map_err(|e| e.to_string())?.is_some()
+        {
+            return Ok(false);
+        }
+        self.engine
+            .create_document(doc, text)
+            .map(|()| true)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Let `doc` leave memory if no session holds it (after its creation was committed).
+    pub fn release(&mut self, doc: &str) {
+        self.engine.release(doc);
+    }
+
     /// Who may open what: open access, or tokens signed with a secret.
     pub fn set_access(&mut self, access: dsync_engine::Access) {
         self.engine.set_access(access);

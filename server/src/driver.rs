@@ -562,6 +562,7 @@ fn engine_thread(
         let mut bytes_in = 0u64;
         // Answered after the commit: never ahead of what is durable.
         let mut queries = Vec::new();
+        let mut created = Vec::new();
         for input in batch {
             let t = now();
             match input {
@@ -576,6 +577,10 @@ fn engine_thread(
                     node.receive_decoded(t, peer, inbound.msg);
                 }
                 Event::Stop => {}
+                Event::Query(crate::http::Query::Create(doc, text, tx)) => {
+                    let made = node.create_document(&doc, &text);
+                    created.push((doc, made, tx));
+                }
                 Event::Query(q) => queries.push(q),
                 Event::Closed(peer) => {
                     conns.remove(&peer);
@@ -649,6 +654,10 @@ fn engine_thread(
         for q in queries {
             answer(&mut node, q);
         }
+        for (doc, made, tx) in created {
+            node.release(&doc);
+            let _ = tx.send(made);
+        }
         if let Ok(mut m) = metrics.lock() {
             m.connections.set(conns.len() as i64);
             m.documents.set(loaded.len() as i64);
@@ -685,6 +694,10 @@ fn answer(node: &mut ServerNode<SqliteStore>, q: crate::http::Query) {
         Query::List(tx) => {
             let docs = node.maintain(|store, _| store.documents());
             let _ = tx.send(docs.map_err(|e| e.to_string()));
+        }
+        // Handled in the batch (its record is committed with it), answered after.
+        Query::Create(_, _, tx) => {
+            let _ = tx.send(Err("not answered in order".into()));
         }
         Query::Read(doc, tx) => {
             let found =

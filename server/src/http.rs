@@ -4,7 +4,8 @@
 //! - `GET /metrics` — Prometheus text ([`crate::metrics`]);
 //! - `GET /documents` — the stored documents' names, as JSON;
 //! - `GET /documents/{doc}` — `{"doc", "version", "text"}`: the master as the engine holds it,
-//!   or as the store last committed it.
+//!   or as the store last committed it;
+//! - `PUT /documents/{doc}` — create it with the body as its text (201; 409 if it exists).
 //!
 //! Under access control the document endpoints need `Authorization: Bearer <token>`: a token
 //! for the document (any rights) to read it, a token for `*` to list. The engine thread answers
@@ -18,6 +19,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use dsync_engine::Rights;
 use dsync_engine::{Access, Secret};
 use tokio::sync::oneshot;
 
@@ -35,6 +37,9 @@ pub enum Query {
         String,
         oneshot::Sender<Result<Option<(u64, String)>, String>>,
     ),
+    /// Create a document with a text; `Ok(false)`: it exists already. Answered after the
+    /// commit that wrote it.
+    Create(String, String, oneshot::Sender<Result<bool, String>>),
 }
 
 #[derive(Clone)]
@@ -59,7 +64,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus_text))
         .route("/documents", get(list))
-        .route("/documents/{doc}", get(read))
+        .route("/documents/{doc}", get(read).put(create))
         .with_state(ctx)
 }
 
@@ -99,6 +104,11 @@ async fn prometheus_text(State(ctx): State<Ctx>) -> Response {
 
 /// Under access control, a bearer token that covers `doc`.
 fn authorize(ctx: &Ctx, headers: &HeaderMap, doc: &str) -> Result<(), String> {
+    authorize_for(ctx, headers, doc, false)
+}
+
+/// As [`authorize`], and with write rights if `write`.
+fn authorize_for(ctx: &Ctx, headers: &HeaderMap, doc: &str, write: bool) -> Result<(), String> {
     let Some(secret) = ctx.secret else {
         return Ok(());
     };
@@ -113,10 +123,13 @@ fn authorize(ctx: &Ctx, headers: &HeaderMap, doc: &str) -> Result<(), String> {
         secret,
         unix_ms_at_zero: wall,
     };
-    access
-        .check(token, doc, 0)
-        .map(|_| ())
-        .map_err(|e| format!("{e}\n"))
+    match access.check(token, doc, 0) {
+        Ok((_, Rights::Read)) if write => {
+            Err("the token grants only reading; creating needs a write token\n".into())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{e}\n")),
+    }
 }
 
 async fn list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -147,6 +160,31 @@ async fn read(State(ctx): State<Ctx>, Path(doc): Path<String>, headers: HeaderMa
         .into_response(),
         Some(Ok(None)) => (StatusCode::NOT_FOUND, format!("no document {doc:?}\n")).into_response(),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the engine did not answer\n",
+        )
+            .into_response(),
+    }
+}
+
+/// `PUT /documents/{doc}` with the initial text as the body: 201 when created, 409 when the
+/// document exists (nothing changed). Needs a write token under access control.
+async fn create(
+    State(ctx): State<Ctx>,
+    Path(doc): Path<String>,
+    headers: HeaderMap,
+    text: String,
+) -> Response {
+    if let Err(why) = authorize_for(&ctx, &headers, &doc, true) {
+        return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    match ask(&ctx, |tx| Query::Create(doc.clone(), text, tx)).await {
+        Some(Ok(true)) => (StatusCode::CREATED, format!("created {doc:?}\n")).into_response(),
+        Some(Ok(false)) => {
+            (StatusCode::CONFLICT, format!("{doc:?} exists already\n")).into_response()
+        }
+        Some(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the engine did not answer\n",

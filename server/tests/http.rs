@@ -12,9 +12,23 @@ use common::{server_cfg, session, T};
 
 /// `GET path` with an optional bearer token: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    request(addr, "GET", path, token, "").await
+}
+
+/// One HTTP/1.1 request: (status, body).
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = String::new();
     tokio::time::timeout(T, s.read_to_string(&mut raw))
@@ -123,5 +137,61 @@ async fn document_endpoints_need_a_token_under_access_control() {
     );
     // Health and metrics stay open (operators scrape them; they hold no text).
     assert_eq!(get(http, "/healthz", None).await.0, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_created_over_http_opens_with_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = Secret([6; 32]);
+    let server = start(ServerConfig {
+        secret: Some(secret),
+        ..cfg(dir.path().join("db"))
+    })
+    .await
+    .unwrap();
+    let http = server.http_addr.unwrap();
+    let token = |rights| {
+        issue(
+            &secret,
+            &Grant {
+                subject: "app".into(),
+                doc: "agenda".into(),
+                rights,
+                expires_unix_s: u64::MAX / 2,
+            },
+        )
+        .unwrap()
+    };
+    let (read, write) = (token(Rights::Read), token(Rights::Write));
+    let put = |t: Option<String>, body: &'static str| {
+        let t = t.clone();
+        async move { request(http, "PUT", "/documents/agenda", t.as_deref(), body).await }
+    };
+    let (status, body) = put(Some(read.clone()), "1. coffee").await;
+    assert_eq!(status, 401, "a read token cannot create: {body}");
+    assert_eq!(put(None, "1. coffee").await.0, 401);
+    assert_eq!(put(Some(write.clone()), "1. coffee\n").await.0, 201);
+    let (status, body) = put(Some(write.clone()), "other").await;
+    assert_eq!(status, 409, "{body}");
+    let (_, body) = get(http, "/documents/agenda", Some(&read)).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["text"].as_str(), v["version"].as_u64()),
+        (Some("1. coffee\n"), Some(0)),
+        "{v}"
+    );
+    // A client opens it with its text, and edits it.
+    let mut cfg = dsync_client::SessionConfig::new(server.addr, "agenda");
+    cfg.engine.sync_interval_ms = 100;
+    cfg.token = Some(write);
+    let s = dsync_client::Session::start(cfg, None);
+    assert_eq!(s.wait_connected(T).await.unwrap().text, "1. coffee\n");
+    s.edit(Edit::Append("2. code\n".into())).await.unwrap();
+    assert_eq!(
+        s.wait_converged(T).await.unwrap().text,
+        "1. coffee\n2. code\n"
+    );
+    s.stop().await;
     server.shutdown().await.unwrap();
 }
