@@ -214,6 +214,33 @@ pub struct ConnLimits {
     pub max_delta_bytes: usize,
 }
 
+/// Tell the engine thread a connection opened, handing it the sending half of the connection's
+/// outgoing queue; the receiving half, the queued-bytes count and the close signal stay with
+/// the connection's writer. `None`: the server is stopping.
+#[allow(clippy::type_complexity)]
+pub(crate) fn open(
+    peer: PeerId,
+    remote: SocketAddr,
+    events: &std::sync::mpsc::Sender<Event>,
+    limits: &ConnLimits,
+) -> Option<(
+    mpsc::UnboundedReceiver<String>,
+    Arc<AtomicUsize>,
+    Arc<Notify>,
+)> {
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let close = Arc::new(Notify::new());
+    let outbox = Outbox {
+        tx,
+        queued: queued.clone(),
+        close: close.clone(),
+        max_bytes: limits.max_outbound_bytes,
+    };
+    events.send(Event::Open(peer, remote, outbox)).ok()?;
+    Some((rx, queued, close))
+}
+
 /// Serve one connection until it ends; returns why it ended (for the log). `events` must
 /// accept without blocking (the engine thread's channel).
 pub async fn serve<S>(
@@ -228,18 +255,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let close = Arc::new(Notify::new());
-    let outbox = Outbox {
-        tx,
-        queued: queued.clone(),
-        close: close.clone(),
-        max_bytes: limits.max_outbound_bytes,
-    };
-    if events.send(Event::Open(peer, remote, outbox)).is_err() {
+    let Some((mut rx, queued, close)) = open(peer, remote, &events, &limits) else {
         return "the server is stopping".into();
-    }
+    };
     let mut writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let n = line.len();

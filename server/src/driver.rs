@@ -258,24 +258,8 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
         addr: cfg.listen,
         error,
     })?;
-    let (ws_listener, ws_addr) = match cfg.ws_listen {
-        Some(at) => {
-            let bound = |error| ServerError::Listen { addr: at, error };
-            let l = TcpListener::bind(at).await.map_err(bound)?;
-            let a = l.local_addr().map_err(bound)?;
-            (Some(l), Some(a))
-        }
-        None => (None, None),
-    };
-    let (http_listener, http_addr) = match cfg.http_listen {
-        Some(at) => {
-            let bound = |error| ServerError::Listen { addr: at, error };
-            let l = TcpListener::bind(at).await.map_err(bound)?;
-            let a = l.local_addr().map_err(bound)?;
-            (Some(l), Some(a))
-        }
-        None => (None, None),
-    };
+    let (ws_listener, ws_addr) = bind_optional(cfg.ws_listen).await?;
+    let (http_listener, http_addr) = bind_optional(cfg.http_listen).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let max_connections = cfg.max_connections;
     let listeners = Listeners {
@@ -292,6 +276,19 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
         stop,
         task,
     })
+}
+
+/// Bind `at` if given: the listener and the address it got.
+async fn bind_optional(
+    at: Option<SocketAddr>,
+) -> Result<(Option<TcpListener>, Option<SocketAddr>), ServerError> {
+    let Some(at) = at else {
+        return Ok((None, None));
+    };
+    let bound = |error| ServerError::Listen { addr: at, error };
+    let l = TcpListener::bind(at).await.map_err(bound)?;
+    let a = l.local_addr().map_err(bound)?;
+    Ok((Some(l), Some(a)))
 }
 
 /// Open connections, in all and per address.

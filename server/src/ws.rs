@@ -6,18 +6,16 @@
 //! for silence.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use dsync_engine::PeerId;
 use dsync_net::{decode_client, DecodeError};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{Budget, ConnLimits, Event, Inbound, Outbox, TOO_SLOW};
+use crate::conn::{Budget, ConnLimits, Event, Inbound, TOO_SLOW};
 
 /// Serve one WebSocket connection until it ends; returns why it ended (for the log).
 pub async fn serve<S>(
@@ -41,18 +39,9 @@ where
         Err(_) => return format!("no WebSocket handshake within {:?}", limits.frame_timeout),
     };
     let (mut sink, mut source) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let close = Arc::new(Notify::new());
-    let outbox = Outbox {
-        tx,
-        queued: queued.clone(),
-        close: close.clone(),
-        max_bytes: limits.max_outbound_bytes,
-    };
-    if events.send(Event::Open(peer, remote, outbox)).is_err() {
+    let Some((mut rx, queued, close)) = crate::conn::open(peer, remote, &events, &limits) else {
         return "the server is stopping".into();
-    }
+    };
     let mut writer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let n = line.len();

@@ -43,6 +43,27 @@ async fn request(
     (status, body)
 }
 
+/// A server with tokens signed with `secret`, its HTTP endpoints on loopback.
+async fn with_tokens(dir: &std::path::Path, secret: Secret) -> dsync_server::Running {
+    start(ServerConfig {
+        secret: Some(secret),
+        ..cfg(dir.join("db"))
+    })
+    .await
+    .unwrap()
+}
+
+/// A token of subject `app` for `doc`.
+fn token(secret: &Secret, doc: &str, rights: Rights) -> String {
+    let grant = Grant {
+        subject: "app".into(),
+        doc: doc.into(),
+        rights,
+        expires_unix_s: u64::MAX / 2,
+    };
+    issue(secret, &grant).unwrap()
+}
+
 fn cfg(db: std::path::PathBuf) -> ServerConfig {
     ServerConfig {
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -100,25 +121,9 @@ async fn health_metrics_and_documents_over_http() {
 async fn document_endpoints_need_a_token_under_access_control() {
     let dir = tempfile::tempdir().unwrap();
     let secret = Secret([5; 32]);
-    let server = start(ServerConfig {
-        secret: Some(secret),
-        ..cfg(dir.path().join("db"))
-    })
-    .await
-    .unwrap();
+    let server = with_tokens(dir.path(), secret).await;
     let http = server.http_addr.unwrap();
-    let token = |doc: &str| {
-        issue(
-            &secret,
-            &Grant {
-                subject: "ops".into(),
-                doc: doc.into(),
-                rights: Rights::Read,
-                expires_unix_s: u64::MAX / 2,
-            },
-        )
-        .unwrap()
-    };
+    let token = |doc: &str| token(&secret, doc, Rights::Read);
     let (status, body) = get(http, "/documents/notes", None).await;
     assert_eq!(status, 401);
     assert!(body.contains("requires a token"), "{body}");
@@ -144,26 +149,12 @@ async fn document_endpoints_need_a_token_under_access_control() {
 async fn a_document_created_over_http_opens_with_its_text() {
     let dir = tempfile::tempdir().unwrap();
     let secret = Secret([6; 32]);
-    let server = start(ServerConfig {
-        secret: Some(secret),
-        ..cfg(dir.path().join("db"))
-    })
-    .await
-    .unwrap();
+    let server = with_tokens(dir.path(), secret).await;
     let http = server.http_addr.unwrap();
-    let token = |rights| {
-        issue(
-            &secret,
-            &Grant {
-                subject: "app".into(),
-                doc: "agenda".into(),
-                rights,
-                expires_unix_s: u64::MAX / 2,
-            },
-        )
-        .unwrap()
-    };
-    let (read, write) = (token(Rights::Read), token(Rights::Write));
+    let (read, write) = (
+        token(&secret, "agenda", Rights::Read),
+        token(&secret, "agenda", Rights::Write),
+    );
     let put = |t: Option<String>, body: &'static str| {
         let t = t.clone();
         async move { request(http, "PUT", "/documents/agenda", t.as_deref(), body).await }
