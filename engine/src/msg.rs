@@ -117,7 +117,8 @@ pub enum ClientMsg {
         doc: String,
         /// The client's identity for this run of the client (its sessions are keyed by it).
         client_id: String,
-        /// Optional credential (unused by the engine; a driver may check it).
+        /// Access token (`dsync1.…`), required when the server has a secret: checked by the engine
+        /// (`access.rs`), ignored under open access.
         token: Option<String>,
         /// Request sequence number (monotonic per client_id); stale requests are ignored.
         seq: u64,
