@@ -241,6 +241,39 @@ pub(crate) fn open(
     Some((rx, queued, close))
 }
 
+/// Wait for the connection's one slot in the engine's queue, then hand it the frame (`len`
+/// bytes, paid for by `held`). `Err`: why the connection ends instead (the server stops, the
+/// engine closed it as too slow, or its writer ended).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn hand_over(
+    peer: PeerId,
+    events: &std::sync::mpsc::Sender<Event>,
+    budget: &Budget,
+    close: &Notify,
+    writer: &mut tokio::task::JoinHandle<()>,
+    msg: Result<ClientMsg, DecodeError>,
+    len: usize,
+    held: Option<Held>,
+) -> Result<(), String> {
+    let slot = tokio::select! {
+        s = budget.slot() => match s {
+            Some(s) => s,
+            None => return Err("the server is stopping".to_string()),
+        },
+        () = close.notified() => return Err(TOO_SLOW.to_string()),
+        _ = writer => return Err("closed by the server".to_string()),
+    };
+    let inbound = Inbound {
+        msg,
+        bytes: len,
+        _held: held,
+        _slot: slot,
+    };
+    events
+        .send(Event::Frame(peer, inbound))
+        .map_err(|_| "the server is stopping".to_string())
+}
+
 /// Serve one connection until it ends; returns why it ended (for the log). `events` must
 /// accept without blocking (the engine thread's channel).
 pub async fn serve<S>(
@@ -289,22 +322,19 @@ where
     let why = loop {
         if let Some((frame, bytes)) = ready_frames.pop_front() {
             // Our own queue is what it waits for here, so no deadline runs.
-            let slot = tokio::select! {
-                s = budget.slot() => match s {
-                    Some(s) => s,
-                    None => break "the server is stopping".to_string(),
-                },
-                () = close.notified() => break TOO_SLOW.to_string(),
-                _ = &mut writer => break "closed by the server".to_string(),
-            };
-            let inbound = Inbound {
-                msg: frame,
-                bytes: bytes.as_ref().map_or(0, Held::bytes),
-                _held: bytes,
-                _slot: slot,
-            };
-            if events.send(Event::Frame(peer, inbound)).is_err() {
-                break "the server is stopping".to_string();
+            let len = bytes.as_ref().map_or(0, Held::bytes);
+            let handed = hand_over(
+                peer,
+                &events,
+                &budget,
+                &close,
+                &mut writer,
+                frame,
+                len,
+                bytes,
+            );
+            if let Err(why) = handed.await {
+                break why;
             }
             continue;
         }

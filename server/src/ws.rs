@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{Budget, ConnLimits, Event, Inbound, TOO_SLOW};
+use crate::conn::{hand_over, Budget, ConnLimits, Event, TOO_SLOW};
 
 /// Serve one WebSocket connection until it ends; returns why it ended (for the log).
 pub async fn serve<S>(
@@ -89,22 +89,18 @@ where
             Ok(text) => decode_client(text.trim_end_matches(['\r', '\n']), limits.max_delta_bytes),
             Err(_) => Err(DecodeError::NotUtf8),
         };
-        let slot = tokio::select! {
-            s = budget.slot() => match s {
-                Some(s) => s,
-                None => break "the server is stopping".to_string(),
-            },
-            () = close.notified() => break TOO_SLOW.to_string(),
-            _ = &mut writer => break "closed by the server".to_string(),
-        };
-        let inbound = Inbound {
+        let handed = hand_over(
+            peer,
+            &events,
+            &budget,
+            &close,
+            &mut writer,
             msg,
-            bytes: bytes.len(),
-            _held: Some(held),
-            _slot: slot,
-        };
-        if events.send(Event::Frame(peer, inbound)).is_err() {
-            break "the server is stopping".to_string();
+            bytes.len(),
+            Some(held),
+        );
+        if let Err(why) = handed.await {
+            break why;
         }
     };
     let _ = events.send(Event::Closed(peer));
