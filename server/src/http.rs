@@ -44,7 +44,7 @@ pub enum Query {
 
 #[derive(Clone)]
 struct Ctx {
-    events: Arc<Mutex<std::sync::mpsc::Sender<Event>>>,
+    events: std::sync::mpsc::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
     secret: Option<Secret>,
 }
@@ -56,7 +56,7 @@ pub fn router(
     secret: Option<Secret>,
 ) -> Router {
     let ctx = Ctx {
-        events: Arc::new(Mutex::new(events)),
+        events,
         metrics,
         secret,
     };
@@ -72,14 +72,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 async fn ask<T>(ctx: &Ctx, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
     let (tx, rx) = oneshot::channel();
-    let sent = ctx
-        .events
-        .lock()
-        .ok()
-        .map(|e| e.send(Event::Query(make(tx))).is_ok());
-    if sent != Some(true) {
-        return None;
-    }
+    ctx.events.send(Event::Query(make(tx))).ok()?;
     tokio::time::timeout(ANSWER_WITHIN, rx).await.ok()?.ok()
 }
 
