@@ -13,10 +13,12 @@
 //! [`dsync_engine::Time`], bytes come in as slices, and what to write comes out as frames.
 
 mod client;
+#[cfg(feature = "server")]
 mod server;
 
 pub use client::{
     ClientNode, ClientNodeConfig, ClientNodeOutput, ClientNodeStats, Transmit, RECONNECT_MAX_MS,
     RECONNECT_MIN_MS,
 };
+#[cfg(feature = "server")]
 pub use server::{CommitFailed, NodeStats, Output, Released, ServerNode};

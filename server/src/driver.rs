@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Serve the HTTP endpoints here (`/healthz`, `/metrics`, `/documents`: [`crate::http`]).
     pub http_listen: Option<SocketAddr>,
+    /// Serve the browser editor built in this folder (`web/build.sh` writes `web/dist`) on the
+    /// HTTP listener; needs `http_listen` and `ws_listen` ([`crate::web`]).
+    pub web_root: Option<PathBuf>,
 }
 
 /// The default of [`ServerConfig::session_retention`]: 30 days.
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             ws_listen: None,
             tls: None,
             http_listen: None,
+            web_root: None,
         }
     }
 }
@@ -258,6 +262,14 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
         addr: cfg.listen,
         error,
     })?;
+    if let Some(root) = &cfg.web_root {
+        if cfg.http_listen.is_none() || cfg.ws_listen.is_none() {
+            return Err(ServerError::Config(
+                "the browser editor (--web-root) is served on --http-listen and talks to --ws-listen: give both".into(),
+            ));
+        }
+        crate::web::check_root(root).map_err(ServerError::Config)?;
+    }
     let (ws_listener, ws_addr) = bind_optional(cfg.ws_listen).await?;
     let (http_listener, http_addr) = bind_optional(cfg.http_listen).await?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -319,7 +331,15 @@ async fn serve(
     let (tx, rx) = std_mpsc::channel::<Event>();
     let metrics = Arc::new(Mutex::new(crate::metrics::Metrics::new()));
     let http = http_listener.map(|l| {
-        let app = crate::http::router(tx.clone(), metrics.clone(), cfg.secret);
+        let web = crate::web::Web {
+            root: cfg.web_root.clone(),
+            ws_port: ws_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port()),
+            ws_tls: cfg.tls.is_some(),
+        };
+        let app = crate::http::router(tx.clone(), metrics.clone(), cfg.secret, web);
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let quit = async move {

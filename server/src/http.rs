@@ -5,7 +5,8 @@
 //! - `GET /documents` — the stored documents' names, as JSON;
 //! - `GET /documents/{doc}` — `{"doc", "version", "text"}`: the master as the engine holds it,
 //!   or as the store last committed it;
-//! - `PUT /documents/{doc}` — create it with the body as its text (201; 409 if it exists).
+//! - `PUT /documents/{doc}` — create it with the body as its text (201; 409 if it exists);
+//! - `/`, `/web-config.json` and the page's files — the browser editor ([`crate::web`]).
 //!
 //! Under access control the document endpoints need `Authorization: Bearer <token>`: a token
 //! for the document (any rights) to read it, a token for `*` to list. The engine thread answers
@@ -54,6 +55,7 @@ pub fn router(
     events: std::sync::mpsc::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
     secret: Option<Secret>,
+    web: crate::web::Web,
 ) -> Router {
     let ctx = Ctx {
         events,
@@ -66,6 +68,7 @@ pub fn router(
         .route("/documents", get(list))
         .route("/documents/{doc}", get(read).put(create))
         .with_state(ctx)
+        .merge(crate::web::routes(web))
 }
 
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);

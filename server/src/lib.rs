@@ -6,6 +6,7 @@ pub mod driver;
 pub mod http;
 pub mod metrics;
 pub mod tls;
+pub mod web;
 pub mod ws;
 
 pub use driver::{

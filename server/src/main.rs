@@ -164,6 +164,10 @@ struct Serve {
     /// `/documents/{doc}` (JSON; under access control they need `Authorization: Bearer`).
     #[arg(long)]
     http_listen: Option<SocketAddr>,
+    /// Serve the browser editor built in this folder (`bash web/build.sh` writes `web/dist`)
+    /// at `/` of --http-listen; the page talks to --ws-listen.
+    #[arg(long)]
+    web_root: Option<PathBuf>,
     /// Serve TCP and WebSocket over TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -433,6 +437,7 @@ fn run(cli: Serve) -> anyhow::Result<()> {
         secret,
         ws_listen: cli.ws_listen,
         http_listen: cli.http_listen,
+        web_root: cli.web_root,
         tls,
         ..ServerConfig::default()
     };
