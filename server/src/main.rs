@@ -64,6 +64,11 @@ enum Command {
         /// every token is its own identity].
         #[arg(long)]
         subject: Option<String>,
+        /// Print a link to the browser editor instead of the bare token: this address of the
+        /// server's --http-listen (`http://host:8080/`), with the document and the token (in
+        /// the link's fragment, which browsers never send to a server).
+        #[arg(long, value_name = "URL")]
+        link: Option<String>,
     },
 }
 
@@ -222,7 +227,8 @@ fn main() -> ExitCode {
             write,
             ttl,
             subject,
-        }) => print_token(&secret_file, doc, write, &ttl, subject),
+            link,
+        }) => print_token(&secret_file, doc, write, &ttl, subject, link),
         None => run(cli.serve),
     };
     match result {
@@ -336,7 +342,11 @@ fn print_token(
     write: bool,
     ttl: &str,
     subject: Option<String>,
+    link: Option<String>,
 ) -> anyhow::Result<()> {
+    if link.is_some() && doc == "*" {
+        anyhow::bail!("--link needs one document (--doc NAME), not `*`");
+    }
     let secret = read_secret(secret_file)?;
     let ttl = parse_ttl(ttl)?;
     let now = std::time::SystemTime::now()
@@ -360,8 +370,16 @@ fn print_token(
         rights: if write { Rights::Write } else { Rights::Read },
         expires_unix_s: now.saturating_add(ttl),
     };
+    let doc = grant.doc.clone();
     let token = issue(&secret, &grant).context("issuing the token")?;
-    out!("{token}");
+    match link {
+        Some(base) => {
+            let doc =
+                percent_encoding::utf8_percent_encode(&doc, percent_encoding::NON_ALPHANUMERIC);
+            out!("{}/?doc={doc}#token={token}", base.trim_end_matches('/'));
+        }
+        None => out!("{token}"),
+    }
     Ok(())
 }
 

@@ -268,13 +268,6 @@ async fn two_browsers_edit_together_through_a_shared_link_and_a_server_restart()
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     run(&["secret", "--out", secret.to_str().unwrap()]);
-    let token = |rights: &[&str]| {
-        let mut args = vec!["token", "--secret-file", secret.to_str().unwrap()];
-        args.extend(["--doc", "notes", "--ttl", "1h"]);
-        args.extend(rights);
-        run(&args).trim().to_string()
-    };
-    let (writer, reader) = (token(&["--write"]), token(&[]));
     let mut server = Server {
         dir: dir.path().to_path_buf(),
         tcp: free_port(),
@@ -282,13 +275,24 @@ async fn two_browsers_edit_together_through_a_shared_link_and_a_server_restart()
         http: free_port(),
         child: None,
     };
-    server.start();
-    let link = |name: &str, token: &str| {
-        format!(
-            "http://127.0.0.1:{}/?doc=notes&name={name}#token={token}",
-            server.http
-        )
+    // The operator's links, as `dsync-server token --link` prints them.
+    let base = format!("http://127.0.0.1:{}/", server.http);
+    let link = |rights: &[&str]| {
+        let mut args = vec!["token", "--secret-file", secret.to_str().unwrap()];
+        args.extend(["--doc", "notes", "--ttl", "1h", "--link", &base]);
+        args.extend(rights);
+        run(&args).trim().to_string()
     };
+    let (write_link, read_link) = (link(&["--write"]), link(&[]));
+    assert!(
+        write_link.starts_with(&format!("{base}?doc=notes#token=dsync1.")),
+        "{write_link}"
+    );
+    let writer = write_link.split_once("#token=").unwrap().1.to_string();
+    // The page's name for its user rides in the query, before the fragment.
+    let named =
+        |link: &str, name: &str| link.replacen("#token=", &format!("&name={name}#token="), 1);
+    server.start();
 
     let driver = chromedriver();
     let (a, b, c) = (
@@ -296,9 +300,9 @@ async fn two_browsers_edit_together_through_a_shared_link_and_a_server_restart()
         browser(&driver, &dir.path().join("b")).await,
         browser(&driver, &dir.path().join("c")).await,
     );
-    a.goto(&link("alice", &writer)).await.unwrap();
-    b.goto(&link("bob", &writer)).await.unwrap();
-    c.goto(&link("carol", &reader)).await.unwrap();
+    a.goto(&named(&write_link, "alice")).await.unwrap();
+    b.goto(&named(&write_link, "bob")).await.unwrap();
+    c.goto(&named(&read_link, "carol")).await.unwrap();
     wait_state(&a, "connected").await;
     wait_state(&b, "connected").await;
     wait_state(&c, "read-only").await;
