@@ -230,6 +230,9 @@ pub struct Snapshot {
     pub acked: u64,
     /// The engine's counters.
     pub stats: dsync_engine::Stats,
+    /// The other clients' cursors, as the server last listed them (only when this session
+    /// sends presence: [`SessionConfig::presence`]).
+    pub others: Vec<dsync_engine::PeerPresence>,
 }
 
 impl Snapshot {
@@ -291,6 +294,10 @@ pub struct SessionConfig {
     /// Speak TLS to the server, verifying its certificate with this configuration
     /// ([`tls_config`]) against the host part of `server`.
     pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Take part in presence under this name: the session's cursor (where it last edited)
+    /// goes to the other clients, and theirs come back ([`Snapshot::others`]). `None`: no
+    /// presence traffic (the load generator).
+    pub presence: Option<String>,
 }
 
 impl SessionConfig {
@@ -307,7 +314,35 @@ impl SessionConfig {
             describe_changes: true,
             token: None,
             tls: None,
+            presence: None,
         }
+    }
+}
+
+/// One line about another client's cursor, for `show`: who (name, token subject and client
+/// id), and where as line:column of `text` (1-based; the other client's text may differ from
+/// ours by changes in flight, so the place is where it was, near enough).
+pub fn describe_presence(text: &str, p: &dsync_engine::PeerPresence) -> String {
+    let place = |at: u64| {
+        let before: String = text.chars().take(at as usize).collect();
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{line}:{column}")
+    };
+    let who = match (p.name.is_empty(), p.user.is_empty()) {
+        (false, false) => format!("{} ({}, {})", p.name, p.user, p.id),
+        (false, true) => format!("{} ({})", p.name, p.id),
+        (true, false) => format!("{} ({})", p.user, p.id),
+        (true, true) => p.id.clone(),
+    };
+    if p.anchor == p.cursor {
+        format!("{who} at {}", place(p.cursor))
+    } else {
+        format!(
+            "{who} at {}, selecting from {}",
+            place(p.cursor),
+            place(p.anchor)
+        )
     }
 }
 
@@ -535,6 +570,8 @@ struct Driver {
     metrics: Option<Arc<Metrics>>,
     sent_at: Vec<(u64, Instant)>,
     describe_changes: bool,
+    /// Our presence name, if this session takes part.
+    presence: Option<String>,
 }
 
 impl Driver {
@@ -556,6 +593,7 @@ impl Driver {
                 .first()
                 .map_or(e.shadow().client_version, |p| p.version()),
             stats: *e.stats(),
+            others: e.others().to_vec(),
         };
         self.state.send_if_modified(|s| {
             let changed = *s != snap;
@@ -578,20 +616,51 @@ impl Driver {
         };
         match req {
             EditRequest::Edit(e, reply) => {
+                let at = self.edit_end(&e);
                 let r = edit(&mut self.node, e);
+                if r.is_ok() {
+                    self.moved_to(at);
+                }
                 self.publish();
                 let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             EditRequest::Computed(f, reply) => {
                 let before = self.node.engine().text().to_string();
                 let r = match f(&before) {
-                    Some(e) => edit(&mut self.node, e),
+                    Some(e) => {
+                        let at = self.edit_end(&e);
+                        let r = edit(&mut self.node, e);
+                        if r.is_ok() {
+                            self.moved_to(at);
+                        }
+                        r
+                    }
                     None => Ok(()),
                 };
                 let after = self.node.engine().text().to_string();
                 self.publish();
                 let _ = reply.send(r.map(|()| (before, after)).map_err(|e| e.to_string()));
             }
+        }
+    }
+
+    /// Where an edit leaves this user's cursor (chars): after what it inserted, or where it
+    /// deleted.
+    fn edit_end(&self, e: &Edit) -> usize {
+        let len = self.node.engine().text().len_chars();
+        match e {
+            Edit::Insert(at, s) => at + s.chars().count(),
+            Edit::Delete(a, _) => *a,
+            Edit::Append(s) => len + s.chars().count(),
+            Edit::Replace(s) => s.chars().count(),
+        }
+    }
+
+    /// Our cursor moved to `at`: tell the others, if this session takes part in presence.
+    fn moved_to(&mut self, at: usize) {
+        if let Some(name) = &self.presence {
+            let name = name.clone();
+            self.node.set_presence(&name, at as u64, at as u64);
         }
     }
 
@@ -670,6 +739,8 @@ impl Driver {
                     ClientEvent::Connected { resumed } => {
                         notices.push(Notice::Connected { resumed })
                     }
+                    // The snapshot carries the others' cursors.
+                    ClientEvent::Presence => {}
                 },
             }
         }
@@ -705,6 +776,9 @@ async fn run(
     };
     let mut node = ClientNode::new(cfg.engine, node_cfg, cfg.client_id.clone(), cfg.doc.clone());
     node.set_token(cfg.token.clone());
+    if let Some(name) = &cfg.presence {
+        node.set_presence(name, 0, 0);
+    }
     let mut d = Driver {
         node,
         start: Instant::now(),
@@ -713,6 +787,7 @@ async fn run(
         metrics,
         sent_at: Vec::new(),
         describe_changes: cfg.describe_changes,
+        presence: cfg.presence.clone(),
     };
     loop {
         let connected = match tokio::time::timeout(

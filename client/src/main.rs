@@ -51,6 +51,10 @@ struct Cli {
     /// server's own self-signed certificate) instead of the public roots.
     #[arg(long, value_name = "FILE", global = true)]
     tls_ca: Option<PathBuf>,
+    /// Your name in the other clients' presence lists (where each one last edited, shown by
+    /// `show` and in the browser editor) [default: $USER, else the client id].
+    #[arg(long, global = true)]
+    name: Option<String>,
 }
 
 impl Cli {
@@ -61,10 +65,17 @@ impl Cli {
         } else {
             None
         };
+        let cfg = SessionConfig::new(&self.server, &self.doc);
+        let name = self
+            .name
+            .clone()
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| cfg.client_id.clone());
         Ok(SessionConfig {
             token: self.token.clone(),
             tls,
-            ..SessionConfig::new(&self.server, &self.doc)
+            presence: Some(name),
+            ..cfg
         })
     }
 }
@@ -329,7 +340,14 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 /// Run one command; `Ok(false)` means quit.
 async fn execute(session: &mut Session, cmd: Command) -> anyhow::Result<bool> {
     match cmd {
-        Command::Show => out!("{}", session.snapshot().text),
+        Command::Show => {
+            let snap = session.snapshot();
+            out!("{}", snap.text);
+            let text = snap.text.to_string();
+            for p in &snap.others {
+                out!("-- {}", dsync_client::describe_presence(&text, p));
+            }
+        }
         Command::Help => out!("{HELP}"),
         Command::Quit => return Ok(false),
         Command::Edit(e) => session.edit(e).await?,

@@ -88,7 +88,8 @@ pub use config::{Config, Limits, LimitsError, Stats, Time};
 pub use delta::{Delta, DeltaError, DeltaOp};
 pub use merge::{MergeOutcome, MergeStrategy};
 pub use msg::{
-    ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey, PROTOCOL_VERSION,
+    ClientMsg, Edit, ErrorCode, PeerPresence, ResetBase, Resume, ServerMsg, SessionKey,
+    MAX_PRESENCE_NAME_BYTES, MAX_PRESENCE_PEERS, PROTOCOL_VERSION,
 };
 pub use op::{OpError, Operation};
 pub use rope::Rope;

@@ -106,6 +106,27 @@ pub struct Resume {
     pub key: Option<SessionKey>,
 }
 
+/// Longest presence name relayed, in bytes: longer names are cut at a char boundary.
+pub const MAX_PRESENCE_NAME_BYTES: usize = 64;
+/// Most other clients one `presence` message lists.
+pub const MAX_PRESENCE_PEERS: usize = 32;
+
+/// Another client's cursor, as the server relays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPresence {
+    /// The client's id (its sessions' name on the connection).
+    pub id: String,
+    /// The subject of its token (empty under open access): who the server let in.
+    pub user: String,
+    /// The name it gave itself.
+    pub name: String,
+    /// Its caret, in chars from the start of its text (its text may differ from yours by the
+    /// changes still in flight: a position to show, not to edit at).
+    pub cursor: u64,
+    /// Its selection's other end.
+    pub anchor: u64,
+}
+
 /// Messages from a client to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMsg {
@@ -138,6 +159,18 @@ pub enum ClientMsg {
         server_version: u64,
         /// Unacknowledged client edits, oldest first.
         edits: Vec<Edit>,
+    },
+    /// Where this client's cursor and selection are in its text (presence): relayed to the
+    /// other clients of the document that send presence too; never stored, never in a shadow.
+    Presence {
+        /// Document name (open on this connection).
+        doc: String,
+        /// A name to show beside the cursor (cut to [`MAX_PRESENCE_NAME_BYTES`]).
+        name: String,
+        /// The caret, in chars from the start of the client's text.
+        cursor: u64,
+        /// The selection's other end (equal to `cursor`: no selection).
+        anchor: u64,
     },
     /// Close a document on this connection.
     Close {
@@ -192,6 +225,14 @@ pub enum ServerMsg {
     Changed {
         /// Document name.
         doc: String,
+    },
+    /// Where the other clients of the document are (sent to the clients that send presence,
+    /// whenever one of the others moves, arrives or leaves; may be lost).
+    Presence {
+        /// Document name.
+        doc: String,
+        /// The others, at most [`MAX_PRESENCE_PEERS`], in a stable order.
+        peers: Vec<PeerPresence>,
     },
     /// Something the client sent was refused.
     Error {

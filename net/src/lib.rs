@@ -11,7 +11,9 @@
 //! a driver can always answer a bad frame with a clear `error` message.
 
 use dsync_engine::{Checksum, Delta, DeltaError};
-use dsync_engine::{ClientMsg, Edit, ErrorCode, ResetBase, Resume, ServerMsg, SessionKey};
+use dsync_engine::{
+    ClientMsg, Edit, ErrorCode, PeerPresence, ResetBase, Resume, ServerMsg, SessionKey,
+};
 use serde::{Deserialize, Serialize};
 
 /// The largest number the protocol carries (2^53 − 1, the largest integer every JSON reader,
@@ -163,11 +165,33 @@ enum WireClient {
         server_version: u64,
         edits: Vec<WireEdit>,
     },
+    Presence {
+        doc: String,
+        #[serde(default)]
+        name: String,
+        #[serde(deserialize_with = "wire_int")]
+        cursor: u64,
+        #[serde(deserialize_with = "wire_int")]
+        anchor: u64,
+    },
     Close {
         doc: String,
     },
     Ping,
     Pong,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePeer {
+    id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    user: String,
+    #[serde(default)]
+    name: String,
+    #[serde(deserialize_with = "wire_int")]
+    cursor: u64,
+    #[serde(deserialize_with = "wire_int")]
+    anchor: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,6 +224,10 @@ enum WireServer {
     Pong,
     Changed {
         doc: String,
+    },
+    Presence {
+        doc: String,
+        peers: Vec<WirePeer>,
     },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -320,6 +348,17 @@ pub fn encode_client(msg: &ClientMsg) -> String {
             server_version: *server_version,
             edits: edits.iter().map(edit_to_wire).collect(),
         },
+        ClientMsg::Presence {
+            doc,
+            name,
+            cursor,
+            anchor,
+        } => WireClient::Presence {
+            doc: doc.clone(),
+            name: name.clone(),
+            cursor: *cursor,
+            anchor: *anchor,
+        },
         ClientMsg::Close { doc } => WireClient::Close { doc: doc.clone() },
         ClientMsg::Ping => WireClient::Ping,
         ClientMsg::Pong => WireClient::Pong,
@@ -363,6 +402,19 @@ pub fn encode_server(msg: &ServerMsg) -> String {
         ServerMsg::Ping => WireServer::Ping,
         ServerMsg::Pong => WireServer::Pong,
         ServerMsg::Changed { doc } => WireServer::Changed { doc: doc.clone() },
+        ServerMsg::Presence { doc, peers } => WireServer::Presence {
+            doc: doc.clone(),
+            peers: peers
+                .iter()
+                .map(|p| WirePeer {
+                    id: p.id.clone(),
+                    user: p.user.clone(),
+                    name: p.name.clone(),
+                    cursor: p.cursor,
+                    anchor: p.anchor,
+                })
+                .collect(),
+        },
         ServerMsg::Error {
             doc,
             code,
@@ -428,6 +480,17 @@ pub fn decode_client(frame: &str, max_delta: usize) -> Result<ClientMsg, DecodeE
             server_version,
             edits: edits_from_wire(edits, max_delta)?,
         },
+        WireClient::Presence {
+            doc,
+            name,
+            cursor,
+            anchor,
+        } => ClientMsg::Presence {
+            doc,
+            name,
+            cursor,
+            anchor,
+        },
         WireClient::Close { doc } => ClientMsg::Close { doc },
         WireClient::Ping => ClientMsg::Ping,
         WireClient::Pong => ClientMsg::Pong,
@@ -474,6 +537,19 @@ pub fn decode_server(frame: &str, max_delta: usize) -> Result<ServerMsg, DecodeE
         WireServer::Ping => ServerMsg::Ping,
         WireServer::Pong => ServerMsg::Pong,
         WireServer::Changed { doc } => ServerMsg::Changed { doc },
+        WireServer::Presence { doc, peers } => ServerMsg::Presence {
+            doc,
+            peers: peers
+                .into_iter()
+                .map(|p| PeerPresence {
+                    id: p.id,
+                    user: p.user,
+                    name: p.name,
+                    cursor: p.cursor,
+                    anchor: p.anchor,
+                })
+                .collect(),
+        },
         WireServer::Error {
             doc,
             code,

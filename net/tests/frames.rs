@@ -51,6 +51,12 @@ fn every_message_roundtrips() {
                 },
             ],
         },
+        ClientMsg::Presence {
+            doc: "d".into(),
+            name: "ada ✎".into(),
+            cursor: 7,
+            anchor: 2,
+        },
         ClientMsg::Close { doc: "d".into() },
         ClientMsg::Ping,
         ClientMsg::Pong,
@@ -80,6 +86,25 @@ fn every_message_roundtrips() {
         ServerMsg::Ping,
         ServerMsg::Pong,
         ServerMsg::Changed { doc: "d".into() },
+        ServerMsg::Presence {
+            doc: "d".into(),
+            peers: vec![
+                dsync_engine::PeerPresence {
+                    id: "c1".into(),
+                    user: "ada".into(),
+                    name: "Ada".into(),
+                    cursor: 3,
+                    anchor: 3,
+                },
+                dsync_engine::PeerPresence {
+                    id: "c2".into(),
+                    user: String::new(),
+                    name: String::new(),
+                    cursor: 0,
+                    anchor: 9,
+                },
+            ],
+        },
     ];
     let errors = ErrorCode::ALL.into_iter().map(|code| ServerMsg::Error {
         doc: None,

@@ -193,6 +193,13 @@ impl ClientNode {
         self.edit(|e| e.set_text(text))
     }
 
+    /// Where this client's caret and selection end are (chars) and its name: sent to the
+    /// server now if connected and changed, and after every connect (presence).
+    pub fn set_presence(&mut self, name: &str, cursor: u64, anchor: u64) {
+        self.engine.set_presence(name, cursor, anchor);
+        self.pump();
+    }
+
     /// Sync now rather than at the next interval.
     pub fn sync_now(&mut self, now: Time) {
         self.engine.sync_now(now);

@@ -762,6 +762,9 @@ fn log_reply(peer: PeerId, remote: Option<&SocketAddr>, msg: &ServerMsg) {
                 "refused"
             );
         }
-        ServerMsg::Ping | ServerMsg::Pong | ServerMsg::Changed { .. } => {}
+        ServerMsg::Ping
+        | ServerMsg::Pong
+        | ServerMsg::Changed { .. }
+        | ServerMsg::Presence { .. } => {}
     }
 }

@@ -246,6 +246,42 @@ async fn converged(
     }
 }
 
+/// Wait until `page` lists exactly the others named in `want` (in the presence list beside
+/// the text, and as carets over it).
+async fn wait_presence(page: &Client, want: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let listed = eval(
+            page,
+            "return [...document.querySelectorAll('#peers li')].map(l => l.textContent)",
+        )
+        .await;
+        let carets = eval(
+            page,
+            "return [...document.querySelectorAll('#mirror .caret')].map(c => c.dataset.name)",
+        )
+        .await;
+        let names = |v: &serde_json::Value| {
+            let mut n: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().split(' ').next().unwrap().to_string())
+                .collect();
+            n.sort();
+            n
+        };
+        if names(&listed) == want && names(&carets) == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "presence shows {listed} and carets {carets}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn type_into(page: &Client, keys: &str) {
     let area = page.find(Locator::Id("text")).await.unwrap();
     area.send_keys(keys).await.unwrap();
@@ -322,6 +358,10 @@ async fn two_browsers_edit_together_through_a_shared_link_and_a_server_restart()
     )
     .await;
     eprintln!("together: {both:?}");
+    // Each page shows the others' cursors (presence), the reader's included.
+    wait_presence(&a, &["bob", "carol"]).await;
+    wait_presence(&b, &["alice", "carol"]).await;
+    wait_presence(&c, &["alice", "bob"]).await;
     screenshot(&a, "alice.png").await;
     screenshot(&b, "bob.png").await;
 
@@ -349,6 +389,7 @@ async fn two_browsers_edit_together_through_a_shared_link_and_a_server_restart()
     )
     .await;
     eprintln!("after the restart: {after:?}");
+    wait_presence(&b, &["alice", "carol"]).await;
     screenshot(&b, "bob-after-restart.png").await;
     for p in [a, b, c] {
         p.close().await.unwrap();

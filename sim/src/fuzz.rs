@@ -313,6 +313,12 @@ fn corpus(target: Target) -> Vec<Vec<u8>> {
             server_version: 5,
             edits: edits.clone(),
         },
+        ClientMsg::Presence {
+            doc: "notes".into(),
+            name: "ada".into(),
+            cursor: 4,
+            anchor: 1,
+        },
         ClientMsg::Close { doc: "d".into() },
         ClientMsg::Ping,
     ];
@@ -342,6 +348,16 @@ fn corpus(target: Target) -> Vec<Vec<u8>> {
         ServerMsg::Pong,
         ServerMsg::Changed {
             doc: "notes".into(),
+        },
+        ServerMsg::Presence {
+            doc: "notes".into(),
+            peers: vec![dsync_engine::PeerPresence {
+                id: "c-2".into(),
+                user: "ada".into(),
+                name: "Ada".into(),
+                cursor: 4,
+                anchor: 4,
+            }],
         },
     ];
     let messages: Vec<Vec<u8>> = client

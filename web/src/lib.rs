@@ -39,6 +39,8 @@ pub struct WebClient {
     state: State,
     /// The text changed by something other than the user's typing (a merge, a reset).
     text_changed: bool,
+    /// The others' cursors changed (or the text under them did).
+    presence_changed: bool,
     /// The server went silent: the page should close the socket (then call `lost`).
     close_asked: bool,
     notices: VecDeque<String>,
@@ -60,6 +62,7 @@ impl WebClient {
             node,
             state: State::Offline,
             text_changed: false,
+            presence_changed: false,
             close_asked: false,
             notices: VecDeque::new(),
             frames: VecDeque::new(),
@@ -147,6 +150,46 @@ impl WebClient {
         std::mem::take(&mut self.text_changed)
     }
 
+    /// The user's caret and selection end moved (UTF-16 offsets in the text area, as the
+    /// browser counts): sent to the other clients as presence, under `name`.
+    pub fn set_presence(&mut self, name: &str, cursor: u32, anchor: u32) {
+        let text = self.node.engine().text().to_string();
+        let (c, a) = (
+            chars_at_utf16(&text, cursor as usize),
+            chars_at_utf16(&text, anchor as usize),
+        );
+        self.node.set_presence(name, c as u64, a as u64);
+        self.drain();
+    }
+
+    /// True once after the others' cursors changed (or the text did, which moves them on
+    /// the page): the page then shows [`WebClient::others`].
+    pub fn take_presence_changed(&mut self) -> bool {
+        std::mem::take(&mut self.presence_changed)
+    }
+
+    /// The other clients' cursors as JSON: `[{"id", "user", "name", "cursor", "anchor",
+    /// "line", "column"}]`, positions in UTF-16 units of [`WebClient::text`] (clamped to it),
+    /// line and column 1-based.
+    pub fn others(&self) -> String {
+        let text = self.node.engine().text().to_string();
+        let list: Vec<serde_json::Value> = self
+            .node
+            .engine()
+            .others()
+            .iter()
+            .map(|p| {
+                let (cursor, line, column) = place(&text, p.cursor as usize);
+                let (anchor, _, _) = place(&text, p.anchor as usize);
+                serde_json::json!({
+                    "id": p.id, "user": p.user, "name": p.name,
+                    "cursor": cursor, "anchor": anchor, "line": line, "column": column,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list).to_string()
+    }
+
     /// True once after the server went silent: the page closes the socket.
     pub fn take_close_asked(&mut self) -> bool {
         std::mem::take(&mut self.close_asked)
@@ -205,6 +248,7 @@ impl WebClient {
         match ev {
             ClientEvent::Connected { .. } => self.state = State::Connected,
             ClientEvent::RemoteChange | ClientEvent::Reset => self.text_changed = true,
+            ClientEvent::Presence => self.presence_changed = true,
             ClientEvent::ServerSilent => self.close_asked = true,
             ClientEvent::ServerError { code, message } => {
                 if code == ErrorCode::Unauthorized {
@@ -231,6 +275,35 @@ fn at(now_ms: f64) -> Time {
     } else {
         0
     })
+}
+
+/// The char index of UTF-16 offset `at` in `text` (clamped to its end; an offset inside a
+/// surrogate pair counts the char as passed).
+pub fn chars_at_utf16(text: &str, at: usize) -> usize {
+    let mut units = 0;
+    for (i, c) in text.chars().enumerate() {
+        if units >= at {
+            return i;
+        }
+        units += c.len_utf16();
+    }
+    text.chars().count()
+}
+
+/// Char index `at` of `text` (clamped) as (UTF-16 offset, line, column), line and column
+/// 1-based and counted in chars.
+pub fn place(text: &str, at: usize) -> (usize, usize, usize) {
+    let (mut units, mut line, mut column) = (0, 1, 1);
+    for c in text.chars().take(at) {
+        units += c.len_utf16();
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (units, line, column)
 }
 
 /// The change that turns `old` into `new`: (byte offset, bytes deleted, text inserted), with
@@ -260,7 +333,19 @@ pub fn change<'a>(old: &str, new: &'a str) -> (usize, usize, &'a str) {
 
 #[cfg(test)]
 mod tests {
-    use super::change;
+    use super::{change, chars_at_utf16, place};
+
+    #[test]
+    fn browser_offsets_become_chars_and_back() {
+        let t = "a😀b\ncd";
+        assert_eq!(chars_at_utf16(t, 0), 0);
+        assert_eq!(chars_at_utf16(t, 1), 1);
+        assert_eq!(chars_at_utf16(t, 3), 2, "after the surrogate pair");
+        assert_eq!(chars_at_utf16(t, 99), 6);
+        assert_eq!(place(t, 2), (3, 1, 3));
+        assert_eq!(place(t, 4), (5, 2, 1));
+        assert_eq!(place(t, 99), (7, 2, 3));
+    }
 
     #[test]
     fn change_keeps_the_common_ends() {

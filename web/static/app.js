@@ -12,7 +12,7 @@ const query = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
 const doc = query.get("doc") || "notes";
 const token = fragment.get("token") || "";
-const name = (query.get("name") || "").slice(0, 32);
+const name = (query.get("name") || "").slice(0, 64);
 
 function randomId() {
   const bytes = new Uint8Array(6);
@@ -75,6 +75,55 @@ function render() {
   for (let m = client.next_notice(); m !== undefined; m = client.next_notice()) notice(m);
 }
 
+// A colour per client, the same on every page.
+function colour(id) {
+  let h = 0;
+  for (const ch of id) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return `hsl(${h}, 70%, 40%)`;
+}
+
+// The others: listed beside the text, and as carets over it (a mirror of the text area whose
+// text is transparent, with a marked span at each cursor).
+function showPresence() {
+  const others = JSON.parse(client.others());
+  const list = $("peers");
+  list.replaceChildren();
+  for (const p of others) {
+    const li = document.createElement("li");
+    const dot = document.createElement("span");
+    dot.className = "swatch";
+    dot.style.background = colour(p.id);
+    li.append(dot, `${p.name || p.id}${p.user ? " (" + p.user + ")" : ""} — line ${p.line}, column ${p.column}`);
+    li.dataset.id = p.id;
+    list.append(li);
+  }
+  const text = area.value;
+  const mirror = $("mirror");
+  mirror.replaceChildren();
+  let at = 0;
+  for (const p of [...others].sort((x, y) => x.cursor - y.cursor)) {
+    const pos = Math.min(p.cursor, text.length);
+    mirror.append(text.slice(at, pos));
+    const caret = document.createElement("span");
+    caret.className = "caret";
+    caret.dataset.name = p.name || p.id;
+    caret.style.borderColor = caret.style.background = colour(p.id);
+    mirror.append(caret);
+    at = pos;
+  }
+  mirror.append(text.slice(at) + "\n");
+  mirror.scrollTop = area.scrollTop;
+}
+
+// Our caret and selection end, in the text area's (UTF-16) offsets.
+function sendPresence() {
+  const back = area.selectionDirection === "backward";
+  const [cursor, anchor] = back
+    ? [area.selectionStart, area.selectionEnd]
+    : [area.selectionEnd, area.selectionStart];
+  client.set_presence(name || clientId, cursor, anchor);
+}
+
 function arm() {
   if (timer !== null) clearTimeout(timer);
   timer = null;
@@ -90,7 +139,9 @@ function arm() {
 // After anything happened: send, show, close if asked, re-arm the timer.
 function settle() {
   flush();
-  if (client.take_text_changed()) showText();
+  const moved = client.take_text_changed();
+  if (moved) showText();
+  if (client.take_presence_changed() || moved) showPresence();
   if (client.take_close_asked() && socket) socket.close();
   render();
   arm();
@@ -122,14 +173,25 @@ area.addEventListener("input", () => {
   } catch (e) {
     area.value = client.text();
   }
+  sendPresence();
+  showPresence();
   settle();
 });
+for (const ev of ["keyup", "mouseup", "select", "focus"]) {
+  area.addEventListener(ev, () => {
+    if (!client) return;
+    sendPresence();
+    settle();
+  });
+}
+area.addEventListener("scroll", () => ($("mirror").scrollTop = area.scrollTop));
 
 async function main() {
   const config = await (await fetch("/web-config.json")).json();
   wsUrl = `${config.ws_tls ? "wss" : "ws"}://${location.hostname}:${config.ws_port}/`;
   await init();
   client = new WebClient(clientId, doc, token);
+  sendPresence();
   area.disabled = false;
   area.placeholder = "";
   render();

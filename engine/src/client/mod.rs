@@ -30,6 +30,7 @@ use crate::EngineError;
 mod check;
 mod editing;
 mod pacing;
+mod presence;
 mod recovery;
 
 use recovery::merge_server_change;
@@ -76,6 +77,8 @@ pub enum ClientEvent {
         /// The server's message.
         message: String,
     },
+    /// The other clients' cursors changed ([`ClientEngine::others`]).
+    Presence,
     /// Local typing that can never be accepted was dropped, and the text is the server's again:
     /// it would make the document larger than the limit (`document_too_large`). Without this,
     /// the client would resend it after every reset, forever, and nothing typed afterwards
@@ -188,6 +191,8 @@ pub struct ClientEngine {
     cycle_ms: u64,
     /// A `changed` hint arrived while a request was in flight: sync again soon after it.
     hinted: bool,
+    /// Our cursor and the others' (`presence.rs`).
+    presence: presence::Presence,
     last_heard: Time,
     outputs: VecDeque<ClientOutput>,
     stats: Stats,
@@ -224,6 +229,7 @@ impl ClientEngine {
             last_cycle_at: Time(0),
             cycle_ms: config.sync_interval_ms,
             hinted: false,
+            presence: presence::Presence::default(),
             last_heard: Time(0),
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -333,6 +339,7 @@ impl ClientEngine {
     pub fn disconnected(&mut self) {
         self.conn = Conn::Disconnected;
         self.in_flight = None;
+        self.presence_lost();
     }
 
     /// Start a sync cycle now if connected and nothing is in flight (otherwise the edit goes
@@ -455,6 +462,7 @@ impl ClientEngine {
                 self.conn = Conn::Connected;
                 self.outputs
                     .push_back(ClientOutput::Event(ClientEvent::Connected { resumed }));
+                self.send_presence();
                 self.cycle(now);
             }
             ServerMsg::ServerSync {
@@ -478,6 +486,7 @@ impl ClientEngine {
                 }
             }
             ServerMsg::Changed { doc } => self.on_hint(now, &doc),
+            ServerMsg::Presence { doc, peers } => self.on_presence(&doc, peers),
             ServerMsg::Ping => self.send(ClientMsg::Pong),
             ServerMsg::Pong => {}
             ServerMsg::Error {

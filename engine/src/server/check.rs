@@ -32,6 +32,14 @@ impl ServerEngine {
             }
         }
         for (name, d) in &self.docs {
+            // Presence is kept only for sessions a connection holds (`presence.rs`).
+            for session in d.presence.keys() {
+                let held = d.sessions.get(session).is_some_and(|s| s.peer.is_some());
+                assert!(
+                    held,
+                    "{name}: presence of {session:?}, which no connection holds"
+                );
+            }
             let end = d.log_end();
             let fits = |link: &Option<Link>, text: &Rope, what: &str| {
                 if let Some(l) = link {

@@ -65,6 +65,8 @@ impl ServerEngine {
                 s.peer = None;
                 s.last_active = now;
             }
+            // Its cursor goes with it (the others see it gone at the next relay).
+            d.presence.remove(&prev);
             // And the connection no longer names it (even if this connect is refused).
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.docs.remove(&doc);

@@ -44,6 +44,7 @@ mod allowance;
 mod check;
 mod connect;
 mod heartbeat;
+mod presence;
 mod records;
 mod state;
 mod sync;
@@ -106,6 +107,8 @@ struct Document {
     /// `log_base + i` to the next. Trimmed to what some session still needs.
     log: VecDeque<Operation>,
     log_base: u64,
+    /// Cursors of the attached sessions that sent presence (never stored: `presence.rs`).
+    presence: BTreeMap<String, presence::Here>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +327,7 @@ impl ServerEngine {
                 sessions,
                 log,
                 log_base,
+                presence: BTreeMap::new(),
             },
         );
         Ok(())
@@ -499,6 +503,12 @@ impl ServerEngine {
                 server_version,
                 edits,
             } => self.on_sync(now, peer, doc, seq, server_version, edits),
+            ClientMsg::Presence {
+                doc,
+                name,
+                cursor,
+                anchor,
+            } => self.on_presence(peer, doc, name, cursor, anchor),
             ClientMsg::Close { doc } => self.detach(now, peer, &doc),
             ClientMsg::Ping => self.send(peer, ServerMsg::Pong),
             ClientMsg::Pong => {}
@@ -694,6 +704,7 @@ impl ServerEngine {
                 s.last_active = now;
             }
         }
+        self.presence_gone(doc, &client_id);
         self.unload_if_unused(doc);
     }
 
@@ -708,38 +719,6 @@ impl ServerEngine {
         {
             self.unload_if_unused(doc);
         }
-    }
-
-    /// Create `doc` holding `text` (not loaded, and absent from the store: the caller checks),
-    /// to be written whole by the next commit; [`ServerEngine::release`] lets it go after.
-    pub fn create_document(&mut self, doc: &str, text: &str) -> Result<(), EngineError> {
-        if !self.valid_name(doc) {
-            return Err(EngineError::BadName);
-        }
-        self.load_document(
-            doc,
-            StoredDocument {
-                text: Rope::from(text),
-                ..StoredDocument::default()
-            },
-        )?;
-        let d = self.docs.get(doc).ok_or(EngineError::BadName)?;
-        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
-            doc: doc.to_string(),
-            text: Some(d.master.clone()),
-            version: d.version,
-            sessions: Vec::new(),
-            removed_sessions: Vec::new(),
-            changes: Vec::new(),
-            changes_needed_after: d.log_base,
-        }));
-        self.assert_invariants();
-        Ok(())
-    }
-
-    /// Let `doc` leave memory if no session is attached (the store has all of it).
-    pub fn release(&mut self, doc: &str) {
-        self.unload_if_unused(doc);
     }
 
     /// A document nobody is attached to leaves memory; the store has all of it.
@@ -774,6 +753,7 @@ impl ServerEngine {
                     s.last_active = now;
                 }
             }
+            self.presence_gone(&doc, &client_id);
             self.unload_if_unused(&doc);
         }
     }

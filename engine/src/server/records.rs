@@ -111,3 +111,37 @@ pub enum ServerOutput {
         reason: String,
     },
 }
+
+impl ServerEngine {
+    /// Create `doc` holding `text` (not loaded, and absent from the store: the caller checks),
+    /// to be written whole by the next commit; [`ServerEngine::release`] lets it go after.
+    pub fn create_document(&mut self, doc: &str, text: &str) -> Result<(), EngineError> {
+        if !self.valid_name(doc) {
+            return Err(EngineError::BadName);
+        }
+        self.load_document(
+            doc,
+            StoredDocument {
+                text: Rope::from(text),
+                ..StoredDocument::default()
+            },
+        )?;
+        let d = self.docs.get(doc).ok_or(EngineError::BadName)?;
+        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+            doc: doc.to_string(),
+            text: Some(d.master.clone()),
+            version: d.version,
+            sessions: Vec::new(),
+            removed_sessions: Vec::new(),
+            changes: Vec::new(),
+            changes_needed_after: d.log_base,
+        }));
+        self.assert_invariants();
+        Ok(())
+    }
+
+    /// Let `doc` leave memory if no session is attached (the store has all of it).
+    pub fn release(&mut self, doc: &str) {
+        self.unload_if_unused(doc);
+    }
+}

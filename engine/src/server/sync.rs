@@ -92,6 +92,7 @@ fn sync_steps(
         sessions,
         log,
         log_base,
+        presence: _,
     } = d;
     let s = sessions.get_mut(req.client_id).ok_or(Stop::Ignore)?;
     // The store must forget an acknowledged reset, or a reload would send it again.

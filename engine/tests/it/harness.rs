@@ -375,6 +375,16 @@ impl Net {
         self.pump();
     }
 
+    /// The transport of client `i` breaks and stays down: both nodes told.
+    pub fn drop_connection(&mut self, i: usize) {
+        let (now, peer) = (self.now, self.peer_of[i]);
+        self.node_mut().closed(now, peer);
+        self.up[i].clear();
+        self.down[i].clear();
+        let _ = self.clients[i].lost();
+        self.pump();
+    }
+
     /// Client `i` edits its text (and the engine syncs at its next cycle).
     pub fn type_at(&mut self, i: usize, at: usize, s: &str) {
         self.clients[i].insert(at, s).unwrap();

@@ -6,6 +6,7 @@ mod harness;
 mod hints;
 mod malformed;
 mod pitfalls;
+mod presence;
 mod props;
 mod recovery;
 mod unicode;
