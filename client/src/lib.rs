@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod history;
 pub mod hostile;
 pub mod load;
 pub mod usage;

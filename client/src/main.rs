@@ -88,6 +88,23 @@ enum Mode {
         /// The command file, or `-`.
         file: PathBuf,
     },
+    /// Print the document's history from the server's HTTP endpoints (its --http-listen):
+    /// one line per kept change with its time and what it did, or with --version the text as
+    /// of that version. Uses --doc and --token.
+    History {
+        /// The server's HTTP address, e.g. `http://127.0.0.1:7880`.
+        #[arg(long)]
+        http: String,
+        /// Print the text as of this version instead.
+        #[arg(long)]
+        version: Option<u64>,
+        /// List the changes after this version.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Most changes listed.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// Start N clients typing into one document on a loopback server and report latencies.
     /// Exits 1 unless every client connected, converged and saw no error.
     Load(LoadShape),
@@ -143,6 +160,29 @@ fn main() -> ExitCode {
             None => repl::interactive(cli.session()?).await,
             Some(Mode::Script { ref file }) => script(cli.session()?, file).await,
             Some(Mode::Load(ref shape)) => load_mode(&cli, shape.clone()).await,
+            Some(Mode::History {
+                ref http,
+                version,
+                after,
+                limit,
+            }) => {
+                let token = cli.token.as_deref();
+                match version {
+                    Some(v) => {
+                        let text = dsync_client::history::text_at(http, &cli.doc, v, token).await?;
+                        out!("{text}");
+                    }
+                    None => {
+                        let lines =
+                            dsync_client::history::lines(http, &cli.doc, after, limit, token)
+                                .await?;
+                        for l in lines {
+                            out!("{l}");
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Some(Mode::Hostile {
                 attack,
                 duration,

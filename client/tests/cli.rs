@@ -199,3 +199,102 @@ async fn the_interactive_client_reports_remote_changes_compactly() {
     other.stop().await;
     srv.shutdown().await.unwrap();
 }
+
+/// Run the client binary to its end: (success, standard output, standard error).
+async fn run_client(cmd: Command) -> (bool, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = cmd;
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_each_change_with_its_time_and_reads_any_kept_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        db: dir.path().join("documents.db"),
+        create: true,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let addr = server.addr.to_string();
+    let http = format!("http://{}", server.http_addr.unwrap());
+    // Three edits, each stored before the next is made (so each is its own version).
+    let s = Session::start(SessionConfig::new(&addr, "notes"), None);
+    s.wait_connected(T).await.unwrap();
+    for e in [
+        dsync_client::Edit::Append("hello world".into()),
+        dsync_client::Edit::Insert(5, ",".into()),
+        dsync_client::Edit::Delete(7, 12),
+    ] {
+        s.edit(e).await.unwrap();
+        s.wait_converged(T).await.unwrap();
+    }
+    assert_eq!(s.snapshot().text, "hello, ");
+
+    let (ok, out, err) = run_client(client(&addr, "notes", &["history", "--http", &http])).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].starts_with("notes: versions 0..=3 kept; version 0 written 20"),
+        "{out}"
+    );
+    // One line per change: version, RFC 3339 time, where and what.
+    for (line, want) in lines[1..].iter().zip([
+        "1:1 +11 chars \"hello world\"",
+        "1:6 +1 char \",\"",
+        "1:8 -5 chars \"world\"",
+    ]) {
+        let mut parts = line.splitn(3, ' ');
+        let (v, at, what) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        assert!(v.starts_with('v'), "{line}");
+        assert!(at.ends_with('Z') && at.len() == 20, "{line}");
+        assert_eq!(what, want, "{line}");
+    }
+    // The text as of each version.
+    for (v, want) in [
+        (0, ""),
+        (1, "hello world"),
+        (2, "hello, world"),
+        (3, "hello, "),
+    ] {
+        let (ok, out, err) = run_client(client(
+            &addr,
+            "notes",
+            &["history", "--http", &http, "--version", &v.to_string()],
+        ))
+        .await;
+        assert!(ok, "{err}");
+        assert_eq!(out, format!("{want}\n"), "version {v}");
+    }
+    // A version not kept, and a document with none: a clear error, exit status 1.
+    let (ok, _, err) = run_client(client(
+        &addr,
+        "notes",
+        &["history", "--http", &http, "--version", "9"],
+    ))
+    .await;
+    assert!(
+        !ok && err.contains("404") && err.contains("no kept version 9"),
+        "{err}"
+    );
+    let (ok, _, err) = run_client(client(&addr, "none", &["history", "--http", &http])).await;
+    assert!(!ok && err.contains("no history of \"none\""), "{err}");
+    s.stop().await;
+    server.shutdown().await.unwrap();
+}

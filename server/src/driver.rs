@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Serve the HTTP endpoints here (`/healthz`, `/metrics`, `/documents`: [`crate::http`]).
     pub http_listen: Option<SocketAddr>,
+    /// How much of each document's history the store keeps (`GET /documents/{doc}/history`).
+    pub history: dsync_store::HistoryLimits,
     /// Serve the browser editor built in this folder (`web/build.sh` writes `web/dist`) on the
     /// HTTP listener; needs `http_listen` and `ws_listen` ([`crate::web`]).
     pub web_root: Option<PathBuf>,
@@ -124,6 +126,7 @@ impl Default for ServerConfig {
             tls: None,
             http_listen: None,
             web_root: None,
+            history: dsync_store::HistoryLimits::default(),
         }
     }
 }
@@ -244,6 +247,7 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running, ServerError> {
         path: cfg.db.clone(),
         error,
     })?;
+    store.set_history_limits(cfg.history);
     if let Some(bytes) = cfg.max_db_bytes {
         store
             .set_max_bytes(bytes)
@@ -534,19 +538,23 @@ fn engine_thread(
     };
     let mut collect_at = Instant::now();
     loop {
-        if let Some(keep) = cfg
-            .session_retention
-            .filter(|_| Instant::now() >= collect_at)
-        {
+        if Instant::now() >= collect_at {
             collect_at = Instant::now() + COLLECT_EVERY;
-            let before = wall_ms().saturating_sub(keep.as_millis() as u64);
-            let gone = node.maintain(|store, engine| {
-                store.collect_sessions(before, |doc| engine.is_loaded(doc))
-            });
-            match gone {
+            if let Some(keep) = cfg.session_retention {
+                let before = wall_ms().saturating_sub(keep.as_millis() as u64);
+                let gone = node.maintain(|store, engine| {
+                    store.collect_sessions(before, |doc| engine.is_loaded(doc))
+                });
+                match gone {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "forgot sessions past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "collecting old sessions failed"),
+                }
+            }
+            match node.maintain(|store, _| store.collect_history(wall_ms())) {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(sessions = n, "forgot sessions past their retention"),
-                Err(e) => tracing::warn!(error = %e, "collecting old sessions failed"),
+                Ok(n) => tracing::info!(changes = n, "folded history past its retention"),
+                Err(e) => tracing::warn!(error = %e, "collecting old history failed"),
             }
         }
         let wait = node
@@ -728,7 +736,57 @@ fn answer(node: &mut ServerNode<SqliteStore>, q: crate::http::Query) {
                 );
             let _ = tx.send(found.map_err(|e| e.to_string()));
         }
+        Query::History(doc, after, limit, tx) => {
+            let page = node.maintain(|store, _| history_page(store, &doc, after, limit));
+            let _ = tx.send(page.map_err(|e| e.to_string()));
+        }
+        Query::TextAt(doc, version, tx) => {
+            let text = node.maintain(|store, _| store.text_as_of(&doc, version));
+            let _ = tx.send(
+                text.map(|t| t.map(|t| t.to_string()))
+                    .map_err(|e| e.to_string()),
+            );
+        }
     }
+}
+
+/// Up to `limit` kept changes of `doc` after `after`, each as a delta on the text before it
+/// (replayed from the text as of the first one's version: O(text + changes)).
+fn history_page(
+    store: &SqliteStore,
+    doc: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Option<crate::http::HistoryPage>, dsync_store::StoreError> {
+    let Some(h) = store.history(doc, after, limit)? else {
+        return Ok(None);
+    };
+    let mut changes = Vec::with_capacity(h.changes.len());
+    if let Some(first) = h.changes.first() {
+        let Some(mut text) = store.text_as_of(doc, first.version - 1)? else {
+            return Ok(None);
+        };
+        for c in h.changes {
+            let delta = dsync_engine::Delta::from_operation(&c.op, &text).to_string();
+            c.op.apply_in_place(&mut text)
+                .map_err(|e| dsync_store::StoreError::Corrupt {
+                    table: "history",
+                    what: e.to_string(),
+                })?;
+            changes.push(crate::http::HistoryEntry {
+                version: c.version,
+                at_ms: c.at_ms,
+                delta,
+            });
+        }
+    }
+    Ok(Some(crate::http::HistoryPage {
+        doc: doc.to_string(),
+        base_version: h.base_version,
+        base_at_ms: h.base_at_ms,
+        latest: h.latest,
+        changes,
+    }))
 }
 
 /// Log what an operator wants to see of a reply: sessions opened, resets and refusals.

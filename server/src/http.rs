@@ -41,7 +41,46 @@ pub enum Query {
     /// Create a document with a text; `Ok(false)`: it exists already. Answered after the
     /// commit that wrote it.
     Create(String, String, oneshot::Sender<Result<bool, String>>),
+    /// Up to `limit` changes of a document after a version (`None`: no history kept).
+    History(
+        String,
+        u64,
+        usize,
+        oneshot::Sender<Result<Option<HistoryPage>, String>>,
+    ),
+    /// A document's text as of a version (`None`: that version is not kept).
+    TextAt(String, u64, oneshot::Sender<Result<Option<String>, String>>),
 }
+
+/// A page of a document's history, each change as a delta on the text before it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryPage {
+    /// The document.
+    pub doc: String,
+    /// The oldest kept version (the history starts from its text).
+    pub base_version: u64,
+    /// When the base was committed (Unix ms).
+    pub base_at_ms: u64,
+    /// The newest kept version.
+    pub latest: u64,
+    /// The changes, oldest first.
+    pub changes: Vec<HistoryEntry>,
+}
+
+/// One change of a document.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
+    /// The version it made.
+    pub version: u64,
+    /// When it was committed (Unix ms).
+    pub at_ms: u64,
+    /// The change as a diff-match-patch delta on the text of `version - 1` (docs/protocol.md,
+    /// *Texts, deltas, checksums*: `=n` keep, `-n` delete, `+text` insert, UTF-16 counts).
+    pub delta: String,
+}
+
+/// Most changes one history request returns.
+pub const MAX_HISTORY_PAGE: usize = 1000;
 
 #[derive(Clone)]
 struct Ctx {
@@ -67,6 +106,7 @@ pub fn router(
         .route("/metrics", get(prometheus_text))
         .route("/documents", get(list))
         .route("/documents/{doc}", get(read).put(create))
+        .route("/documents/{doc}/history", get(history))
         .with_state(ctx)
         .merge(crate::web::routes(web))
 }
@@ -143,9 +183,39 @@ async fn list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn read(State(ctx): State<Ctx>, Path(doc): Path<String>, headers: HeaderMap) -> Response {
+/// `?version=V` of `GET /documents/{doc}`; `?after=V&limit=N` of its history.
+#[derive(serde::Deserialize)]
+struct Versions {
+    version: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn read(
+    State(ctx): State<Ctx>,
+    Path(doc): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Versions>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(why) = authorize(&ctx, &headers, &doc) {
         return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    if let Some(version) = q.version {
+        return match ask(&ctx, |tx| Query::TextAt(doc.clone(), version, tx)).await {
+            Some(Ok(Some(text))) => Json(serde_json::json!({
+                "doc": doc,
+                "version": version,
+                "text": text,
+            }))
+            .into_response(),
+            Some(Ok(None)) => (
+                StatusCode::NOT_FOUND,
+                format!("{doc:?} has no kept version {version} (see /documents/{doc}/history)\n"),
+            )
+                .into_response(),
+            Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+            None => unanswered(),
+        };
     }
     match ask(&ctx, |tx| Query::Read(doc.clone(), tx)).await {
         Some(Ok(Some((version, text)))) => Json(serde_json::json!({
@@ -161,6 +231,42 @@ async fn read(State(ctx): State<Ctx>, Path(doc): Path<String>, headers: HeaderMa
             "the engine did not answer\n",
         )
             .into_response(),
+    }
+}
+
+fn unanswered() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the engine did not answer\n",
+    )
+        .into_response()
+}
+
+/// `GET /documents/{doc}/history?after=V&limit=N`: the kept changes after version `V`
+/// (default: from the base), at most `N` (default and most: [`MAX_HISTORY_PAGE`]).
+async fn history(
+    State(ctx): State<Ctx>,
+    Path(doc): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Versions>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(why) = authorize(&ctx, &headers, &doc) {
+        return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    let limit = q
+        .limit
+        .unwrap_or(MAX_HISTORY_PAGE)
+        .clamp(1, MAX_HISTORY_PAGE);
+    let after = q.after.unwrap_or(0);
+    match ask(&ctx, |tx| Query::History(doc.clone(), after, limit, tx)).await {
+        Some(Ok(Some(page))) => Json(page).into_response(),
+        Some(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            format!("no history of {doc:?} (no such document, or none kept)\n"),
+        )
+            .into_response(),
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        None => unanswered(),
     }
 }
 

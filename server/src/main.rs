@@ -147,6 +147,15 @@ struct Serve {
     /// 0 keeps them until a document's session limit evicts them.
     #[arg(long, default_value_t = 30)]
     session_retention_days: u64,
+    /// Days each document's history (its changes with their times, `GET
+    /// /documents/{doc}/history`) is kept; older changes are folded into the history's base
+    /// text. 0: no time limit (--history-max-changes still applies).
+    #[arg(long, default_value_t = 30)]
+    history_retention_days: u64,
+    /// Most changes of history kept per document (past it the oldest are folded into the base,
+    /// a thousand at a time); 0 keeps no history.
+    #[arg(long, default_value_t = dsync_store::HistoryLimits::default().max_changes)]
+    history_max_changes: u64,
     /// Largest database file in bytes; a commit that would pass it fails, and the server stops
     /// (exit status 1) without acknowledging anything of that batch, as when the disk is full.
     #[arg(long)]
@@ -456,6 +465,11 @@ fn run(cli: Serve) -> anyhow::Result<()> {
         ws_listen: cli.ws_listen,
         http_listen: cli.http_listen,
         web_root: cli.web_root,
+        history: dsync_store::HistoryLimits {
+            retention_ms: (cli.history_retention_days > 0)
+                .then(|| cli.history_retention_days.saturating_mul(86_400_000)),
+            max_changes: cli.history_max_changes,
+        },
         tls,
         ..ServerConfig::default()
     };

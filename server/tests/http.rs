@@ -131,6 +131,8 @@ async fn document_endpoints_need_a_token_under_access_control() {
         get(http, "/documents/notes", Some(&token("notes"))).await.0,
         404
     );
+    assert_eq!(get(http, "/documents/notes/history", None).await.0, 401);
+    assert_eq!(get(http, "/documents/notes?version=0", None).await.0, 401);
     let (status, body) = get(http, "/documents", Some(&token("notes"))).await;
     assert_eq!(
         status, 401,
@@ -184,5 +186,96 @@ async fn a_document_created_over_http_opens_with_its_text() {
         "1. coffee\n2. code\n"
     );
     s.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_replays_to_the_document_after_concurrent_typing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(cfg(dir.path().join("db"))).await.unwrap();
+    let http = server.http_addr.unwrap();
+    let sessions: Vec<_> = (0..3).map(|_| session(server.addr, "notes")).collect();
+    for s in &sessions {
+        s.wait_connected(T).await.unwrap();
+    }
+    // A separator everyone has, so "the front" and "the end" mean something to a merge.
+    sessions[0].edit(Edit::Append("|".into())).await.unwrap();
+    for s in &sessions {
+        s.wait_converged(T).await.unwrap();
+    }
+    // Three writers at once, each inserting at the front and appending at the end.
+    let typing = sessions.iter().enumerate().map(|(i, s)| async move {
+        for k in 0..15 {
+            let e = if k % 2 == 0 {
+                Edit::Insert(0, format!("{i}"))
+            } else {
+                Edit::Append(format!("<{i}{k}>"))
+            };
+            s.edit(e).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    });
+    futures_util::future::join_all(typing).await;
+    for s in &sessions {
+        s.wait_converged(T).await.unwrap();
+    }
+    let (_, body) = get(http, "/documents/notes", None).await;
+    let now: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (text, version) = (
+        now["text"].as_str().unwrap(),
+        now["version"].as_u64().unwrap(),
+    );
+
+    let (status, body) = get(http, "/documents/notes/history", None).await;
+    assert_eq!(status, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        h["base_version"], 0,
+        "the history starts with the document: {h}"
+    );
+    assert_eq!(h["latest"].as_u64(), Some(version));
+    let changes = h["changes"].as_array().unwrap();
+    assert_eq!(changes.len() as u64, version, "one entry per version");
+    // Replaying every delta from the base gives the document, and each step is that version.
+    let mut replayed = String::new();
+    for (i, c) in changes.iter().enumerate() {
+        assert_eq!(c["version"].as_u64(), Some(i as u64 + 1));
+        assert!(c["at_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        let delta = dsync_engine::Delta::parse(c["delta"].as_str().unwrap(), 1 << 20).unwrap();
+        replayed = delta.apply(&replayed).unwrap();
+        if i % 7 == 0 {
+            let (_, body) = get(http, &format!("/documents/notes?version={}", i + 1), None).await;
+            let at: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                at["text"].as_str(),
+                Some(replayed.as_str()),
+                "version {}",
+                i + 1
+            );
+        }
+    }
+    assert_eq!(replayed, text);
+    // Every writer's every keystroke is in it.
+    for i in 0..3 {
+        let (front, end) = text.split_once('|').unwrap();
+        assert_eq!(front.matches(&format!("{i}")).count(), 8, "{text}");
+        for k in (1..15).step_by(2) {
+            assert!(end.contains(&format!("<{i}{k}>")), "{text}");
+        }
+    }
+    // Pages.
+    let (_, body) = get(http, "/documents/notes/history?after=3&limit=2", None).await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let versions: Vec<u64> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![4, 5]);
+    assert_eq!(get(http, "/documents/none/history", None).await.0, 404);
+    for s in sessions {
+        s.stop().await;
+    }
     server.shutdown().await.unwrap();
 }

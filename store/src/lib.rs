@@ -21,10 +21,12 @@
 
 use dsync_engine::{PersistRecord, StoredDocument};
 
+mod history;
 mod mem;
 mod snapshots;
 mod sqlite;
 
+pub use history::{Change as HistoryChange, History, HistoryLimits, FOLD_BATCH};
 pub use mem::MemStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 

@@ -2,7 +2,7 @@
 //! the simulator, so a simulated crash loses exactly what a real one would: whatever was not
 //! committed.
 //!
-//! Schema (version 4, in `PRAGMA user_version`; older files are migrated on open):
+//! Schema (version 5, in `PRAGMA user_version`; older files are migrated on open):
 //! - `documents(name PRIMARY KEY, text, version, updated_at_ms, text_version, checksum)`:
 //!   `text` is the document at `text_version` (version 4; NULL: at `version`), the changes
 //!   after it are in `chain`, and `checksum` is the CRC-32 of the text at `version` (NULL:
@@ -21,7 +21,9 @@
 //! - `chain(doc, version, op, PRIMARY KEY(doc, version))` (version 4): the verified changes
 //!   from the snapshot (`documents.text_version`) to the current version, the store's own;
 //! - `texts(doc, version, text, PRIMARY KEY(doc, version))` (version 4): the document at a
-//!   version some session refers to and the snapshot has passed.
+//!   version some session refers to and the snapshot has passed;
+//! - `history(doc, version, op, at_ms)`, `history_base(doc, version, text, at_ms)` (version 5):
+//!   each master change with its commit time, from a base text on (`history.rs`).
 //!
 //! [`Store::commit`] writes a batch of [`PersistRecord`]s in one transaction.
 
@@ -33,11 +35,12 @@ use dsync_engine::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::history::{self, History, HistoryLimits};
 use crate::snapshots::{leads_to, replay, Verified, MAX_LAG, SNAPSHOT_EVERY};
 use crate::{Store, StoreError};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// A SQLite-backed document store.
 #[derive(Debug)]
@@ -47,6 +50,8 @@ pub struct SqliteStore {
     file: Option<FileWatch>,
     /// The last text committed per document, to verify the next record's changes.
     verified: Verified,
+    /// How much history is kept.
+    history: HistoryLimits,
 }
 
 /// What identifies the database file: a commit into a file that was deleted, replaced or
@@ -207,6 +212,39 @@ impl SqliteStore {
         Ok(gone)
     }
 
+    /// Keep this much history (the default: [`HistoryLimits::default`]).
+    pub fn set_history_limits(&mut self, limits: HistoryLimits) {
+        self.history = limits;
+    }
+
+    /// Up to `limit` kept changes of `doc` after version `after`, with the base they start
+    /// from (`None`: no history is kept for it).
+    pub fn history(
+        &self,
+        doc: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<History>, StoreError> {
+        history::page(&self.conn, doc, after, limit)
+    }
+
+    /// The text of `doc` as of `version`, if the history keeps that version.
+    pub fn text_as_of(&self, doc: &str, version: u64) -> Result<Option<Rope>, StoreError> {
+        history::text_at(&self.conn, doc, version)
+    }
+
+    /// Fold the changes committed before `now_ms` less the retention into their documents'
+    /// bases (one transaction); returns how many changes were folded.
+    pub fn collect_history(&mut self, now_ms: u64) -> Result<u64, StoreError> {
+        let Some(keep) = self.history.retention_ms else {
+            return Ok(0);
+        };
+        let tx = self.conn.transaction()?;
+        let folded = history::collect(&tx, now_ms.saturating_sub(keep))?;
+        tx.commit()?;
+        Ok(folded)
+    }
+
     /// Limit the database file to about `bytes` (SQLite's `max_page_count`; at least one page).
     /// At the limit a commit fails with "database or disk is full" and writes nothing of its
     /// batch, as when the disk itself is full; reads go on.
@@ -307,10 +345,18 @@ impl SqliteStore {
                  COMMIT;",
             )?;
         }
+        if found < 5 {
+            // Version 5: history (documents written before it start theirs at their next change).
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = 5; COMMIT;",
+                history::SCHEMA
+            ))?;
+        }
         Ok(SqliteStore {
             conn,
             file: None,
             verified: Verified::default(),
+            history: HistoryLimits::default(),
         })
     }
 
@@ -537,7 +583,17 @@ impl SqliteStore {
                             .map(|(_, t)| t.clone())
                             .or_else(|| self.verified.at(&r.doc, v).cloned())
                     };
+                    // The master before this record, for a history that starts here.
+                    let previous = || match before {
+                        None => Ok(Some((0, Rope::new()))),
+                        Some(b) => match last(b.version) {
+                            Some(t) => Ok(Some((b.version, t))),
+                            None => Ok(text_from_db(&tx, &r.doc, b)?.map(|t| (b.version, t))),
+                        },
+                    };
+                    history::start(&tx, r, previous, now, self.history)?;
                     write_master(&tx, r, text, before, last, now)?;
+                    history::record(&tx, r, text, now, self.history)?;
                     written.insert(r.doc.clone(), (r.version, text.clone()));
                     Some((r.version, text.clone()))
                 }
