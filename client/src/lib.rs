@@ -150,20 +150,10 @@ impl Change {
         if before == after {
             return None;
         }
-        let prefix: usize = before
-            .chars()
-            .zip(after.chars())
-            .take_while(|(a, b)| a == b)
-            .map(|(a, _)| a.len_utf8())
-            .sum();
+        let prefix = dsync_engine::diff::common_prefix_len(before, after);
         let (b_rest, a_rest) = (&before[prefix..], &after[prefix..]);
-        let suffix: usize = b_rest
-            .chars()
-            .rev()
-            .zip(a_rest.chars().rev())
-            .take_while(|(a, b)| a == b)
-            .map(|(a, _)| a.len_utf8())
-            .sum();
+        let suffix =
+            dsync_engine::diff::common_suffix_len(b_rest, a_rest, b_rest.len().min(a_rest.len()));
         let removed = &b_rest[..b_rest.len() - suffix];
         let inserted = &a_rest[..a_rest.len() - suffix];
         let head = &before[..prefix];

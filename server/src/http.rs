@@ -175,11 +175,7 @@ async fn list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     match ask(&ctx, Query::List).await {
         Some(Ok(docs)) => Json(docs).into_response(),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the engine did not answer\n",
-        )
-            .into_response(),
+        None => unanswered(),
     }
 }
 
@@ -200,37 +196,35 @@ async fn read(
     if let Err(why) = authorize(&ctx, &headers, &doc) {
         return (StatusCode::UNAUTHORIZED, why).into_response();
     }
+    let text = |version: u64, text: String| {
+        Json(serde_json::json!({ "doc": doc, "version": version, "text": text })).into_response()
+    };
     if let Some(version) = q.version {
-        return match ask(&ctx, |tx| Query::TextAt(doc.clone(), version, tx)).await {
-            Some(Ok(Some(text))) => Json(serde_json::json!({
-                "doc": doc,
-                "version": version,
-                "text": text,
-            }))
-            .into_response(),
-            Some(Ok(None)) => (
-                StatusCode::NOT_FOUND,
-                format!("{doc:?} has no kept version {version} (see /documents/{doc}/history)\n"),
-            )
-                .into_response(),
-            Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-            None => unanswered(),
-        };
+        let answer = ask(&ctx, |tx| Query::TextAt(doc.clone(), version, tx)).await;
+        let missing =
+            || format!("{doc:?} has no kept version {version} (see /documents/{doc}/history)\n");
+        return respond(answer, missing, |t| text(version, t));
     }
-    match ask(&ctx, |tx| Query::Read(doc.clone(), tx)).await {
-        Some(Ok(Some((version, text)))) => Json(serde_json::json!({
-            "doc": doc,
-            "version": version,
-            "text": text,
-        }))
-        .into_response(),
-        Some(Ok(None)) => (StatusCode::NOT_FOUND, format!("no document {doc:?}\n")).into_response(),
+    let answer = ask(&ctx, |tx| Query::Read(doc.clone(), tx)).await;
+    respond(
+        answer,
+        || format!("no document {doc:?}\n"),
+        |(v, t)| text(v, t),
+    )
+}
+
+/// An engine's answer as a response: found, `found(it)`; not found, 404 with `missing()`; a
+/// store error, 500; no answer, 503.
+fn respond<T>(
+    answer: Option<Result<Option<T>, String>>,
+    missing: impl FnOnce() -> String,
+    found: impl FnOnce(T) -> Response,
+) -> Response {
+    match answer {
+        Some(Ok(Some(v))) => found(v),
+        Some(Ok(None)) => (StatusCode::NOT_FOUND, missing()).into_response(),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the engine did not answer\n",
-        )
-            .into_response(),
+        None => unanswered(),
     }
 }
 
@@ -258,16 +252,9 @@ async fn history(
         .unwrap_or(MAX_HISTORY_PAGE)
         .clamp(1, MAX_HISTORY_PAGE);
     let after = q.after.unwrap_or(0);
-    match ask(&ctx, |tx| Query::History(doc.clone(), after, limit, tx)).await {
-        Some(Ok(Some(page))) => Json(page).into_response(),
-        Some(Ok(None)) => (
-            StatusCode::NOT_FOUND,
-            format!("no history of {doc:?} (no such document, or none kept)\n"),
-        )
-            .into_response(),
-        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-        None => unanswered(),
-    }
+    let answer = ask(&ctx, |tx| Query::History(doc.clone(), after, limit, tx)).await;
+    let missing = || format!("no history of {doc:?} (no such document, or none kept)\n");
+    respond(answer, missing, |page| Json(page).into_response())
 }
 
 /// `PUT /documents/{doc}` with the initial text as the body: 201 when created, 409 when the
@@ -287,10 +274,6 @@ async fn create(
             (StatusCode::CONFLICT, format!("{doc:?} exists already\n")).into_response()
         }
         Some(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the engine did not answer\n",
-        )
-            .into_response(),
+        None => unanswered(),
     }
 }

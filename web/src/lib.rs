@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use dsync_engine::diff::{common_prefix_len, common_suffix_len};
 use dsync_engine::{ClientEvent, Config, EngineError, ErrorCode, Time};
 use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -310,24 +311,12 @@ pub fn place(text: &str, at: usize) -> (usize, usize, usize) {
 /// the longest common prefix and then the longest common suffix of what is left kept, on char
 /// boundaries. Typing, a paste or a deletion is one such change.
 pub fn change<'a>(old: &str, new: &'a str) -> (usize, usize, &'a str) {
-    let prefix: usize = old
-        .chars()
-        .zip(new.chars())
-        .take_while(|(a, b)| a == b)
-        .map(|(a, _)| a.len_utf8())
-        .sum();
-    let (old_rest, new_rest) = (&old[prefix..], &new[prefix..]);
-    let suffix: usize = old_rest
-        .chars()
-        .rev()
-        .zip(new_rest.chars().rev())
-        .take_while(|(a, b)| a == b)
-        .map(|(a, _)| a.len_utf8())
-        .sum();
+    let prefix = common_prefix_len(old, new);
+    let suffix = common_suffix_len(old, new, old.len().min(new.len()) - prefix);
     (
         prefix,
-        old_rest.len() - suffix,
-        &new_rest[..new_rest.len() - suffix],
+        old.len() - prefix - suffix,
+        &new[prefix..new.len() - suffix],
     )
 }
 
