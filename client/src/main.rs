@@ -90,8 +90,10 @@ enum Mode {
     },
     /// Print the document's history from the server's HTTP endpoints (its --http-listen):
     /// one line per kept change with its time and what it did, or with --version the text as
-    /// of that version. Uses --doc and --token.
+    /// of that version. Uses --token.
     History {
+        /// The document [default: --doc].
+        doc: Option<String>,
         /// The server's HTTP address, e.g. `http://127.0.0.1:7880`.
         #[arg(long)]
         http: String,
@@ -161,21 +163,22 @@ fn main() -> ExitCode {
             Some(Mode::Script { ref file }) => script(cli.session()?, file).await,
             Some(Mode::Load(ref shape)) => load_mode(&cli, shape.clone()).await,
             Some(Mode::History {
+                ref doc,
                 ref http,
                 version,
                 after,
                 limit,
             }) => {
                 let token = cli.token.as_deref();
+                let doc = doc.as_deref().unwrap_or(&cli.doc);
                 match version {
                     Some(v) => {
-                        let text = dsync_client::history::text_at(http, &cli.doc, v, token).await?;
+                        let text = dsync_client::history::text_at(http, doc, v, token).await?;
                         out!("{text}");
                     }
                     None => {
                         let lines =
-                            dsync_client::history::lines(http, &cli.doc, after, limit, token)
-                                .await?;
+                            dsync_client::history::lines(http, doc, after, limit, token).await?;
                         for l in lines {
                             out!("{l}");
                         }

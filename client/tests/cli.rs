@@ -242,7 +242,13 @@ async fn history_lists_each_change_with_its_time_and_reads_any_kept_version() {
     }
     assert_eq!(s.snapshot().text, "hello, ");
 
-    let (ok, out, err) = run_client(client(&addr, "notes", &["history", "--http", &http])).await;
+    // The document named after the command, as `dsync-client history DOC`.
+    let (ok, out, err) = run_client(client(
+        &addr,
+        "elsewhere",
+        &["history", "notes", "--http", &http],
+    ))
+    .await;
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");

@@ -153,6 +153,8 @@ pub struct Inbound {
     pub msg: Result<ClientMsg, DecodeError>,
     /// The frame's length in bytes (for the metrics).
     pub bytes: usize,
+    /// When the whole frame had arrived (the request round trip's start, for the metrics).
+    pub received: std::time::Instant,
     /// The permits for its bytes.
     pub(crate) _held: Option<Held>,
     pub(crate) _slot: OwnedSemaphorePermit,
@@ -263,9 +265,11 @@ pub(crate) async fn hand_over(
         () = close.notified() => return Err(TOO_SLOW.to_string()),
         _ = writer => return Err("closed by the server".to_string()),
     };
+    let received = std::time::Instant::now();
     let inbound = Inbound {
         msg,
         bytes: len,
+        received,
         _held: held,
         _slot: slot,
     };

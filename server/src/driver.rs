@@ -585,6 +585,8 @@ fn engine_thread(
         let shutdown = stopping.load(Ordering::Acquire);
         let batch_began = Instant::now();
         let mut bytes_in = 0u64;
+        // When each frame of the batch arrived (its round trip ends with the batch's replies).
+        let mut arrived = Vec::new();
         // Answered after the commit: never ahead of what is durable.
         let mut queries = Vec::new();
         let mut created = Vec::new();
@@ -599,6 +601,7 @@ fn engine_thread(
                 Event::Frame(_, _) if shutdown => {}
                 Event::Frame(peer, inbound) => {
                     bytes_in += inbound.bytes as u64;
+                    arrived.push(inbound.received);
                     node.receive_decoded(t, peer, inbound.msg);
                 }
                 Event::Stop => {}
@@ -696,6 +699,9 @@ fn engine_thread(
             }
             if bytes_in > 0 {
                 m.batch_seconds.observe(batch_began.elapsed().as_secs_f64());
+            }
+            for at in arrived {
+                m.request_seconds.observe(at.elapsed().as_secs_f64());
             }
             m.observe(node.engine_stats(), node.stats());
         }

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Time of one store commit.
     pub commit_seconds: Histogram,
+    /// Per request: from its frame's arrival (waiting for the engine thread included) to the
+    /// replies of the batch that handled it queued, commit included: the server's share of a
+    /// client's round trip.
+    pub request_seconds: Histogram,
     /// `error` messages sent, by code.
     pub refusals: IntCounterVec,
     /// Bytes of frames received and sent.
@@ -53,6 +57,10 @@ impl Metrics {
                 "From a batch's first input to its replies queued, commit included",
             ),
             commit_seconds: h("dsync_commit_seconds", "One store commit"),
+            request_seconds: h(
+                "dsync_request_seconds",
+                "Per request: from its frame's arrival to its batch's replies queued (the server's share of a round trip)",
+            ),
             refusals: IntCounterVec::new(
                 Opts::new("dsync_refusals_total", "error messages sent, by code"),
                 &["code"],
@@ -70,11 +78,12 @@ impl Metrics {
             registry,
             last: Default::default(),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(m.connections.clone()),
             Box::new(m.documents.clone()),
             Box::new(m.batch_seconds.clone()),
             Box::new(m.commit_seconds.clone()),
+            Box::new(m.request_seconds.clone()),
             Box::new(m.refusals.clone()),
             Box::new(m.bytes_in.clone()),
             Box::new(m.bytes_out.clone()),

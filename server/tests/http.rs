@@ -89,11 +89,16 @@ async fn health_metrics_and_documents_over_http() {
         "dsync_documents_open 1",
         "dsync_events_total{event=\"edits_applied\"} 1",
         "dsync_commit_seconds_count",
+        "dsync_request_seconds_bucket",
         "dsync_batch_seconds_bucket",
         "dsync_bytes_in_total",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+    assert!(
+        !metrics.contains("dsync_request_seconds_count 0\n"),
+        "requests were timed: {metrics}"
+    );
     assert_eq!(
         get(http, "/documents", None).await,
         (200, r#"["notes"]"#.into())
