@@ -72,9 +72,9 @@ pub struct ServerConfig {
     pub secret: Option<Secret>,
     /// Also serve WebSocket clients here (the same messages, one per text message).
     pub ws_listen: Option<SocketAddr>,
-    /// Serve both listeners over TLS ([`crate::tls::server_config`]): TCP lines inside TLS,
-    /// WebSocket as `wss`. A connection that does not complete the handshake within the frame
-    /// timeout is closed.
+    /// Serve every listener over TLS ([`crate::tls::server_config`]): TCP lines inside TLS,
+    /// WebSocket as `wss`, the HTTP endpoints as `https` ([`crate::http::serve_tls`]). A
+    /// connection that does not complete the handshake in time is closed.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Serve the HTTP endpoints here (`/healthz`, `/metrics`, `/documents`: [`crate::http`]).
     pub http_listen: Option<SocketAddr>,
@@ -345,12 +345,18 @@ async fn serve(
         };
         let app = crate::http::router(tx.clone(), metrics.clone(), cfg.secret, web);
         let mut stop = stop.clone();
+        let tls = cfg.tls.clone();
         tokio::spawn(async move {
             let quit = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(quit).await {
-                tracing::warn!(error = %e, "the HTTP endpoints stopped");
+            match tls {
+                Some(tls) => crate::http::serve_tls(l, app, tls, quit).await,
+                None => {
+                    if let Err(e) = axum::serve(l, app).with_graceful_shutdown(quit).await {
+                        tracing::warn!(error = %e, "the HTTP endpoints stopped");
+                    }
+                }
             }
         })
     });

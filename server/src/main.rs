@@ -182,7 +182,8 @@ struct Serve {
     /// at `/` of --http-listen; the page talks to --ws-listen.
     #[arg(long)]
     web_root: Option<PathBuf>,
-    /// Serve TCP and WebSocket over TLS with this PEM certificate chain (with --tls-key).
+    /// Serve TCP, WebSocket and the HTTP endpoints over TLS with this PEM certificate chain
+    /// (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
@@ -498,8 +499,9 @@ fn run(cli: Serve) -> anyhow::Result<()> {
             out!("websocket on {at}");
         }
         if let Some(at) = running.http_addr {
-            out!("http on {at} (/healthz, /metrics, /documents)");
-            if !at.ip().is_loopback() {
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            out!("{scheme} on {at} (/healthz, /metrics, /documents)");
+            if !at.ip().is_loopback() && cfg.tls.is_none() {
                 tracing::warn!(
                     "the HTTP endpoints on {at} are plain HTTP: bearer tokens and texts cross the network in the clear (put them behind a TLS proxy, or on loopback)"
                 );

@@ -37,6 +37,25 @@ fn session(port: u16, tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>) -> S
     Session::start(cfg, None)
 }
 
+/// `GET /healthz` on `stream`: what came back before the connection ended (or 2 s passed).
+async fn get_healthz<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let _ = stream.write_all(req.as_bytes()).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 async fn failure(s: &mut Session) -> String {
     let deadline = tokio::time::Instant::now() + T;
     loop {
@@ -57,6 +76,7 @@ async fn clients_verify_the_server_and_plaintext_gets_nowhere() {
     let server = start(ServerConfig {
         tls: Some(tls),
         ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..server_cfg(dir.path().join("db"))
     })
     .await
@@ -95,7 +115,7 @@ async fn clients_verify_the_server_and_plaintext_gets_nowhere() {
         .await
         .unwrap();
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(trusted)
+    let tls = tokio_rustls::TlsConnector::from(trusted.clone())
         .connect(name, tcp)
         .await
         .unwrap();
@@ -115,6 +135,27 @@ async fn clients_verify_the_server_and_plaintext_gets_nowhere() {
         reply.contains("connect_ok") && reply.contains("over tls"),
         "{reply}"
     );
+
+    // HTTPS: the HTTP endpoints over the same identity; plain HTTP gets no answer.
+    let http_port = server.http_addr.unwrap().port();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut https = tokio_rustls::TlsConnector::from(trusted.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let body = get_healthz(&mut https).await;
+    assert!(
+        body.starts_with("HTTP/1.1 200") && body.ends_with("ok\n"),
+        "{body:?}"
+    );
+    let mut plain_http = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .unwrap();
+    let body = get_healthz(&mut plain_http).await;
+    assert!(!body.contains("200 OK"), "{body:?}");
 
     for s in [a, b, doubtful, plain] {
         s.stop().await;
