@@ -134,11 +134,13 @@ pub(crate) fn start(
 }
 
 /// Record what `r` did to its document's master, which it leaves as `master`: its changes if
-/// they continue the kept history, else a new base.
+/// they continue the kept history and the store `verified` them (replayed them from the last
+/// master to `master`), else a new base.
 pub(crate) fn record(
     conn: &Connection,
     r: &PersistRecord,
     master: &Rope,
+    verified: bool,
     now_ms: i64,
     limits: HistoryLimits,
 ) -> Result<(), StoreError> {
@@ -150,9 +152,10 @@ pub(crate) fn record(
         return Ok(());
     }
     let changes: BTreeMap<u64, &Operation> = r.changes.iter().map(|(v, op)| (*v, op)).collect();
-    let follows = kept.is_some_and(|(_, last)| {
-        last < r.version && (last + 1..=r.version).all(|v| changes.contains_key(&v))
-    });
+    let follows = verified
+        && kept.is_some_and(|(_, last)| {
+            last < r.version && (last + 1..=r.version).all(|v| changes.contains_key(&v))
+        });
     if follows {
         let last = kept.map_or(0, |k| k.1);
         let mut ins = conn.prepare_cached(

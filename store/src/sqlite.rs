@@ -592,8 +592,12 @@ impl SqliteStore {
                         },
                     };
                     history::start(&tx, r, previous, now, self.history)?;
-                    write_master(&tx, r, text, before, last, now)?;
-                    history::record(&tx, r, text, now, self.history)?;
+                    // Whether the record's changes were replayed to its text: only such
+                    // changes go into the history (a new document's, from the empty text).
+                    let verified = write_master(&tx, r, text, before, last, now)?
+                        || (before.is_none()
+                            && leads_to(&Rope::new(), 0, &r.changes, r.version, text));
+                    history::record(&tx, r, text, verified, now, self.history)?;
                     written.insert(r.doc.clone(), (r.version, text.clone()));
                     Some((r.version, text.clone()))
                 }
@@ -724,10 +728,10 @@ fn write_master(
     before: Option<DocRow>,
     last: impl Fn(u64) -> Option<Rope>,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let sum = text.checksum();
     if before.is_some_and(|b| b.version == r.version && b.checksum == Some(sum)) {
-        return Ok(());
+        return Ok(true);
     }
     if let Some(b) = before.filter(|b| r.version > b.version) {
         // The last text: remembered, or (first commit since the store opened) read back once.
@@ -753,7 +757,7 @@ fn write_master(
             if r.version - b.text_version >= SNAPSHOT_EVERY {
                 advance_snapshot(tx, &r.doc, b.text_version, r.version, text)?;
             }
-            return Ok(());
+            return Ok(true);
         }
     }
     if let Some(b) = before {
@@ -775,7 +779,7 @@ fn write_master(
         now,
         i64::from(sum)
     ])?;
-    Ok(())
+    Ok(false)
 }
 
 /// The stored snapshot of `doc` (the text at `documents.text_version`) and the chain of

@@ -59,6 +59,14 @@ fn changes_are_kept_with_their_times_and_any_kept_version_can_be_read() {
     assert_eq!(page.changes[0].version, 3);
     assert_eq!(s.history("nothing", 0, 10).unwrap(), None);
 
+    // Changes that do not lead to the record's text are not kept: the history starts again
+    // at that text (the store writes it whole, too).
+    let mut wrong = change("d", "xab", "xa!", 5);
+    wrong.text = Some("zzz".into());
+    s.commit(&[wrong], 3_500).unwrap();
+    let h = s.history("d", 0, 100).unwrap().unwrap();
+    assert_eq!((h.base_version, h.latest, h.changes.len()), (5, 5, 0));
+    assert_eq!(text_as_of(&s, 5).as_deref(), Some("zzz"));
     // A master the kept changes do not lead to starts the history again there.
     s.commit(&[whole("d", "new start", 9)], 4_000).unwrap();
     let h = s.history("d", 0, 100).unwrap().unwrap();
