@@ -20,15 +20,15 @@ pub(super) struct Here {
     anchor: u64,
 }
 
-/// At most `max` bytes of `s`, cut at a char boundary.
+/// At most `max` bytes of `s`, cut after the last char that fits whole.
 fn cut(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = s
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= max)
+        .last()
+        .unwrap_or(0);
+    s.truncate(end);
     s
 }
 

@@ -375,6 +375,14 @@ impl Net {
         self.pump();
     }
 
+    /// Create `doc` holding `text` on the server (as `PUT /documents/{doc}` does), committed
+    /// by a pump; then let it leave memory.
+    pub fn create_document(&mut self, doc: &str, text: &str) {
+        assert_eq!(self.node_mut().create_document(doc, text), Ok(true));
+        self.pump();
+        self.node_mut().release(doc);
+    }
+
     /// The transport of client `i` breaks and stays down: both nodes told.
     pub fn drop_connection(&mut self, i: usize) {
         let (now, peer) = (self.now, self.peer_of[i]);

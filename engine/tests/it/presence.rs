@@ -111,3 +111,50 @@ fn presence_is_bounded_and_needs_an_open_document() {
     assert!(net.server().master("elsewhere").is_none());
     assert!(net.server().master(DOC).is_some());
 }
+
+#[test]
+fn a_presence_list_for_another_document_or_after_the_connection_went_is_ignored() {
+    let mut net = Net::connected(2, Config::default(), "abc");
+    presence(&mut net, 0, "a", 1, 1);
+    presence(&mut net, 1, "b", 2, 2);
+    let list = |doc: &str| ServerMsg::Presence {
+        doc: doc.into(),
+        peers: vec![dsync_engine::PeerPresence {
+            id: "x".into(),
+            user: String::new(),
+            name: "stranger".into(),
+            cursor: 0,
+            anchor: 0,
+        }],
+    };
+    let now = net.now;
+    let skipped = net.clients[0].engine().stats().stale_skipped;
+    net.clients[0].handle_message(now, list("elsewhere"));
+    assert_eq!(seen_by(&net, 0), vec![("b".into(), 2, 2)]);
+    assert_eq!(net.clients[0].engine().stats().stale_skipped, skipped + 1);
+    // A list that arrives after the connection went (a late datagram) is not taken either.
+    net.drop_connection(0);
+    net.clients[0].handle_message(now, list(DOC));
+    assert!(seen_by(&net, 0).is_empty());
+    assert_eq!(net.clients[0].engine().stats().stale_skipped, skipped + 2);
+}
+
+#[test]
+fn a_name_is_cut_at_a_char_boundary_below_the_limit() {
+    let mut net = Net::connected(2, Config::default(), "abc");
+    // 1 + 2 × 40 bytes: byte 64 falls inside an "é".
+    let name = format!("a{}", "é".repeat(40));
+    presence(&mut net, 0, &name, 0, 0);
+    presence(&mut net, 1, "b", 0, 0);
+    let seen = &seen_by(&net, 1)[0].0;
+    assert_eq!(seen.len(), MAX_PRESENCE_NAME_BYTES - 1);
+    assert!(name.starts_with(seen.as_str()));
+    // A name of exactly the limit is kept whole; one byte more loses one byte.
+    for (len, kept) in [
+        (MAX_PRESENCE_NAME_BYTES, MAX_PRESENCE_NAME_BYTES),
+        (MAX_PRESENCE_NAME_BYTES + 1, MAX_PRESENCE_NAME_BYTES),
+    ] {
+        presence(&mut net, 0, &"x".repeat(len), 0, 0);
+        assert_eq!(seen_by(&net, 1)[0].0.len(), kept, "a name of {len} bytes");
+    }
+}

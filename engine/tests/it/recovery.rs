@@ -617,3 +617,22 @@ fn a_link_moved_by_an_idle_poll_survives_a_restart() {
         net.server().stats()
     );
 }
+
+#[test]
+fn a_document_created_with_a_text_is_stored_whole() {
+    let mut net = crate::harness::Net::new(1, dsync_engine::Config::default(), "");
+    net.create_document("fresh", "made with a text");
+    let rec = net
+        .server_log
+        .iter()
+        .find_map(|o| match o {
+            dsync_engine::ServerOutput::Persist(r) if r.doc == "fresh" => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the creation is persisted");
+    assert_eq!(
+        rec.text.as_ref().map(String::from).as_deref(),
+        Some("made with a text")
+    );
+    assert_eq!(rec.version, 0);
+}
