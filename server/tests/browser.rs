@@ -282,6 +282,31 @@ async fn wait_presence(page: &Client, want: &[&str]) {
     }
 }
 
+/// Wait until `page` lists `name` at line 1, `column`.
+async fn wait_listed(page: &Client, name: &str, column: usize) {
+    let start = Instant::now();
+    let want = format!("line 1, column {column}");
+    loop {
+        let listed = eval(
+            page,
+            "return [...document.querySelectorAll('#peers li')].map(l => l.textContent)",
+        )
+        .await;
+        let found = listed.as_array().unwrap().iter().any(|l| {
+            let l = l.as_str().unwrap();
+            l.starts_with(name) && l.ends_with(&want)
+        });
+        if found {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{name} is not listed at {want}: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn type_into(page: &Client, keys: &str) {
     let area = page.find(Locator::Id("text")).await.unwrap();
     area.send_keys(keys).await.unwrap();
@@ -362,6 +387,11 @@ async fn two_browsers_edit_together_through_a_shared_link_and_a_server_restart()
     wait_presence(&a, &["bob", "carol"]).await;
     wait_presence(&b, &["alice", "carol"]).await;
     wait_presence(&c, &["alice", "bob"]).await;
+    // Where: each writer's caret after its own typing, in the merged text (a merge moves a
+    // caret with the text around it, and the page says where it went).
+    let end_of = |typed: &str| both.find(typed).unwrap() + typed.len() + 1;
+    wait_listed(&b, "alice", end_of(alice1)).await;
+    wait_listed(&a, "bob", end_of(bob1)).await;
     screenshot(&a, "alice.png").await;
     screenshot(&b, "bob.png").await;
 

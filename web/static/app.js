@@ -136,11 +136,15 @@ function arm() {
   }, Math.max(0, at - performance.now()));
 }
 
-// After anything happened: send, show, close if asked, re-arm the timer.
+// After anything happened: show, send, close if asked, re-arm the timer. A merge moves our
+// caret with the text around it; the others are told where it went.
 function settle() {
-  flush();
   const moved = client.take_text_changed();
-  if (moved) showText();
+  if (moved) {
+    showText();
+    sendPresence();
+  }
+  flush();
   if (client.take_presence_changed() || moved) showPresence();
   if (client.take_close_asked() && socket) socket.close();
   render();
