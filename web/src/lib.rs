@@ -8,7 +8,8 @@
 //! here reads a clock: time comes in as the page's `performance.now()` in milliseconds.
 //!
 //! Built by `web/build.sh` into `web/dist/` (the wasm32 target and `wasm-bindgen-cli`);
-//! `cargo test` runs the same code natively (`web/tests/`), against the server node.
+//! its unit tests run natively under `cargo test`, and `server/tests/browser.rs` drives the built
+//! page in headless Chromium against the real server.
 
 use std::collections::VecDeque;
 
