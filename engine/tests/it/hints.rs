@@ -137,3 +137,36 @@ fn a_client_is_hinted_once_until_it_asks_and_only_if_it_wants_hints() {
     net.settle(30_000);
     assert_eq!(net.master(), "xxxxx");
 }
+
+#[test]
+fn idle_polls_of_an_unchanged_document_write_nothing_and_each_edit_is_counted_once() {
+    let mut net = Net::connected(2, cfg(), "hello");
+    let persists = |net: &Net| {
+        net.server_log
+            .iter()
+            .filter(|o| matches!(o, ServerOutput::Persist(_)))
+            .count()
+    };
+    let before = persists(&net);
+    let polls = round_trips(&net, 0) + round_trips(&net, 1);
+    run(&mut net, 10_000);
+    assert!(
+        round_trips(&net, 0) + round_trips(&net, 1) > polls + 4,
+        "the clients polled"
+    );
+    assert_eq!(persists(&net), before, "an idle poll wrote to the store");
+    // One edit: applied once, written, and the document stays quiet after it.
+    let applied = net.server().stats().edits_applied;
+    net.type_at(0, 5, "!");
+    run(&mut net, 3_000);
+    assert_eq!(net.master(), "hello!");
+    assert_eq!(net.server().stats().edits_applied, applied + 1);
+    let after_edit = persists(&net);
+    assert!(after_edit > before);
+    run(&mut net, 10_000);
+    assert_eq!(
+        persists(&net),
+        after_edit,
+        "polls after the edit wrote to the store"
+    );
+}
