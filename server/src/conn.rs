@@ -172,6 +172,14 @@ pub enum Event {
     Stop,
     /// A question from the HTTP endpoints, answered between batches.
     Query(crate::http::Query),
+    /// Create a document with a text (`PUT /documents/{doc}`): handled in the batch, so its
+    /// record is committed with it, and answered after that commit; `Ok(false)`: it exists
+    /// already.
+    Create(
+        String,
+        String,
+        tokio::sync::oneshot::Sender<Result<bool, String>>,
+    ),
 }
 
 /// The sending half of a connection's outgoing queue, kept by the engine thread.

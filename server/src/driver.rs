@@ -611,7 +611,7 @@ fn engine_thread(
                     node.receive_decoded(t, peer, inbound.msg);
                 }
                 Event::Stop => {}
-                Event::Query(crate::http::Query::Create(doc, text, tx)) => {
+                Event::Create(doc, text, tx) => {
                     let made = node.create_document(&doc, &text);
                     created.push((doc, made, tx));
                 }
@@ -731,10 +731,6 @@ fn answer(node: &mut ServerNode<SqliteStore>, q: crate::http::Query) {
         Query::List(tx) => {
             let docs = node.maintain(|store, _| store.documents());
             let _ = tx.send(docs.map_err(|e| e.to_string()));
-        }
-        // Handled in the batch (its record is committed with it), answered after.
-        Query::Create(_, _, tx) => {
-            let _ = tx.send(Err("not answered in order".into()));
         }
         Query::Read(doc, tx) => {
             let found =

@@ -38,9 +38,6 @@ pub enum Query {
         String,
         oneshot::Sender<Result<Option<(u64, String)>, String>>,
     ),
-    /// Create a document with a text; `Ok(false)`: it exists already. Answered after the
-    /// commit that wrote it.
-    Create(String, String, oneshot::Sender<Result<bool, String>>),
     /// Up to `limit` changes of a document after a version (`None`: no history kept).
     History(
         String,
@@ -114,8 +111,14 @@ pub fn router(
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 async fn ask<T>(ctx: &Ctx, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
+    send(ctx, |tx| Event::Query(make(tx))).await
+}
+
+/// Send the engine thread the event `make` builds around a reply channel; its reply, or
+/// `None` when it did not come within [`ANSWER_WITHIN`].
+async fn send<T>(ctx: &Ctx, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Option<T> {
     let (tx, rx) = oneshot::channel();
-    ctx.events.send(Event::Query(make(tx))).ok()?;
+    ctx.events.send(make(tx)).ok()?;
     tokio::time::timeout(ANSWER_WITHIN, rx).await.ok()?.ok()
 }
 
@@ -268,7 +271,7 @@ async fn create(
     if let Err(why) = authorize_for(&ctx, &headers, &doc, true) {
         return (StatusCode::UNAUTHORIZED, why).into_response();
     }
-    match ask(&ctx, |tx| Query::Create(doc.clone(), text, tx)).await {
+    match send(&ctx, |tx| Event::Create(doc.clone(), text, tx)).await {
         Some(Ok(true)) => (StatusCode::CREATED, format!("created {doc:?}\n")).into_response(),
         Some(Ok(false)) => {
             (StatusCode::CONFLICT, format!("{doc:?} exists already\n")).into_response()
