@@ -113,33 +113,40 @@ fn span(conn: &Connection, doc: &str) -> Result<Option<(u64, u64)>, StoreError> 
 
 /// Before `r` is written: a document without history starts it at the master before `r`
 /// (`previous`: its version and text, when the store has them; asked only then, as it may
-/// cost a replay), so that `r`'s own changes are kept by [`record`].
+/// cost a replay), so that `r`'s own changes are kept by [`record`]. Returns what is kept of
+/// the history now (the base's version and the newest kept version), for [`record`].
 pub(crate) fn start(
     conn: &Connection,
     r: &PersistRecord,
     previous: impl FnOnce() -> Result<Option<(u64, Rope)>, StoreError>,
     now_ms: i64,
     limits: HistoryLimits,
-) -> Result<(), StoreError> {
-    if limits.max_changes == 0 || r.changes.is_empty() || span(conn, &r.doc)?.is_some() {
-        return Ok(());
+) -> Result<Option<(u64, u64)>, StoreError> {
+    if limits.max_changes == 0 {
+        return Ok(None);
+    }
+    let kept = span(conn, &r.doc)?;
+    if kept.is_some() || r.changes.is_empty() {
+        return Ok(kept);
     }
     if let Some((v, text)) = previous()?.filter(|(v, _)| *v < r.version) {
         conn.prepare_cached(
             "INSERT INTO history_base (doc, version, text, at_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![r.doc, int(v)?, text.to_string(), now_ms])?;
+        return Ok(Some((v, v)));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Record what `r` did to its document's master, which it leaves as `master`: its changes if
 /// they continue the kept history and the store `verified` them (replayed them from the last
-/// master to `master`), else a new base.
+/// master to `master`), else a new base. `kept` is what [`start`] returned.
 pub(crate) fn record(
     conn: &Connection,
     r: &PersistRecord,
     master: &Rope,
+    kept: Option<(u64, u64)>,
     verified: bool,
     now_ms: i64,
     limits: HistoryLimits,
@@ -147,7 +154,6 @@ pub(crate) fn record(
     if limits.max_changes == 0 {
         return Ok(());
     }
-    let kept = span(conn, &r.doc)?;
     if kept.is_some_and(|(_, last)| last == r.version) {
         return Ok(());
     }

@@ -591,13 +591,13 @@ impl SqliteStore {
                             None => Ok(text_from_db(&tx, &r.doc, b)?.map(|t| (b.version, t))),
                         },
                     };
-                    history::start(&tx, r, previous, now, self.history)?;
+                    let kept = history::start(&tx, r, previous, now, self.history)?;
                     // Whether the record's changes were replayed to its text: only such
                     // changes go into the history (a new document's, from the empty text).
                     let verified = write_master(&tx, r, text, before, last, now)?
                         || (before.is_none()
                             && leads_to(&Rope::new(), 0, &r.changes, r.version, text));
-                    history::record(&tx, r, text, verified, now, self.history)?;
+                    history::record(&tx, r, text, kept, verified, now, self.history)?;
                     written.insert(r.doc.clone(), (r.version, text.clone()));
                     Some((r.version, text.clone()))
                 }
