@@ -593,39 +593,33 @@ impl Driver {
         });
     }
 
+    /// Make the user's edit; then the user's cursor is where it ended (presence).
+    fn edit(&mut self, e: Edit) -> Result<(), dsync_engine::EngineError> {
+        let at = self.edit_end(&e);
+        self.node.edit(|eng| match e {
+            Edit::Insert(at, s) => eng.insert(at, &s),
+            Edit::Delete(a, b) => eng.delete(a, b),
+            Edit::Append(s) => {
+                let n = eng.text().len_chars();
+                eng.insert(n, &s)
+            }
+            Edit::Replace(s) => eng.set_text(&s),
+        })?;
+        self.moved_to(at);
+        Ok(())
+    }
+
     fn apply(&mut self, req: EditRequest) {
-        let edit = |node: &mut ClientNode, e: Edit| {
-            node.edit(|eng| match e {
-                Edit::Insert(at, s) => eng.insert(at, &s),
-                Edit::Delete(a, b) => eng.delete(a, b),
-                Edit::Append(s) => {
-                    let n = eng.text().len_chars();
-                    eng.insert(n, &s)
-                }
-                Edit::Replace(s) => eng.set_text(&s),
-            })
-        };
         match req {
             EditRequest::Edit(e, reply) => {
-                let at = self.edit_end(&e);
-                let r = edit(&mut self.node, e);
-                if r.is_ok() {
-                    self.moved_to(at);
-                }
+                let r = self.edit(e);
                 self.publish();
                 let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             EditRequest::Computed(f, reply) => {
                 let before = self.node.engine().text().to_string();
                 let r = match f(&before) {
-                    Some(e) => {
-                        let at = self.edit_end(&e);
-                        let r = edit(&mut self.node, e);
-                        if r.is_ok() {
-                            self.moved_to(at);
-                        }
-                        r
-                    }
+                    Some(e) => self.edit(e),
                     None => Ok(()),
                 };
                 let after = self.node.engine().text().to_string();
