@@ -148,8 +148,31 @@ pub fn normalize_newlines(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(s.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
+/// The longest prefix of `s` that fits in `max_bytes` without splitting a char (names and ids
+/// are cut this way to fit their limits).
+pub(crate) fn prefix_within(s: &str, max_bytes: usize) -> &str {
+    let end = s
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= max_bytes)
+        .last()
+        .unwrap_or(0);
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn prefixes_are_cut_on_char_boundaries() {
+        assert_eq!(prefix_within("abc", 2), "ab");
+        assert_eq!(prefix_within("abc", 3), "abc");
+        assert_eq!(prefix_within("abc", 9), "abc");
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("aé", 3), "aé");
+        assert_eq!(prefix_within("é", 1), "");
+        assert_eq!(prefix_within("", 0), "");
+    }
     use super::*;
 
     #[test]

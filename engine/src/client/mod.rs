@@ -132,11 +132,7 @@ impl PendingEdit {
 
 /// `base` with a `~n` suffix, kept within 200 bytes (names may have 256).
 fn renamed(base: &str, n: u32) -> String {
-    let mut keep = base.len().min(200);
-    while !base.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{}~{n}", &base[..keep])
+    format!("{}~{n}", crate::text::prefix_within(base, 200))
 }
 
 /// Client side of Differential Synchronization for one document.
@@ -244,11 +240,6 @@ impl ClientEngine {
     /// The shadow and its versions.
     pub fn shadow(&self) -> &Shadow {
         &self.shadow
-    }
-
-    /// The document name.
-    pub fn doc(&self) -> &str {
-        &self.doc
     }
 
     /// The client id.

@@ -20,18 +20,6 @@ pub(super) struct Here {
     anchor: u64,
 }
 
-/// At most `max` bytes of `s`, cut after the last char that fits whole.
-fn cut(mut s: String, max: usize) -> String {
-    let end = s
-        .char_indices()
-        .map(|(i, c)| i + c.len_utf8())
-        .take_while(|end| *end <= max)
-        .last()
-        .unwrap_or(0);
-    s.truncate(end);
-    s
-}
-
 impl ServerEngine {
     /// A `presence` from `peer`: kept for its session and relayed if it moved.
     pub(super) fn on_presence(
@@ -55,7 +43,7 @@ impl ServerEngine {
             return;
         };
         let here = Here {
-            name: cut(name, MAX_PRESENCE_NAME_BYTES),
+            name: crate::text::prefix_within(&name, MAX_PRESENCE_NAME_BYTES).to_string(),
             cursor,
             anchor,
         };
@@ -111,17 +99,5 @@ impl ServerEngine {
                 },
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cut;
-
-    #[test]
-    fn names_are_cut_on_char_boundaries() {
-        assert_eq!(cut("abc".into(), 2), "ab");
-        assert_eq!(cut("aé".into(), 2), "a");
-        assert_eq!(cut("aé".into(), 3), "aé");
     }
 }

@@ -243,3 +243,36 @@ fn tokens_hold_across_a_server_restart() {
     );
     assert_eq!(net.clients[1].engine().text().len(), 0);
 }
+
+#[test]
+fn a_client_whose_id_is_taken_starts_afresh_under_a_new_id_within_the_limit() {
+    // Two clients call themselves by the same long id; the second cannot prove the session is
+    // its own. The id is 199 ASCII bytes, then a two-byte char across the 200-byte cut.
+    let id = format!("{}é-and-more", "x".repeat(199));
+    let mut net = Net::new(2, cfg(), "shared");
+    for i in 0..2 {
+        net.clients[i] = crate::harness::client(cfg(), &id);
+    }
+    net.clients[0].connected(net.now);
+    net.pump();
+    net.flush();
+    net.type_at(0, 6, "!");
+    // Client 1 is not connected yet: run the clock rather than wait for all to settle.
+    for _ in 0..50 {
+        net.flush();
+        net.advance(100);
+    }
+    assert_eq!(net.master(), "shared!");
+    net.clients[1].connected(net.now);
+    net.pump();
+    net.settle(10_000);
+    net.type_at(1, 0, "¡");
+    net.settle(10_000);
+    let renamed = format!("{}~1", "x".repeat(199));
+    assert_eq!(net.clients[0].engine().client_id(), id);
+    assert_eq!(net.clients[1].engine().client_id(), renamed);
+    assert!(net.server().session(DOC, &id).is_some());
+    assert!(net.server().session(DOC, &renamed).is_some());
+    assert_eq!(net.master(), "¡shared!");
+    net.converged().unwrap();
+}
