@@ -262,8 +262,10 @@ impl ServerEngine {
             ));
         }
         // Stored texts hold no `\r` (the engine normalises what it takes in); one written by
-        // something else is normalised here, once.
-        let master = if stored.text.chunks().any(|c| c.contains('\r')) {
+        // something else is normalised here, once, and written back below: a store resolves a
+        // session's shadow that equals the master against the master it holds.
+        let raw = stored.text.chunks().any(|c| c.contains('\r'));
+        let master = if raw {
             Rope::from(normalize_newlines(&stored.text.flat()).into_owned())
         } else {
             stored.text
@@ -330,6 +332,18 @@ impl ServerEngine {
                 presence: BTreeMap::new(),
             },
         );
+        if raw {
+            let d = &self.docs[doc];
+            self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+                doc: doc.to_string(),
+                text: Some(d.master.clone()),
+                version: d.version,
+                sessions: Vec::new(),
+                removed_sessions: Vec::new(),
+                changes: Vec::new(),
+                changes_needed_after: d.log_base,
+            }));
+        }
         Ok(())
     }
 
@@ -352,6 +366,26 @@ impl ServerEngine {
     pub fn session(&self, doc: &str, client_id: &str) -> Option<(&Shadow, &Shadow)> {
         let s = self.docs.get(doc)?.sessions.get(client_id)?;
         Some((&s.shadow, &s.backup))
+    }
+
+    /// A session's durable form as a commit now would write it, texts filled in: what a
+    /// restarted server must find in the store to resume the session as it is.
+    pub fn session_record(&self, doc: &str, client_id: &str) -> Option<SessionRecord> {
+        let d = self.docs.get(doc)?;
+        let mut r = d.sessions.get(client_id)?.record(client_id, d.log_end());
+        r.resolve(&d.master);
+        Some(r)
+    }
+
+    /// The change from a session's shadow to the master, and whether its link and the change
+    /// log gave it exactly (`false`: a diff stood in).
+    pub fn shadow_change(&self, doc: &str, client_id: &str) -> Option<(Operation, bool)> {
+        let d = self.docs.get(doc)?;
+        let s = d.sessions.get(client_id)?;
+        let mut stats = Stats::default();
+        let (text, log) = (&s.shadow.text, &d.log);
+        let op = to_master(&d.master, log, d.log_base, text, &s.link, &mut stats);
+        Some((op, stats.link_fallbacks == 0))
     }
 
     /// Exact master changes a document keeps (at most `Limits::max_log_entries`): stays small

@@ -636,3 +636,110 @@ fn a_document_created_with_a_text_is_stored_whole() {
     );
     assert_eq!(rec.version, 0);
 }
+
+/// A reset the client acknowledged is over, in the store too: a server that restarts right
+/// after the acknowledgement must not send it again (the acknowledging request may change
+/// nothing else, and it alone has to be written).
+#[test]
+fn an_acknowledged_reset_is_not_sent_again_after_a_restart() {
+    let mut net = Net::connected(2, cfg(), "shared");
+    net.type_at(0, 0, "mine ");
+    net.sync(0);
+    refuse_damaged(&mut net, 0);
+    damage_again(&mut net, 0, flip_checksum);
+    net.deliver_up(0);
+    // The reset arrives; the client's next request acknowledges it.
+    net.deliver_down(0);
+    assert_eq!(net.clients[0].engine().stats().resets, 1);
+    net.sync(0);
+    net.deliver_up(0);
+    net.crash_server();
+    net.settle(30_000);
+    assert_eq!(net.master(), "mine shared");
+    assert_eq!(
+        net.clients[0].engine().stats().resets,
+        1,
+        "the reset came again"
+    );
+    net.converged().unwrap();
+}
+
+/// A refused edit moves the session's link too (to the master it was refused at), and that
+/// move is written like any other: the store forgets the changes below the links in memory,
+/// so a stored link left behind would point before the stored log after a restart.
+#[test]
+fn a_link_moved_by_a_refused_edit_survives_a_restart() {
+    let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
+    // Client 1 types a token and takes it back: the master is where it started.
+    type_alone(&mut net, "⟨t⟩");
+    net.clients[1].delete(3, 6).unwrap();
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+    assert_eq!(net.master(), "⟨a⟩⟨b⟩");
+    // Client 0's first edit arrives damaged: refused, and its link now names version 2.
+    net.type_at(0, 3, "⟨x⟩");
+    net.sync(0);
+    refuse_damaged(&mut net, 0);
+    assert_eq!(net.master(), "⟨a⟩⟨b⟩");
+    // Client 1 types enough for the log to be trimmed.
+    for k in 0..40 {
+        type_alone(&mut net, &format!("⟨y{k}⟩"));
+    }
+    net.crash_server();
+    net.reconnect(0);
+    net.reconnect(1);
+    net.settle(30_000);
+    let master = net.master();
+    assert_eq!(count(&master, "⟨x⟩"), 1, "{master}");
+    assert_eq!(count(&master, "⟨"), 43, "{master}");
+    assert_eq!(
+        net.server().stats().link_fallbacks,
+        0,
+        "{:?}",
+        net.server().stats()
+    );
+}
+
+/// A peer whose refused edit never comes back (it polls instead) moves its backup link on the
+/// next reply while its link stays put: that move is written too, or a restart would find the
+/// backup linked to a change the store was told it may forget.
+#[test]
+fn a_poll_after_a_refused_edit_is_written() {
+    let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
+    // The log moves on past client 0's links, and the master is back where it started, so
+    // the poll's reply has nothing to send that would make it written anyway.
+    type_alone(&mut net, "⟨t⟩");
+    net.clients[1].delete(3, 6).unwrap();
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+    net.sync(0);
+    let Some(ClientMsg::ClientSync {
+        doc,
+        seq,
+        server_version,
+        ..
+    }) = net.up[0].pop_front()
+    else {
+        panic!("expected a client_sync");
+    };
+    let full = Edit::Full {
+        version: 0,
+        text: "hijacked".into(),
+        checksum: Checksum::of("hijacked"),
+        base: None,
+    };
+    let sync = |seq, edits| ClientMsg::ClientSync {
+        doc: doc.clone(),
+        seq,
+        server_version,
+        edits,
+    };
+    net.send_to_server(0, sync(seq, vec![full]));
+    // The harness checks after each commit that a restart would restore the session as it is.
+    net.send_to_server(0, sync(seq + 1, Vec::new()));
+    net.crash_server();
+    net.reconnect(0);
+    net.reconnect(1);
+    net.settle(30_000);
+    assert_eq!(net.master(), "⟨a⟩⟨b⟩");
+}
