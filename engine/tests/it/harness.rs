@@ -230,6 +230,8 @@ impl Net {
 
     /// Advance virtual time to `to`, firing every timer due on the way (messages stay queued).
     pub fn advance_to(&mut self, to: Time) {
+        // A timer that fires and stays due would spin here forever: fail instead.
+        let (mut last, mut again) = (None, 0);
         loop {
             let next = self
                 .clients
@@ -239,6 +241,9 @@ impl Net {
                 .min();
             match next {
                 Some(t) if t <= to => {
+                    again = if last == Some(t) { again + 1 } else { 0 };
+                    last = Some(t);
+                    assert!(again < 100, "a timer due at {t:?} stays due after firing");
                     self.now = self.now.max(t);
                     for c in &mut self.clients {
                         if c.poll_timeout().is_some_and(|t| t <= self.now) {

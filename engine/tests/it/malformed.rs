@@ -48,3 +48,58 @@ fn malformed_deltas_are_errors() {
         assert!(d.apply(text).is_err(), "{delta:?} on {text:?}");
     }
 }
+
+/// Each node reads deltas against its own engine's `max_delta_bytes`: a delta over it is a bad
+/// frame, refused before anything is applied, even when the frame itself is within its limit.
+#[test]
+fn a_delta_over_the_configured_maximum_is_a_bad_frame_at_both_nodes() {
+    use dsync_engine::{Checksum, ClientMsg, Config, Edit, PeerId, ServerMsg, Time};
+    use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
+
+    let mut config = Config::default();
+    config.limits = config.limits.with_document_bytes(20);
+    let (max_delta, max_frame) = (config.limits.max_delta_bytes, config.limits.frame_bytes());
+    let long = format!("+{}", "a".repeat(max_delta));
+    let delta = Delta::parse(&long, usize::MAX).unwrap();
+    let edit = Edit::Delta {
+        version: 0,
+        delta,
+        checksum: Checksum::of(""),
+    };
+
+    let mut client = ClientNode::new(config, ClientNodeConfig::for_engine(&config), "c0", "doc");
+    let msg = ServerMsg::ServerSync {
+        doc: "doc".into(),
+        seq: 1,
+        client_version: 0,
+        edits: vec![edit.clone()],
+    };
+    let line = dsync_net::encode_server(&msg);
+    assert!(line.len() < max_frame, "the frame itself fits");
+    client.receive_datagram(Time(0), line.as_bytes());
+    let bad = std::iter::from_fn(|| client.poll_output())
+        .find_map(|o| match o {
+            ClientNodeOutput::BadFrame(e) => Some(e.to_string()),
+            _ => None,
+        })
+        .expect("the client refuses the frame");
+    assert!(bad.contains("maximum"), "{bad}");
+    assert_eq!(client.engine().text(), "");
+
+    let mut server = ServerNode::new(config, dsync_store::MemStore::new(), max_frame, [7; 32]);
+    let msg = ClientMsg::ClientSync {
+        doc: "doc".into(),
+        seq: 1,
+        server_version: 0,
+        edits: vec![edit],
+    };
+    let line = dsync_net::encode_client(&msg);
+    assert!(line.len() < max_frame, "the frame itself fits");
+    server.receive_datagram(Time(0), PeerId(1), line.as_bytes());
+    let (server, released) = server.commit(0).ok().expect("commits");
+    let refused = released.outputs.iter().any(|o| {
+        matches!(o, Output::Send { msg: ServerMsg::Error { message, .. }, .. } if message.contains("maximum"))
+    });
+    assert!(refused, "{:?}", released.outputs);
+    assert_eq!(server.engine().stats().edits_applied, 0);
+}

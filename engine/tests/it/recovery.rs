@@ -391,6 +391,23 @@ fn typing_past_the_document_limit_is_dropped_and_said_not_resent_forever() {
     assert_eq!(net.server().stats().edits_applied, sent_before);
 }
 
+/// The limit is inclusive: typing that fills the document exactly to it is sent and kept, at
+/// the client as at the server.
+#[test]
+fn typing_that_fills_the_document_exactly_to_its_limit_is_kept() {
+    let mut config = cfg();
+    config.limits = config.limits.with_document_bytes(20);
+    let mut net = Net::connected(2, config, "");
+    net.type_at(0, 0, "aaaaaaaaaa");
+    net.settle(20_000);
+    net.type_at(1, 10, "bbbbbbbbbb");
+    net.settle(20_000);
+    assert_eq!(net.master(), "aaaaaaaaaabbbbbbbbbb");
+    assert!(!net.events[1]
+        .iter()
+        .any(|e| matches!(e, ClientEvent::LocalChangeDropped { .. })));
+}
+
 #[test]
 fn server_restart_resumes_persisted_sessions() {
     let mut net = Net::connected(2, cfg(), "base");
