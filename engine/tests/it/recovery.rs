@@ -760,3 +760,59 @@ fn a_poll_after_a_refused_edit_is_written() {
     net.settle(30_000);
     assert_eq!(net.master(), "⟨a⟩⟨b⟩");
 }
+
+/// A connect lost on the way, or its answer lost on the way back, is sent again after
+/// `retransmit_ms`, and the client then syncs as if nothing had happened.
+#[test]
+fn a_lost_connect_or_connect_answer_is_retried() {
+    for lose_answer in [false, true] {
+        let mut net = Net::new(1, cfg(), "hello");
+        net.clients[0].connected(net.now);
+        net.pump();
+        if lose_answer {
+            net.deliver_up(0);
+            assert!(net.drop_down(0).is_some(), "the answer was lost");
+        } else {
+            assert!(
+                matches!(net.drop_up(0), Some(ClientMsg::Connect { .. })),
+                "the connect was lost"
+            );
+        }
+        assert!(!net.clients[0].engine().is_connected());
+        // Nothing is sent again before the retransmit time; then the connect is.
+        net.advance(cfg().retransmit_ms - 1);
+        assert!(net.up[0].is_empty());
+        net.advance(1);
+        assert!(matches!(net.up[0].front(), Some(ClientMsg::Connect { .. })));
+        net.settle(10_000);
+        assert!(net.clients[0].engine().is_connected());
+        net.type_at(0, 5, "!");
+        net.settle(10_000);
+        assert_eq!(net.master(), "hello!", "lose_answer: {lose_answer}");
+    }
+}
+
+/// Merges are exact from the first request of a session on: its link starts at the master it
+/// connected to, so a change made meanwhile reaches the client's shadow as the change it was,
+/// not as a diff, which in a text of repeats puts it in the wrong place.
+#[test]
+fn a_new_sessions_first_edit_merges_exactly_past_a_change_made_meanwhile() {
+    let mut net = Net::new(2, cfg(), "abab");
+    for i in 0..2 {
+        net.clients[i].connected(net.now);
+    }
+    net.pump();
+    net.flush();
+    assert!(net.clients.iter().all(|c| c.engine().is_connected()));
+    // Client 1 types "ab" at the front: a diff of "abab" → "ababab" would say "at the end".
+    net.type_at(1, 0, "ab");
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+    assert_eq!(net.master(), "ababab");
+    // Client 0 never heard of it and types "X" after the first "a" it sees.
+    net.type_at(0, 1, "X");
+    net.sync(0);
+    net.settle(10_000);
+    assert_eq!(net.master(), "abaXbab");
+    assert_eq!(net.server().stats().link_fallbacks, 0);
+}
