@@ -264,6 +264,18 @@ impl Net {
         self.advance_to(self.now.plus_ms(ms));
     }
 
+    /// Let time pass until client `i` sends something (or panic after `max_ms`).
+    pub fn await_up(&mut self, i: usize, max_ms: u64) {
+        let deadline = self.now.plus_ms(max_ms);
+        while self.up[i].is_empty() {
+            assert!(
+                self.now < deadline,
+                "client {i} sent nothing in {max_ms} ms"
+            );
+            self.advance(100);
+        }
+    }
+
     /// Deliver everything queued, in order, until the network is empty.
     pub fn flush(&mut self) {
         // Without time passing, the nodes answer each other a bounded number of times; a

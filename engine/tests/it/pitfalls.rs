@@ -124,9 +124,7 @@ fn p7_reset_versions_are_explicit() {
     net.sync(0);
     // Damaged twice in a row: the server takes it for divergence and resets.
     for _ in 0..2 {
-        while net.up[0].is_empty() {
-            net.advance(100);
-        }
+        net.await_up(0, 10_000);
         if let Some(ClientMsg::ClientSync { edits, .. }) = net.up[0].front_mut() {
             if let Edit::Delta { checksum, .. } = &mut edits[0] {
                 checksum.0 ^= 0xff;
