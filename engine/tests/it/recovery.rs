@@ -816,3 +816,23 @@ fn a_new_sessions_first_edit_merges_exactly_past_a_change_made_meanwhile() {
     assert_eq!(net.master(), "abaXbab");
     assert_eq!(net.server().stats().link_fallbacks, 0);
 }
+
+/// A document whose every connection went leaves memory (the store holds all of it), so a
+/// server's memory holds only documents in use; the next connect loads it again as it was.
+#[test]
+fn a_document_nobody_holds_leaves_memory_and_comes_back_whole() {
+    let mut net = Net::connected(2, cfg(), "kept");
+    net.type_at(0, 4, " safe");
+    net.settle(10_000);
+    net.drop_connection(0);
+    assert!(net.server().is_loaded(DOC), "client 1 still holds it");
+    net.drop_connection(1);
+    assert!(!net.server().is_loaded(DOC));
+    net.reconnect(0);
+    net.reconnect(1);
+    net.settle(10_000);
+    assert_eq!(net.master(), "kept safe");
+    net.type_at(1, 0, "all ");
+    net.settle(10_000);
+    assert_eq!(net.master(), "all kept safe");
+}
