@@ -368,26 +368,6 @@ impl ServerEngine {
         Some((&s.shadow, &s.backup))
     }
 
-    /// A session's durable form as a commit now would write it, texts filled in: what a
-    /// restarted server must find in the store to resume the session as it is.
-    pub fn session_record(&self, doc: &str, client_id: &str) -> Option<SessionRecord> {
-        let d = self.docs.get(doc)?;
-        let mut r = d.sessions.get(client_id)?.record(client_id, d.log_end());
-        r.resolve(&d.master);
-        Some(r)
-    }
-
-    /// The change from a session's shadow to the master, and whether its link and the change
-    /// log gave it exactly (`false`: a diff stood in).
-    pub fn shadow_change(&self, doc: &str, client_id: &str) -> Option<(Operation, bool)> {
-        let d = self.docs.get(doc)?;
-        let s = d.sessions.get(client_id)?;
-        let mut stats = Stats::default();
-        let (text, log) = (&s.shadow.text, &d.log);
-        let op = to_master(&d.master, log, d.log_base, text, &s.link, &mut stats);
-        Some((op, stats.link_fallbacks == 0))
-    }
-
     /// Exact master changes a document keeps (at most `Limits::max_log_entries`): stays small
     /// while every session keeps up.
     pub fn log_len(&self, doc: &str) -> Option<usize> {

@@ -1,4 +1,5 @@
-//! What the server engine hands its driver: outputs, and the records a store keeps.
+//! What the server engine hands its driver: outputs, and the records a store keeps (and what
+//! a commit now would keep, for checking what a restart restores).
 
 use super::*;
 
@@ -143,5 +144,27 @@ impl ServerEngine {
     /// Let `doc` leave memory if no session is attached (the store has all of it).
     pub fn release(&mut self, doc: &str) {
         self.unload_if_unused(doc);
+    }
+}
+
+impl ServerEngine {
+    /// A session's durable form as a commit now would write it, texts filled in: what a
+    /// restarted server must find in the store to resume the session as it is.
+    pub fn session_record(&self, doc: &str, client_id: &str) -> Option<SessionRecord> {
+        let d = self.docs.get(doc)?;
+        let mut r = d.sessions.get(client_id)?.record(client_id, d.log_end());
+        r.resolve(&d.master);
+        Some(r)
+    }
+
+    /// The change from a session's shadow to the master, and whether its link and the change
+    /// log gave it exactly (`false`: a diff stood in).
+    pub fn shadow_change(&self, doc: &str, client_id: &str) -> Option<(Operation, bool)> {
+        let d = self.docs.get(doc)?;
+        let s = d.sessions.get(client_id)?;
+        let mut stats = Stats::default();
+        let (text, log) = (&s.shadow.text, &d.log);
+        let op = to_master(&d.master, log, d.log_base, text, &s.link, &mut stats);
+        Some((op, stats.link_fallbacks == 0))
     }
 }

@@ -113,13 +113,17 @@ impl Document {
             .filter_map(|l| l.map(|l| l.idx))
             .min()
             .unwrap_or(self.log_end());
-        while self.log_base < needed.min(self.log_end()) || self.log.len() > max_log.max(1) {
-            if self.log_base >= needed {
-                stats.log_overflows += 1;
-            }
-            self.log.pop_front();
-            self.log_base += 1;
-        }
+        // A computed count, not a loop on a condition: the drain ends whatever the numbers.
+        // Entries below every link go; so do the oldest past `max_log`, each of those still
+        // needed being an overflow.
+        let base = self.log_base;
+        let unneeded = needed.min(self.log_end()).saturating_sub(base) as usize;
+        let excess = self.log.len().saturating_sub(max_log.max(1));
+        let drop = unneeded.max(excess);
+        debug_assert!(drop <= self.log.len());
+        stats.log_overflows += (drop as u64).saturating_sub(needed.saturating_sub(base));
+        self.log.drain(..drop);
+        self.log_base += drop as u64;
     }
 }
 
