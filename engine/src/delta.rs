@@ -229,6 +229,36 @@ mod tests {
         assert_eq!(parsed.apply(old).unwrap(), new, "delta {text:?}");
     }
 
+    /// The reference's deltas never hold an empty operation (`=0`, `-0`, `+`): neither do ours.
+    #[test]
+    fn deltas_hold_no_empty_operations() {
+        for (old, new, want) in [
+            ("abc", "xbc", "-1\t+x\t=2"),
+            ("abc", "abx", "=2\t-1\t+x"),
+            ("abc", "xabc", "+x\t=3"),
+            ("abc", "", "-3"),
+            ("", "abc", "+abc"),
+        ] {
+            let d = Delta::diff(old, new);
+            assert_eq!(d.to_string(), want, "{old:?} -> {new:?}");
+            assert!(d.ops().iter().all(|op| match op {
+                DeltaOp::Keep(n) | DeltaOp::Delete(n) => *n > 0,
+                DeltaOp::Insert(t) => !t.is_empty(),
+            }));
+        }
+    }
+
+    /// The size limit is inclusive: a delta exactly `max_bytes` long parses.
+    #[test]
+    fn a_delta_exactly_at_the_limit_parses() {
+        let text = "=1\t+ab";
+        assert!(Delta::parse(text, text.len()).is_ok());
+        assert!(matches!(
+            Delta::parse(text, text.len() - 1),
+            Err(DeltaError::TooLarge { .. })
+        ));
+    }
+
     #[test]
     fn emoji_counts_utf16_units() {
         // The guide's example: "a😀b" → "a😀c" is =3 -1 +c.
