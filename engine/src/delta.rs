@@ -182,15 +182,6 @@ impl Delta {
         }
         Delta { ops }
     }
-
-    /// True when the delta changes nothing.
-    pub fn is_identity(&self) -> bool {
-        self.ops.iter().all(|op| match op {
-            DeltaOp::Keep(_) => true,
-            DeltaOp::Delete(n) => *n == 0,
-            DeltaOp::Insert(s) => s.is_empty(),
-        })
-    }
 }
 
 fn parse_count(param: &str) -> Result<usize, DeltaError> {
@@ -246,6 +237,22 @@ mod tests {
                 DeltaOp::Insert(t) => !t.is_empty(),
             }));
         }
+    }
+
+    /// Counts have at most 15 digits (more than any document holds): a 16th is refused at
+    /// parse, before anything is applied.
+    #[test]
+    fn counts_of_up_to_15_digits_parse_and_longer_are_refused() {
+        let nines = |n: usize| "9".repeat(n);
+        assert!(Delta::parse(&format!("={}", nines(15)), 100).is_ok());
+        assert!(matches!(
+            Delta::parse(&format!("={}", nines(16)), 100),
+            Err(DeltaError::BadCount(_))
+        ));
+        assert!(matches!(
+            Delta::parse(&format!("-{}", nines(16)), 100),
+            Err(DeltaError::BadCount(_))
+        ));
     }
 
     /// The size limit is inclusive: a delta exactly `max_bytes` long parses.

@@ -32,17 +32,6 @@ pub enum MergeStrategy {
     Overwrite,
 }
 
-impl MergeStrategy {
-    /// The name used in configuration files.
-    pub fn name(self) -> &'static str {
-        match self {
-            MergeStrategy::ThreeWay => "three_way",
-            MergeStrategy::FuzzyPatch => "fuzzy_patch",
-            MergeStrategy::Overwrite => "overwrite",
-        }
-    }
-}
-
 /// The result of a merge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeOutcome {
@@ -307,6 +296,26 @@ mod tests {
             current,
         )
         .text
+    }
+
+    /// All or nothing: a change whose patches apply only in part (one of its two places is
+    /// gone from the current text) is dropped whole, not applied half.
+    #[test]
+    fn fuzzy_patch_applies_a_change_whole_or_not_at_all() {
+        let far = "0123456789".repeat(8);
+        let base = format!("alpha beta gamma {far} delta epsilon zeta");
+        let changed = format!("alpha BETA gamma {far} delta EPSILON zeta");
+        // The second place was rewritten meanwhile; the first is as it was.
+        let current = format!("alpha beta gamma {far} something else entirely");
+        let o = merge(
+            MergeStrategy::FuzzyPatch,
+            &FuzzySettings::default(),
+            &base,
+            &changed,
+            &current,
+        );
+        assert_eq!(o.text, current);
+        assert!(o.patches_dropped >= 1);
     }
 
     /// Swarm seed 593: the reference deleted a neighbour where the context only nearly matched,
