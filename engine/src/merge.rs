@@ -135,7 +135,8 @@ pub fn three_way(base: &str, changed: &str, current: &str) -> String {
 pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGap) -> String {
     let (ours, theirs) = (diff_hunks(base, current), diff_hunks(base, changed));
 
-    // Deleted base ranges of both sides, merged into a sorted union.
+    // Deleted base ranges of both sides, sorted by start; they may overlap (`copy_surviving`
+    // skips a character inside any of them).
     let mut deleted: Vec<std::ops::Range<usize>> = ours
         .iter()
         .chain(theirs.iter())
@@ -143,13 +144,6 @@ pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGa
         .map(|h| h.old.clone())
         .collect();
     deleted.sort_by_key(|r| (r.start, r.end));
-    let mut union: Vec<std::ops::Range<usize>> = Vec::with_capacity(deleted.len());
-    for r in deleted {
-        match union.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => union.push(r),
-        }
-    }
 
     // Insertions anchored at the gap before each hunk's deleted range.
     let inserts = |hunks: &[Hunk], text: &str, side: u8| -> Vec<(usize, u8, String)> {
@@ -167,28 +161,24 @@ pub fn three_way_with(base: &str, changed: &str, current: &str, same_gap: SameGa
     let mut out = String::with_capacity(current.len().max(changed.len()));
     let mut pos = 0;
     let mut k = 0;
-    let mut i = 0;
-    while i < ins.len() {
-        let gap = ins[i].0;
-        copy_surviving(base, pos, gap, &union, &mut k, &mut out);
+    // An iterator, not an index: each insertion is taken exactly once, so the loop ends.
+    let mut ins = ins.into_iter().peekable();
+    while let Some((gap, side, o)) = ins.next() {
+        copy_surviving(base, pos, gap, &deleted, &mut k, &mut out);
         pos = pos.max(gap);
-        let ours_here = (ins[i].1 == 0).then(|| ins[i].2.as_str());
-        out.push_str(&ins[i].2);
-        i += 1;
-        if let (Some(o), Some(next)) = (ours_here, ins.get(i)) {
-            if next.0 == gap && next.1 == 1 {
-                let t = next.2.as_str();
-                match same_gap {
-                    _ if t == o => {}
-                    SameGap::CollapseContained if t.starts_with(o) => out.push_str(&t[o.len()..]),
-                    SameGap::CollapseContained if o.starts_with(t) => {}
-                    _ => out.push_str(t),
-                }
-                i += 1;
+        out.push_str(&o);
+        // `changed`'s insertion at the same gap as `current`'s: kept unless the same.
+        let theirs = ins.next_if(|(g, s, _)| side == 0 && *g == gap && *s == 1);
+        if let Some((_, _, t)) = theirs {
+            match same_gap {
+                _ if t == o => {}
+                SameGap::CollapseContained if t.starts_with(&o) => out.push_str(&t[o.len()..]),
+                SameGap::CollapseContained if o.starts_with(&t) => {}
+                _ => out.push_str(&t),
             }
         }
     }
-    copy_surviving(base, pos, base.len(), &union, &mut k, &mut out);
+    copy_surviving(base, pos, base.len(), &deleted, &mut k, &mut out);
     out
 }
 
@@ -255,7 +245,9 @@ pub fn merge_ops(
     })
 }
 
-/// Append `base[from..to]` minus the deleted ranges; `k` is a cursor into `deleted`.
+/// Append `base[from..to]` minus the deleted ranges; `k` is a cursor into `deleted`. The ranges
+/// are sorted by start and may overlap: the first range not yet behind `from` either holds
+/// `from` (skip to its end) or starts after it (and so does every later one).
 fn copy_surviving(
     base: &str,
     mut from: usize,
@@ -388,9 +380,29 @@ mod tests {
         assert_eq!(tw("ab", "aXb", "aXb"), "aXb");
     }
 
+    /// After a reset, an insertion one side holds at the start of the other's is kept once;
+    /// anything else at the same gap is kept from both sides.
+    #[test]
+    fn same_gap_inserts_collapse_only_what_one_side_contains() {
+        let c = |base, changed, current| {
+            three_way_with(base, changed, current, SameGap::CollapseContained)
+        };
+        assert_eq!(c("ab", "aXYb", "aXb"), "aXYb");
+        assert_eq!(c("ab", "aXb", "aXYb"), "aXYb");
+        assert_eq!(c("ab", "aYb", "aXb"), "aXYb");
+        assert_eq!(c("ab", "aXb", "aXb"), "aXb");
+    }
+
+    #[test]
+    fn deletions_from_both_sides_all_go_and_nothing_between_them() {
+        assert_eq!(tw("abcdef", "abcdf", "acdef"), "acdf");
+        assert_eq!(tw("abcdef", "abf", "aef"), "af");
+        assert_eq!(tw("abcdefgh", "acdefh", "abcegh"), "aceh");
+    }
+
     #[test]
     fn overlapping_deletes_do_not_duplicate_or_lose() {
-        // current deletes "bc", changed deletes "cd": the union "bcd" goes, "a" and "e" stay.
+        // current deletes "bc", changed deletes "cd": "bcd" goes, "a" and "e" stay.
         assert_eq!(tw("abcde", "abe", "ade"), "ae");
     }
 
