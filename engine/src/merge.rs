@@ -256,23 +256,16 @@ fn copy_surviving(
     k: &mut usize,
     out: &mut String,
 ) {
-    while from < to {
-        while *k < deleted.len() && deleted[*k].end <= from {
-            *k += 1;
-        }
-        match deleted.get(*k) {
-            Some(d) if d.start <= from => from = d.end.min(to),
-            Some(d) => {
-                let stop = d.start.min(to);
-                out.push_str(&base[from..stop]);
-                from = stop;
-            }
-            None => {
-                out.push_str(&base[from..to]);
-                from = to;
-            }
-        }
+    // Iterators, not a loop on a condition: each range is looked at once per call, so the
+    // copy ends whatever the numbers.
+    *k += deleted[*k..].iter().take_while(|d| d.end <= from).count();
+    for d in deleted[*k..].iter().take_while(|d| d.start < to) {
+        // What lies before this range survives; then the range itself is skipped.
+        let stop = d.start.max(from);
+        out.push_str(&base[from..stop]);
+        from = d.end.min(to).max(from);
     }
+    out.push_str(&base[from..to.max(from)]);
 }
 
 #[cfg(test)]
