@@ -14,7 +14,6 @@
 //! two operations on one base gives `(a', b')` with `b'∘a == a'∘b`, inserts of `a` first at a
 //! tie, deletions of both applied once, inserts never dropped.
 
-use std::fmt;
 
 use crate::rope::{Rope, TextEdit, TextRead};
 
@@ -54,22 +53,6 @@ pub struct Operation {
     steps: Vec<Step>,
     base_len: usize,
     target_len: usize,
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.steps.iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            match s {
-                Step::Retain(n) => write!(f, "={n}")?,
-                Step::Insert(t) => write!(f, "+{t:?}")?,
-                Step::Delete(n) => write!(f, "-{n}")?,
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The current (possibly partly consumed) step, borrowed.
