@@ -14,7 +14,6 @@
 //! two operations on one base gives `(a', b')` with `b'∘a == a'∘b`, inserts of `a` first at a
 //! tie, deletions of both applied once, inserts never dropped.
 
-
 use crate::rope::{Rope, TextEdit, TextRead};
 
 /// One step of an operation.

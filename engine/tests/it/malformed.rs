@@ -96,7 +96,9 @@ fn a_delta_over_the_configured_maximum_is_a_bad_frame_at_both_nodes() {
     let line = dsync_net::encode_client(&msg);
     assert!(line.len() < max_frame, "the frame itself fits");
     server.receive_datagram(Time(0), PeerId(1), line.as_bytes());
-    let (server, released) = server.commit(0).ok().expect("commits");
+    let Ok((server, released)) = server.commit(0) else {
+        panic!("the in-memory store never fails");
+    };
     let refused = released.outputs.iter().any(|o| {
         matches!(o, Output::Send { msg: ServerMsg::Error { message, .. }, .. } if message.contains("maximum"))
     });
