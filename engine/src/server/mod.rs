@@ -333,16 +333,7 @@ impl ServerEngine {
             },
         );
         if raw {
-            let d = &self.docs[doc];
-            self.outputs.push_back(ServerOutput::Persist(PersistRecord {
-                doc: doc.to_string(),
-                text: Some(d.master.clone()),
-                version: d.version,
-                sessions: Vec::new(),
-                removed_sessions: Vec::new(),
-                changes: Vec::new(),
-                changes_needed_after: d.log_base,
-            }));
+            self.persist_text(doc);
         }
         Ok(())
     }

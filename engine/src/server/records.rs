@@ -127,16 +127,7 @@ impl ServerEngine {
                 ..StoredDocument::default()
             },
         )?;
-        let d = self.docs.get(doc).ok_or(EngineError::BadName)?;
-        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
-            doc: doc.to_string(),
-            text: Some(d.master.clone()),
-            version: d.version,
-            sessions: Vec::new(),
-            removed_sessions: Vec::new(),
-            changes: Vec::new(),
-            changes_needed_after: d.log_base,
-        }));
+        self.persist_text(doc);
         self.assert_invariants();
         Ok(())
     }
@@ -148,6 +139,23 @@ impl ServerEngine {
 }
 
 impl ServerEngine {
+    /// Write a loaded document's whole text, as it is in memory (a creation; a stored text
+    /// normalised on load).
+    pub(super) fn persist_text(&mut self, doc: &str) {
+        let Some(d) = self.docs.get(doc) else {
+            return;
+        };
+        self.outputs.push_back(ServerOutput::Persist(PersistRecord {
+            doc: doc.to_string(),
+            text: Some(d.master.clone()),
+            version: d.version,
+            sessions: Vec::new(),
+            removed_sessions: Vec::new(),
+            changes: Vec::new(),
+            changes_needed_after: d.log_base,
+        }));
+    }
+
     /// A session's durable form as a commit now would write it, texts filled in: what a
     /// restarted server must find in the store to resume the session as it is.
     pub fn session_record(&self, doc: &str, client_id: &str) -> Option<SessionRecord> {

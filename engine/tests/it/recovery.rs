@@ -147,6 +147,32 @@ fn type_alone(net: &mut Net, token: &str) {
     while net.deliver_up(1) || net.deliver_down(1) {}
 }
 
+/// Client 1 types a token and takes it back, alone: the log moves on by two versions and the
+/// master is where it started.
+fn type_and_take_back(net: &mut Net) {
+    type_alone(net, "⟨t⟩");
+    net.clients[1].delete(3, 6).unwrap();
+    net.sync(1);
+    while net.deliver_up(1) || net.deliver_down(1) {}
+}
+
+/// Client 1 types enough for the log to be trimmed; the server crashes; both reconnect. Client
+/// 0's "⟨x⟩" is in the master once, and no diff stood in for an exact change.
+fn trim_crash_and_check_exact(net: &mut Net) {
+    for k in 0..40 {
+        type_alone(net, &format!("⟨y{k}⟩"));
+    }
+    net.crash_server();
+    net.reconnect(0);
+    net.reconnect(1);
+    net.settle(30_000);
+    let master = net.master();
+    assert_eq!(count(&master, "⟨x⟩"), 1, "{master}");
+    assert_eq!(count(&master, "⟨"), 43, "{master}");
+    let stats = net.server().stats();
+    assert_eq!(stats.link_fallbacks, 0, "{stats:?}");
+}
+
 fn flip_checksum(e: &mut Edit) {
     if let Edit::Delta { checksum, .. } = e {
         *checksum = Checksum(checksum.0 ^ 1);
@@ -607,32 +633,14 @@ fn a_resync_resumes_first_and_asks_afresh_only_if_edits_still_fail() {
 fn a_link_moved_by_an_idle_poll_survives_a_restart() {
     let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
     // Client 1 types a token and takes it back: the master is where it started.
-    type_alone(&mut net, "⟨t⟩");
-    net.clients[1].delete(3, 6).unwrap();
-    net.sync(1);
-    while net.deliver_up(1) || net.deliver_down(1) {}
+    type_and_take_back(&mut net);
     assert_eq!(net.master(), "⟨a⟩⟨b⟩");
     // Client 0 polls: nothing to send either way, but its link now names version 2.
     net.sync(0);
     while net.deliver_up(0) || net.deliver_down(0) {}
     // Client 0 types offline while client 1 types enough for the log to be trimmed.
     net.type_at(0, 3, "⟨x⟩");
-    for k in 0..40 {
-        type_alone(&mut net, &format!("⟨y{k}⟩"));
-    }
-    net.crash_server();
-    net.reconnect(0);
-    net.reconnect(1);
-    net.settle(30_000);
-    let master = net.master();
-    assert_eq!(count(&master, "⟨x⟩"), 1, "{master}");
-    assert_eq!(count(&master, "⟨"), 43, "{master}");
-    assert_eq!(
-        net.server().stats().link_fallbacks,
-        0,
-        "{:?}",
-        net.server().stats()
-    );
+    trim_crash_and_check_exact(&mut net);
 }
 
 #[test]
@@ -688,10 +696,7 @@ fn an_acknowledged_reset_is_not_sent_again_after_a_restart() {
 fn a_link_moved_by_a_refused_edit_survives_a_restart() {
     let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
     // Client 1 types a token and takes it back: the master is where it started.
-    type_alone(&mut net, "⟨t⟩");
-    net.clients[1].delete(3, 6).unwrap();
-    net.sync(1);
-    while net.deliver_up(1) || net.deliver_down(1) {}
+    type_and_take_back(&mut net);
     assert_eq!(net.master(), "⟨a⟩⟨b⟩");
     // Client 0's first edit arrives damaged: refused, and its link now names version 2.
     net.type_at(0, 3, "⟨x⟩");
@@ -699,22 +704,7 @@ fn a_link_moved_by_a_refused_edit_survives_a_restart() {
     refuse_damaged(&mut net, 0);
     assert_eq!(net.master(), "⟨a⟩⟨b⟩");
     // Client 1 types enough for the log to be trimmed.
-    for k in 0..40 {
-        type_alone(&mut net, &format!("⟨y{k}⟩"));
-    }
-    net.crash_server();
-    net.reconnect(0);
-    net.reconnect(1);
-    net.settle(30_000);
-    let master = net.master();
-    assert_eq!(count(&master, "⟨x⟩"), 1, "{master}");
-    assert_eq!(count(&master, "⟨"), 43, "{master}");
-    assert_eq!(
-        net.server().stats().link_fallbacks,
-        0,
-        "{:?}",
-        net.server().stats()
-    );
+    trim_crash_and_check_exact(&mut net);
 }
 
 /// A peer whose refused edit never comes back (it polls instead) moves its backup link on the
@@ -725,10 +715,7 @@ fn a_poll_after_a_refused_edit_is_written() {
     let mut net = Net::connected(2, cfg(), "⟨a⟩⟨b⟩");
     // The log moves on past client 0's links, and the master is back where it started, so
     // the poll's reply has nothing to send that would make it written anyway.
-    type_alone(&mut net, "⟨t⟩");
-    net.clients[1].delete(3, 6).unwrap();
-    net.sync(1);
-    while net.deliver_up(1) || net.deliver_down(1) {}
+    type_and_take_back(&mut net);
     net.sync(0);
     let Some(ClientMsg::ClientSync {
         doc,
