@@ -353,3 +353,24 @@ fn fuzzy_client_merges_exactly_what_it_cannot_place() {
     assert_eq!(net.master(), "the 字漢uick brow fox");
     assert_eq!(net.clients[1].engine().stats().patches_dropped, 0);
 }
+
+/// A client stacks at most `max_pending_edits` unacknowledged edits; typing past that waits in
+/// the local change and goes out once the server acknowledges, nothing lost.
+#[test]
+fn pending_edits_stop_at_their_limit_and_the_rest_waits() {
+    let mut config = cfg();
+    config.limits.max_pending_edits = 3;
+    let mut net = Net::connected(2, config, "");
+    let mut most = 0;
+    for k in 0..6 {
+        let len = net.clients[0].engine().text().len_chars();
+        net.type_at(0, len, &k.to_string());
+        // Each retransmit stacks the typing since as a new edit; every request is lost.
+        net.advance(config.retransmit_ms);
+        while net.drop_up(0).is_some() {}
+        most = most.max(net.clients[0].engine().pending().len());
+    }
+    assert_eq!(most, 3, "the limit is reached and kept");
+    net.settle(20_000);
+    assert_eq!(net.master(), "012345");
+}
