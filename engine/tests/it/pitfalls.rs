@@ -374,3 +374,26 @@ fn pending_edits_stop_at_their_limit_and_the_rest_waits() {
     net.settle(20_000);
     assert_eq!(net.master(), "012345");
 }
+
+/// The document limit counts what an edit leaves: replacing text in a full document is
+/// allowed, and growing it past the limit is refused with the size it would have had.
+#[test]
+fn a_full_document_takes_a_replacement_and_refuses_growth() {
+    let mut config = cfg();
+    config.limits = config.limits.with_document_bytes(20);
+    let mut net = Net::connected(1, config, "");
+    net.type_at(0, 0, &"a".repeat(20));
+    net.settle(10_000);
+    net.clients[0].edit_bytes(5, 5, "bbbbb").unwrap();
+    net.settle(10_000);
+    assert_eq!(net.master(), "aaaaabbbbbaaaaaaaaaa");
+    let refused = net.clients[0].edit_bytes(0, 1, "xyz").unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            dsync_engine::EngineError::DocumentTooLarge { len: 22, max: 20 }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(net.clients[0].engine().text(), "aaaaabbbbbaaaaaaaaaa");
+}
