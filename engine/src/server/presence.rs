@@ -42,8 +42,11 @@ impl ServerEngine {
         let Some(d) = self.docs.get_mut(&doc) else {
             return;
         };
+        // Cut in place: the name is ours already, no second copy.
+        let mut name = name;
+        name.truncate(crate::text::prefix_within(&name, MAX_PRESENCE_NAME_BYTES).len());
         let here = Here {
-            name: crate::text::prefix_within(&name, MAX_PRESENCE_NAME_BYTES).to_string(),
+            name,
             cursor,
             anchor,
         };
