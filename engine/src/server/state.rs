@@ -89,7 +89,9 @@ impl Document {
     /// Forget log entries no session needs (and the oldest past `max_log`, counted in
     /// `stats.log_overflows` when a session still needed them).
     pub(super) fn trim_log(&mut self, max_log: usize, stats: &mut Stats) {
-        if self.log.len() < 32 {
+        // Trimming scans every session: a short log waits until it holds `TRIM_BATCH` entries,
+        // or passes `max_log` when that is smaller (the limit holds after every change).
+        if self.log.len() < TRIM_BATCH.min(max_log.max(1)) {
             return;
         }
         tracing::trace!(
@@ -126,6 +128,9 @@ impl Document {
         self.log_base += drop as u64;
     }
 }
+
+/// Log entries a document gathers before trimming scans its sessions for what they still need.
+const TRIM_BATCH: usize = 32;
 
 /// The exact change from `text` (a shadow) to `master`, from its link and the log when they
 /// reach, else from a diff (counted in `stats.link_fallbacks`).
