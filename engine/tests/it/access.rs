@@ -274,5 +274,7 @@ fn a_client_whose_id_is_taken_starts_afresh_under_a_new_id_within_the_limit() {
     assert!(net.server().session(DOC, &id).is_some());
     assert!(net.server().session(DOC, &renamed).is_some());
     assert_eq!(net.master(), "¡shared!");
+    assert_eq!(net.server().stats().sessions_refused, 1);
+    assert_eq!(net.clients[1].engine().stats().sessions_refused, 1);
     net.converged().unwrap();
 }

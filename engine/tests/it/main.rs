@@ -2,6 +2,7 @@
 
 mod access;
 mod dmp_fixtures;
+mod edges;
 mod harness;
 mod hints;
 mod malformed;

@@ -375,6 +375,28 @@ fn pending_edits_stop_at_their_limit_and_the_rest_waits() {
     assert_eq!(net.master(), "012345");
 }
 
+/// Pending edits stop at `max_pending_bytes` too: what they hold (each one's text before it)
+/// plus the shadow may reach the limit and not pass it.
+#[test]
+fn pending_edits_stop_at_their_byte_limit() {
+    let mut config = cfg();
+    config.limits.max_pending_bytes = 40;
+    let mut net = Net::connected(1, config, "abcdefghij");
+    let mut most = 0;
+    for k in 0..6 {
+        let len = net.clients[0].engine().text().len_chars();
+        net.type_at(0, len, &k.to_string());
+        net.advance(config.retransmit_ms);
+        while net.drop_up(0).is_some() {}
+        most = most.max(net.clients[0].engine().pending().len());
+    }
+    // Held 10 + 11 + 12 bytes with a 12- then 13-byte shadow: 33 + 12 <= 40 is false already
+    // at the fourth, so three edits are stacked.
+    assert_eq!(most, 3, "the byte limit is reached and kept");
+    net.settle(20_000);
+    assert_eq!(net.master(), "abcdefghij012345");
+}
+
 /// The document limit counts what an edit leaves: replacing text in a full document is
 /// allowed, and growing it past the limit is refused with the size it would have had.
 #[test]

@@ -410,6 +410,8 @@ fn typing_past_the_document_limit_is_dropped_and_said_not_resent_forever() {
     );
     assert_eq!(net.clients[1].engine().text(), "aaaaaaaaaaaa");
     assert!(net.clients[1].engine().is_settled());
+    // Taking the server's text in place of the refused typing is a reset, counted once.
+    assert_eq!(net.clients[1].engine().stats().resets, 1);
     // Nothing is resent after it settled.
     let sent_before = net.server().stats().edits_applied;
     net.advance(10_000);
