@@ -135,6 +135,11 @@ fn a_reader_sees_the_writers_text_and_cannot_edit() {
     assert_eq!(net.clients[1].insert(0, "x"), Err(EngineError::ReadOnly));
     assert_eq!(net.clients[1].delete(0, 1), Err(EngineError::ReadOnly));
     assert!(errors(&net, 1).is_empty());
+    // With nothing unsent, a reader that reconnects resumes its own session.
+    net.reconnect(1);
+    run(&mut net, 2_000);
+    assert!(net.events[1].contains(&ClientEvent::Connected { resumed: true }));
+    assert_eq!(net.clients[1].engine().client_id(), "c1");
 }
 
 #[test]

@@ -5,12 +5,12 @@
 //! stays at zero means a path never ran). Each test pins one rule; breaking it fails here.
 
 use dsync_engine::{
-    ClientEvent, ClientMsg, Config, Edit, ErrorCode, PeerId, ServerMsg, ServerOutput,
-    PROTOCOL_VERSION,
+    Checksum, ClientEvent, ClientMsg, Config, Delta, Edit, EngineError, ErrorCode, Operation,
+    PeerId, Rope, ServerMsg, ServerOutput, PROTOCOL_VERSION,
 };
 use dsync_store::Store;
 
-use crate::harness::{Net, DOC};
+use crate::harness::{client, Net, DOC};
 
 /// The fixed-cadence protocol these scripts were written against (as in `recovery.rs`).
 fn cfg() -> Config {
@@ -418,4 +418,90 @@ fn a_fuzzy_patch_with_no_place_left_is_dropped_and_counted() {
     net.settle(20_000);
     assert!(net.server().stats().patches_dropped >= 1);
     net.converged().unwrap();
+}
+
+/// Local edits check the document limit on what they leave: exactly the limit is taken, more
+/// is refused with the length it would have had, for a whole new text as for an insertion.
+#[test]
+fn local_edits_stop_at_the_document_limit() {
+    let mut config = cfg();
+    config.limits = config.limits.with_document_bytes(20);
+    let mut c = client(config, "c");
+    assert_eq!(
+        c.set_text(&"a".repeat(25)),
+        Err(EngineError::DocumentTooLarge { len: 25, max: 20 })
+    );
+    c.set_text(&"a".repeat(18)).unwrap();
+    assert_eq!(
+        c.insert(3, "bcd"),
+        Err(EngineError::DocumentTooLarge { len: 21, max: 20 })
+    );
+    c.insert(3, "bc").unwrap();
+    assert_eq!(c.engine().text(), "aaabcaaaaaaaaaaaaaaa");
+}
+
+/// A byte edit must start and end on char boundaries: one ending inside a char is refused
+/// and changes nothing.
+#[test]
+fn a_byte_edit_ending_inside_a_char_is_refused() {
+    let mut c = client(cfg(), "c");
+    c.set_text("aé😀").unwrap();
+    for (at, del) in [(0, 2), (1, 1), (3, 2), (2, 1)] {
+        assert_eq!(
+            c.edit_bytes(at, del, "x"),
+            Err(EngineError::BadPosition { at, len: 7 }),
+            "at {at}, delete {del}"
+        );
+    }
+    assert_eq!(c.engine().text(), "aé😀");
+    c.edit_bytes(1, 2, "e").unwrap();
+    assert_eq!(c.engine().text(), "ae😀");
+}
+
+/// The master holds no `\r`: text a client inserts with `\r\n` (another implementation may
+/// send it) is kept with `\n`, also when nothing else changed since the client's shadow.
+#[test]
+fn a_carriage_return_a_client_sends_is_normalised() {
+    let mut net = Net::new(0, cfg(), "");
+    let peer = PeerId(100);
+    net.send_as(peer, connect(DOC, "raw"));
+    assert!(connected_ok(&net, peer));
+    let (base, new) = (Rope::from(""), Rope::from("a\r\nb"));
+    let op = Operation::insertion(0, 0, "a\r\nb");
+    net.send_as(
+        peer,
+        ClientMsg::ClientSync {
+            doc: DOC.to_string(),
+            seq: 2,
+            server_version: 0,
+            edits: vec![Edit::Delta {
+                version: 0,
+                delta: Delta::from_operation(&op, &base),
+                checksum: Checksum::of(&new),
+            }],
+        },
+    );
+    assert_eq!(last_error(&net, peer), None);
+    assert_eq!(net.master(), "a\nb");
+}
+
+/// A client that closes the document, the last one holding it, lets it leave memory; its
+/// session stays resumable from the store.
+#[test]
+fn closing_the_last_session_unloads_the_document() {
+    let mut net = Net::connected(1, cfg(), "x");
+    net.type_at(0, 1, "y");
+    net.settle(10_000);
+    net.send_to_server(
+        0,
+        ClientMsg::Close {
+            doc: DOC.to_string(),
+        },
+    );
+    assert!(net.server().master(DOC).is_none(), "still loaded");
+    assert!(net
+        .store()
+        .load(DOC)
+        .unwrap()
+        .is_some_and(|d| d.text == "xy"));
 }

@@ -390,8 +390,8 @@ fn pending_edits_stop_at_their_byte_limit() {
         while net.drop_up(0).is_some() {}
         most = most.max(net.clients[0].engine().pending().len());
     }
-    // Held 10 + 11 + 12 bytes with a 12- then 13-byte shadow: 33 + 12 <= 40 is false already
-    // at the fourth, so three edits are stacked.
+    // At the fourth, the three stacked edits hold 10 + 11 + 12 = 33 bytes and the shadow 13:
+    // 46 > 40, so it waits.
     assert_eq!(most, 3, "the byte limit is reached and kept");
     net.settle(20_000);
     assert_eq!(net.master(), "abcdefghij012345");
