@@ -505,3 +505,23 @@ fn closing_the_last_session_unloads_the_document() {
         .unwrap()
         .is_some_and(|d| d.text == "xy"));
 }
+
+/// A session the server has sent an edit to is in use, also after a restart that forgot the
+/// edit in flight (its backup is still the zero shadow): a connect without its key cannot
+/// take it, and its own client resumes it.
+#[test]
+fn a_session_sent_an_edit_is_not_taken_by_a_keyless_connect_after_a_restart() {
+    let mut net = Net::connected(2, cfg(), "x");
+    other_types(&mut net, 0, "A");
+    poll_and_hold_reply(&mut net);
+    net.crash_server();
+    let stranger = PeerId(100);
+    net.send_as(stranger, connect(DOC, "c0"));
+    assert_eq!(last_error(&net, stranger), Some(ErrorCode::SessionTaken));
+    assert!(!connected_ok(&net, stranger));
+    net.reconnect(0);
+    net.settle(10_000);
+    assert!(net.events[0].contains(&ClientEvent::Connected { resumed: true }));
+    assert_eq!(net.clients[0].engine().text(), "Ax");
+    net.converged().unwrap();
+}

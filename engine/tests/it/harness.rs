@@ -394,6 +394,13 @@ impl Net {
                 self.now
             );
             let (now, exact) = live.shadow_change(DOC, id).expect("live");
+            let shadow = &live.session(DOC, id).expect("live").0.text;
+            assert_eq!(
+                now.apply_to(shadow).ok().as_ref(),
+                Some(master),
+                "session {id} at {:?}: its change does not take its shadow to the master",
+                self.now
+            );
             let then = restarted.shadow_change(DOC, id).expect("loaded");
             assert_eq!(
                 then,
