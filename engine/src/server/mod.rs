@@ -193,11 +193,6 @@ impl ServerEngine {
         self.access = access;
     }
 
-    /// Who may open what.
-    pub fn access(&self) -> &Access {
-        &self.access
-    }
-
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.config

@@ -102,6 +102,26 @@ fn a_server_edit_already_applied_is_skipped_not_taken_for_damage() {
     net.converged().unwrap();
 }
 
+/// A reply is taken only for the document this client opened: one naming another document is
+/// ignored, even with the `seq` the client awaits.
+#[test]
+fn a_reply_for_another_document_is_ignored() {
+    let mut net = Net::connected(2, cfg(), "x");
+    other_types(&mut net, 0, "A");
+    poll_and_hold_reply(&mut net);
+    let skipped = net.clients[0].engine().stats().stale_skipped;
+    let mut other = net.down[0].front().cloned().expect("held");
+    if let ServerMsg::ServerSync { doc, .. } = &mut other {
+        *doc = "another".to_string();
+    }
+    net.down[0].push_front(other);
+    net.deliver_down(0);
+    assert_eq!(net.clients[0].engine().text(), "x");
+    assert_eq!(net.clients[0].engine().stats().stale_skipped, skipped + 1);
+    net.deliver_down(0);
+    assert_eq!(net.clients[0].engine().text(), "Ax");
+}
+
 /// Server edits apply in version order without a gap: one from a version the client has not
 /// reached is damage, even when its delta happens to fit the shadow and give the right text.
 #[test]
@@ -381,6 +401,9 @@ fn a_session_idle_past_the_log_merges_by_diff_and_says_so() {
         (6, 0),
         "{stats:?}"
     );
+    // Client 0's change to the master is now known only by a diff; client 1's is exact.
+    let exact = |id: &str| net.server().shadow_change(DOC, id).map(|c| c.1);
+    assert_eq!((exact("c0"), exact("c1")), (Some(false), Some(true)));
     net.type_at(0, 0, "x");
     net.settle(20_000);
     assert_eq!(net.master(), "x|0123456789");
@@ -430,6 +453,12 @@ fn local_edits_stop_at_the_document_limit() {
     assert_eq!(
         c.set_text(&"a".repeat(25)),
         Err(EngineError::DocumentTooLarge { len: 25, max: 20 })
+    );
+    c.set_text(&"a".repeat(20)).unwrap();
+    // A byte edit counts what it deletes: 20 - 2 + 3 = 21 bytes.
+    assert_eq!(
+        c.edit_bytes(0, 2, "xyz"),
+        Err(EngineError::DocumentTooLarge { len: 21, max: 20 })
     );
     c.set_text(&"a".repeat(18)).unwrap();
     assert_eq!(
@@ -524,4 +553,15 @@ fn a_session_sent_an_edit_is_not_taken_by_a_keyless_connect_after_a_restart() {
     assert!(net.events[0].contains(&ClientEvent::Connected { resumed: true }));
     assert_eq!(net.clients[0].engine().text(), "Ax");
     net.converged().unwrap();
+}
+
+/// A document created with a text (as `PUT /documents/{doc}` does) is stored whole and leaves
+/// memory: nobody holds it yet.
+#[test]
+fn a_created_document_is_stored_and_released_from_memory() {
+    let mut net = Net::connected(1, cfg(), "x");
+    net.create_document("made", "some text");
+    assert!(net.server().master("made").is_none(), "still loaded");
+    let stored = net.store().load("made").unwrap().expect("stored");
+    assert_eq!(stored.text, "some text");
 }

@@ -68,6 +68,7 @@ fn a_hint_brings_a_remote_change_at_once_and_typing_is_not_held_back() {
         assert!(net.now.ms_since(start) < 100, "c1 waited for its poll");
     }
     assert_eq!(hints_to(&net, 1), 1);
+    assert_eq!(net.clients[1].engine().stats().hints, 1);
     assert!(net.clients[1].engine().stats().hinted_syncs >= 1);
     // Typing after a long idle stretch goes out within one short cycle.
     run(&mut net, 10_000);
