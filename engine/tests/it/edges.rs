@@ -182,16 +182,7 @@ fn a_reset_without_a_base_is_merged_by_diff_and_counted() {
     let mut net = Net::connected(1, cfg(), "r");
     net.type_at(0, 1, "1");
     net.sync(0);
-    // Damaged twice in a row: the server takes it for divergence and resets.
-    for _ in 0..2 {
-        net.await_up(0, 10_000);
-        if let Some(ClientMsg::ClientSync { edits, .. }) = net.up[0].front_mut() {
-            if let Edit::Delta { checksum, .. } = &mut edits[0] {
-                checksum.0 ^= 0xff;
-            }
-        }
-        net.deliver_up(0);
-    }
+    net.damage_until_reset(0);
     let mut stripped = 0;
     for m in net.down[0].iter_mut() {
         if let ServerMsg::ServerSync { edits, .. } = m {

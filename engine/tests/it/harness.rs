@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 
 use dsync_engine::{
-    ClientEvent, ClientMsg, Config, PeerId, ServerEngine, ServerMsg, ServerOutput, SessionRecord,
-    StoredDocument, Time,
+    ClientEvent, ClientMsg, Config, Edit, PeerId, ServerEngine, ServerMsg, ServerOutput,
+    SessionRecord, StoredDocument, Time,
 };
 use dsync_net::{encode_client, encode_server};
 use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
@@ -482,6 +482,20 @@ impl Net {
     /// Client `i` edits its text (and the engine syncs at its next cycle).
     pub fn type_at(&mut self, i: usize, at: usize, s: &str) {
         self.clients[i].insert(at, s).unwrap();
+    }
+
+    /// Client `i`'s next two requests arrive with their first edit damaged (its checksum
+    /// flipped): twice in a row, the server takes it for divergence and resets the session.
+    pub fn damage_until_reset(&mut self, i: usize) {
+        for _ in 0..2 {
+            self.await_up(i, 10_000);
+            if let Some(ClientMsg::ClientSync { edits, .. }) = self.up[i].front_mut() {
+                if let Some(Edit::Delta { checksum, .. }) = edits.first_mut() {
+                    checksum.0 ^= 0xff;
+                }
+            }
+            self.deliver_up(i);
+        }
     }
 
     /// Client `i` starts a cycle now.

@@ -122,16 +122,7 @@ fn p7_reset_versions_are_explicit() {
     let mut net = Net::connected(1, cfg(), "r");
     net.type_at(0, 1, "1");
     net.sync(0);
-    // Damaged twice in a row: the server takes it for divergence and resets.
-    for _ in 0..2 {
-        net.await_up(0, 10_000);
-        if let Some(ClientMsg::ClientSync { edits, .. }) = net.up[0].front_mut() {
-            if let Edit::Delta { checksum, .. } = &mut edits[0] {
-                checksum.0 ^= 0xff;
-            }
-        }
-        net.deliver_up(0);
-    }
+    net.damage_until_reset(0);
     net.settle(10_000);
     net.type_at(0, 2, "2");
     net.sync(0);
@@ -354,6 +345,20 @@ fn fuzzy_client_merges_exactly_what_it_cannot_place() {
     assert_eq!(net.clients[1].engine().stats().patches_dropped, 0);
 }
 
+/// Client 0 types "0" to "5" at its end, one per retransmit interval, and every request is
+/// lost: each retransmit stacks the typing since as a new edit. The most edits it stacked.
+fn most_pending_while_requests_are_lost(net: &mut Net) -> usize {
+    let mut most = 0;
+    for k in 0..6 {
+        let len = net.clients[0].engine().text().len_chars();
+        net.type_at(0, len, &k.to_string());
+        net.advance(net.config.retransmit_ms);
+        while net.drop_up(0).is_some() {}
+        most = most.max(net.clients[0].engine().pending().len());
+    }
+    most
+}
+
 /// A client stacks at most `max_pending_edits` unacknowledged edits; typing past that waits in
 /// the local change and goes out once the server acknowledges, nothing lost.
 #[test]
@@ -361,15 +366,7 @@ fn pending_edits_stop_at_their_limit_and_the_rest_waits() {
     let mut config = cfg();
     config.limits.max_pending_edits = 3;
     let mut net = Net::connected(2, config, "");
-    let mut most = 0;
-    for k in 0..6 {
-        let len = net.clients[0].engine().text().len_chars();
-        net.type_at(0, len, &k.to_string());
-        // Each retransmit stacks the typing since as a new edit; every request is lost.
-        net.advance(config.retransmit_ms);
-        while net.drop_up(0).is_some() {}
-        most = most.max(net.clients[0].engine().pending().len());
-    }
+    let most = most_pending_while_requests_are_lost(&mut net);
     assert_eq!(most, 3, "the limit is reached and kept");
     net.settle(20_000);
     assert_eq!(net.master(), "012345");
@@ -382,14 +379,7 @@ fn pending_edits_stop_at_their_byte_limit() {
     let mut config = cfg();
     config.limits.max_pending_bytes = 40;
     let mut net = Net::connected(1, config, "abcdefghij");
-    let mut most = 0;
-    for k in 0..6 {
-        let len = net.clients[0].engine().text().len_chars();
-        net.type_at(0, len, &k.to_string());
-        net.advance(config.retransmit_ms);
-        while net.drop_up(0).is_some() {}
-        most = most.max(net.clients[0].engine().pending().len());
-    }
+    let most = most_pending_while_requests_are_lost(&mut net);
     // At the fourth, the three stacked edits hold 10 + 11 + 12 = 33 bytes and the shadow 13:
     // 46 > 40, so it waits.
     assert_eq!(most, 3, "the byte limit is reached and kept");
