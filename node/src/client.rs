@@ -230,11 +230,6 @@ impl ClientNode {
         self.backoff.step()
     }
 
-    /// The delay the next failure will return (ms).
-    pub fn next_backoff_ms(&self) -> u64 {
-        self.backoff.next_ms
-    }
-
     /// Bytes read from the current connection.
     pub fn receive_bytes(&mut self, now: Time, bytes: &[u8]) {
         self.frames.push(bytes);

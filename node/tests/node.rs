@@ -194,6 +194,24 @@ fn client_backoff_doubles_to_its_cap_and_resets_on_connect_ok() {
     }
     assert!(connected);
     assert_eq!(c.lost(), 100, "a connect_ok resets the backoff");
+    assert_eq!(c.stats().lost, 1);
+}
+
+#[test]
+fn a_client_node_counts_frames_and_skips_bad_ones() {
+    let cfg = Config::default();
+    let mut c = ClientNode::new(cfg, ClientNodeConfig::for_engine(&cfg), "c0", DOC);
+    c.connected(Time(0));
+    c.receive_bytes(Time(1), b"not a frame\n");
+    c.receive_bytes(
+        Time(1),
+        dsync_net::encode_server(&ServerMsg::Ping).as_bytes(),
+    );
+    let bad = std::iter::from_fn(|| c.poll_output())
+        .filter(|o| matches!(o, ClientNodeOutput::BadFrame(_)))
+        .count();
+    assert_eq!(bad, 1);
+    assert_eq!((c.stats().frames, c.stats().decode_errors), (1, 1));
 }
 
 #[test]
@@ -228,12 +246,15 @@ fn quiet_polls_count_empty_round_trips_and_an_edit_resets_them() {
     };
     c.connected(Time(now));
     round(&mut c, &mut server, now);
+    // The poll a connect starts came back empty: one; the connect itself counts for nothing.
+    assert_eq!(c.quiet_polls(), 1);
     assert!(!c.converged());
     for _ in 0..2 {
         now += 1;
         c.sync_now(Time(now));
         round(&mut c, &mut server, now);
     }
+    assert_eq!(c.quiet_polls(), 3);
     assert!(c.converged(), "two empty round trips: {}", c.quiet_polls());
     c.insert(0, "x").unwrap();
     assert_eq!(c.quiet_polls(), 0);

@@ -98,6 +98,7 @@ fn a_server_edit_already_applied_is_skipped_not_taken_for_damage() {
         "{stats:?}"
     );
     assert_eq!((stats.corrupt_ignored, stats.resets), (0, 0), "{stats:?}");
+    assert_eq!(net.clients[0].remote_changes(), 2);
     net.settle(10_000);
     net.converged().unwrap();
 }
