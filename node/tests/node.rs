@@ -255,6 +255,12 @@ fn quiet_polls_count_empty_round_trips_and_an_edit_resets_them() {
         round(&mut c, &mut server, now);
     }
     assert_eq!(c.quiet_polls(), 3);
+    // Only an empty reply to a request counts: a ping from the server is no round trip.
+    c.receive_bytes(
+        Time(now),
+        dsync_net::encode_server(&ServerMsg::Ping).as_bytes(),
+    );
+    assert_eq!(c.quiet_polls(), 3);
     assert!(c.converged(), "two empty round trips: {}", c.quiet_polls());
     c.insert(0, "x").unwrap();
     assert_eq!(c.quiet_polls(), 0);
