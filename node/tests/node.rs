@@ -84,6 +84,11 @@ fn a_committed_batch_releases_its_replies_and_the_store_holds_it() {
         1,
         "the session is durable before the reply is out"
     );
+    let st = node.stats();
+    assert_eq!(
+        (st.frames, st.loads, st.commits, st.load_failures),
+        (1, 1, 1, 0)
+    );
     // The line each send carries is the encoded message.
     for o in &released.outputs {
         if let Output::Send { msg, line, .. } = o {
@@ -446,4 +451,55 @@ fn refused_connects_leave_no_document_in_memory() {
         [ErrorCode::UnsupportedProtocol; 50]
     );
     assert_eq!(node.engine().documents().count(), 0);
+}
+
+/// A store whose loads fail (a damaged file).
+#[derive(Debug)]
+struct Unreadable;
+
+impl Store for Unreadable {
+    fn load(&self, _: &str) -> Result<Option<StoredDocument>, StoreError> {
+        Err(StoreError::Io("unreadable".into()))
+    }
+    fn commit(&mut self, _: &[PersistRecord], _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn documents(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_document_that_cannot_be_loaded_is_refused_and_counted() {
+    let cfg = Config::default();
+    let mut node = ServerNode::new(cfg, Unreadable, 1 << 20, [7; 32]);
+    node.receive_bytes(Time(0), PeerId(1), encode_client(&connect(1)).as_bytes());
+    let (node, released) = node.commit(0).unwrap();
+    assert_eq!(error_codes(&released.outputs), [ErrorCode::Internal]);
+    assert_eq!((node.stats().load_failures, node.stats().loads), (1, 0));
+    assert!(!node.engine().is_loaded(DOC));
+}
+
+#[test]
+fn a_stored_document_over_the_limit_is_refused_with_its_code() {
+    let mut cfg = Config::default();
+    cfg.limits = cfg.limits.with_document_bytes(4);
+    let mut node = ServerNode::new(cfg, store_with("too long"), 1 << 20, [7; 32]);
+    node.receive_bytes(Time(0), PeerId(1), encode_client(&connect(1)).as_bytes());
+    let (node, released) = node.commit(0).unwrap();
+    assert_eq!(
+        error_codes(&released.outputs),
+        [ErrorCode::DocumentTooLarge]
+    );
+    assert!(!node.engine().is_loaded(DOC));
+}
+
+/// Creating a document that exists only in the store (not loaded) changes nothing.
+#[test]
+fn creating_a_stored_document_changes_nothing() {
+    let cfg = Config::default();
+    let mut node = ServerNode::new(cfg, store_with("kept"), 1 << 20, [7; 32]);
+    assert_eq!(node.create_document(DOC, "new"), Ok(false));
+    let (node, _) = node.commit(0).unwrap();
+    assert_eq!(node.store().load(DOC).unwrap().unwrap().text, "kept");
 }
