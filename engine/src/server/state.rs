@@ -90,7 +90,7 @@ impl Document {
     /// `stats.log_overflows` when a session still needed them).
     pub(super) fn trim_log(&mut self, max_log: usize, stats: &mut Stats) {
         // Trimming scans every session: a short log waits until it holds `TRIM_BATCH` entries,
-        // or passes `max_log` when that is smaller (the limit holds after every change).
+        // or reaches `max_log` when that is smaller (the limit holds after every change).
         if self.log.len() < TRIM_BATCH.min(max_log.max(1)) {
             return;
         }
