@@ -6,11 +6,11 @@
 
 use dsync_engine::{
     Checksum, ClientEvent, ClientMsg, Config, Delta, Edit, EngineError, ErrorCode, Operation,
-    PeerId, Rope, ServerMsg, ServerOutput, PROTOCOL_VERSION,
+    PeerId, Rope, ServerMsg, ServerOutput,
 };
 use dsync_store::Store;
 
-use crate::harness::{client, Net, DOC};
+use crate::harness::{client, connect_msg, Net, DOC};
 
 /// The fixed-cadence protocol these scripts were written against (as in `recovery.rs`).
 fn cfg() -> Config {
@@ -23,7 +23,12 @@ fn cfg() -> Config {
 
 /// The error the server last sent to `peer`, if any.
 fn last_error(net: &Net, peer: PeerId) -> Option<ErrorCode> {
-    net.server_log.iter().rev().find_map(|o| match o {
+    error_since(net, peer, 0)
+}
+
+/// The error the server last sent to `peer` since its `since`th output, if any.
+fn error_since(net: &Net, peer: PeerId, since: usize) -> Option<ErrorCode> {
+    net.server_log[since..].iter().rev().find_map(|o| match o {
         ServerOutput::Send {
             to,
             msg: ServerMsg::Error { code, .. },
@@ -37,18 +42,6 @@ fn connected_ok(net: &Net, peer: PeerId) -> bool {
     net.server_log.iter().any(
         |o| matches!(o, ServerOutput::Send { to, msg: ServerMsg::ConnectOk { .. } } if *to == peer),
     )
-}
-
-fn connect(doc: &str, client_id: &str) -> ClientMsg {
-    ClientMsg::Connect {
-        protocol: PROTOCOL_VERSION,
-        doc: doc.to_string(),
-        client_id: client_id.to_string(),
-        token: None,
-        seq: 1,
-        resume: None,
-        hints: false,
-    }
 }
 
 /// Client 1 types `s` at `at` and the server takes it; client 0 does not hear of it yet.
@@ -218,7 +211,7 @@ fn a_connect_with_a_bad_document_or_client_name_is_refused() {
     ];
     for (k, (doc, id, ok)) in cases.into_iter().enumerate() {
         let peer = PeerId(100 + k as u64);
-        net.send_as(peer, connect(&doc, &id));
+        net.send_as(peer, connect_msg(&doc, &id));
         if ok {
             assert!(connected_ok(&net, peer), "{doc:?} {id:?}");
         } else {
@@ -239,13 +232,13 @@ fn a_connect_past_the_document_limit_is_refused() {
     let mut config = cfg();
     config.limits.max_documents = 1;
     let mut net = Net::connected(1, config, "x");
-    net.send_as(PeerId(100), connect("another", "c"));
+    net.send_as(PeerId(100), connect_msg("another", "c"));
     assert_eq!(
         last_error(&net, PeerId(100)),
         Some(ErrorCode::TooManyDocuments)
     );
     assert!(net.server().master("another").is_none());
-    net.send_as(PeerId(101), connect(DOC, "c9"));
+    net.send_as(PeerId(101), connect_msg(DOC, "c9"));
     assert!(connected_ok(&net, PeerId(101)));
 }
 
@@ -266,13 +259,7 @@ fn a_request_with_more_edits_than_the_limit_is_refused() {
         // The same edit again: a duplicate the server skips, if it takes the message.
         edits.resize(copies, edit);
         net.deliver_up(0);
-        let code = net.server_log[before..].iter().find_map(|o| match o {
-            ServerOutput::Send {
-                msg: ServerMsg::Error { code, .. },
-                ..
-            } => Some(*code),
-            _ => None,
-        });
+        let code = error_since(&net, net.peer_of[0], before);
         assert_eq!(
             code == Some(ErrorCode::TooManyEdits),
             refused,
@@ -485,7 +472,7 @@ fn a_byte_edit_ending_inside_a_char_is_refused() {
 fn a_carriage_return_a_client_sends_is_normalised() {
     let mut net = Net::new(0, cfg(), "");
     let peer = PeerId(100);
-    net.send_as(peer, connect(DOC, "raw"));
+    net.send_as(peer, connect_msg(DOC, "raw"));
     assert!(connected_ok(&net, peer));
     let (base, new) = (Rope::from(""), Rope::from("a\r\nb"));
     let op = Operation::insertion(0, 0, "a\r\nb");
@@ -537,7 +524,7 @@ fn a_session_sent_an_edit_is_not_taken_by_a_keyless_connect_after_a_restart() {
     poll_and_hold_reply(&mut net);
     net.crash_server();
     let stranger = PeerId(100);
-    net.send_as(stranger, connect(DOC, "c0"));
+    net.send_as(stranger, connect_msg(DOC, "c0"));
     assert_eq!(last_error(&net, stranger), Some(ErrorCode::SessionTaken));
     assert!(!connected_ok(&net, stranger));
     net.reconnect(0);

@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 
 use dsync_engine::{
-    ClientEvent, ClientMsg, Config, Edit, PeerId, ServerEngine, ServerMsg, ServerOutput,
-    SessionRecord, StoredDocument, Time,
+    Checksum, ClientEvent, ClientMsg, Config, Edit, PeerId, ServerEngine, ServerMsg, ServerOutput,
+    SessionRecord, StoredDocument, Time, PROTOCOL_VERSION,
 };
 use dsync_net::{encode_client, encode_server};
 use dsync_node::{ClientNode, ClientNodeConfig, ClientNodeOutput, Output, ServerNode};
@@ -38,6 +38,34 @@ pub struct Net {
     /// Peer numbers: a client gets a new one after each reconnection.
     pub peer_of: Vec<PeerId>,
     next_peer: u64,
+}
+
+/// The first edit of the request client `i` has queued.
+pub fn first_edit_mut(net: &mut Net, i: usize) -> &mut Edit {
+    match net.up[i].front_mut() {
+        Some(ClientMsg::ClientSync { edits, .. }) => &mut edits[0],
+        other => panic!("expected a client_sync with edits, got {other:?}"),
+    }
+}
+
+/// Damage an edit in transit: its checksum no longer matches what it makes.
+pub fn flip_checksum(e: &mut Edit) {
+    if let Edit::Delta { checksum, .. } = e {
+        *checksum = Checksum(checksum.0 ^ 1);
+    }
+}
+
+/// The `connect` a peer that is not one of the harness's clients sends (no token, no resume).
+pub fn connect_msg(doc: &str, client_id: &str) -> ClientMsg {
+    ClientMsg::Connect {
+        protocol: PROTOCOL_VERSION,
+        doc: doc.to_string(),
+        client_id: client_id.to_string(),
+        token: None,
+        seq: 1,
+        resume: None,
+        hints: false,
+    }
 }
 
 /// A client node as every test makes one.
@@ -386,11 +414,12 @@ impl Net {
             let now = live
                 .session_record(DOC, id)
                 .expect("a stored session is in memory");
+            let held = live.session(DOC, id).expect("in memory");
             // The shadows as loaded, against the shadows in memory (not their records: a
             // record that leaves a text out would read back the same wrong way on both sides).
             assert_eq!(
                 restarted.session(DOC, id),
-                live.session(DOC, id),
+                Some(held),
                 "session {id} at {:?}: the shadow and backup a restart restores (left)",
                 self.now
             );
@@ -402,9 +431,8 @@ impl Net {
                 self.now
             );
             let (now, exact) = live.shadow_change(DOC, id).expect("live");
-            let shadow = &live.session(DOC, id).expect("live").0.text;
             assert_eq!(
-                now.apply_to(shadow).ok().as_ref(),
+                now.apply_to(&held.0.text).ok().as_ref(),
                 Some(master),
                 "session {id} at {:?}: its change does not take its shadow to the master",
                 self.now
@@ -484,16 +512,17 @@ impl Net {
         self.clients[i].insert(at, s).unwrap();
     }
 
+    /// Wait (at most 5 s) for client `i`'s next request and `damage` its first edit.
+    pub fn damage_next(&mut self, i: usize, damage: fn(&mut Edit)) {
+        self.await_up(i, 5_000);
+        damage(first_edit_mut(self, i));
+    }
+
     /// Client `i`'s next two requests arrive with their first edit damaged (its checksum
     /// flipped): twice in a row, the server takes it for divergence and resets the session.
     pub fn damage_until_reset(&mut self, i: usize) {
         for _ in 0..2 {
-            self.await_up(i, 10_000);
-            if let Some(ClientMsg::ClientSync { edits, .. }) = self.up[i].front_mut() {
-                if let Some(Edit::Delta { checksum, .. }) = edits.first_mut() {
-                    checksum.0 ^= 0xff;
-                }
-            }
+            self.damage_next(i, flip_checksum);
             self.deliver_up(i);
         }
     }

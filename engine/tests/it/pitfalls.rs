@@ -7,7 +7,7 @@ use dsync_engine::merge::{merge, MergeStrategy};
 use dsync_engine::{ClientMsg, Config, Edit, ServerMsg, ServerOutput};
 use dsync_store::Store;
 
-use crate::harness::Net;
+use crate::harness::{connect_msg, Net, DOC};
 
 fn cfg() -> Config {
     Config::default()
@@ -202,18 +202,7 @@ fn p11_line_endings_normalised() {
 fn p11_raw_carriage_returns_from_a_peer_are_normalised_exactly() {
     let mut net = Net::connected(2, cfg(), "");
     let raw = dsync_engine::PeerId(99);
-    net.send_as(
-        raw,
-        ClientMsg::Connect {
-            protocol: dsync_engine::PROTOCOL_VERSION,
-            doc: "doc".into(),
-            client_id: "raw".into(),
-            token: None,
-            seq: 1,
-            resume: None,
-            hints: false,
-        },
-    );
+    net.send_as(raw, connect_msg(DOC, "raw"));
     // The master moves on past the raw peer's shadow ("" at 0/0).
     net.type_at(1, 0, "hello");
     net.sync(1);

@@ -8,7 +8,7 @@ use dsync_engine::{
 
 use dsync_store::Store;
 
-use crate::harness::{client, Net, DOC};
+use crate::harness::{client, first_edit_mut, flip_checksum, Net, DOC};
 use dsync_node::ClientNodeOutput;
 
 /// These tests script which message is lost, doubled or damaged, by its place in the queues:
@@ -24,13 +24,6 @@ fn cfg() -> Config {
 
 fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
-}
-
-fn first_edit_mut(net: &mut Net, i: usize) -> &mut Edit {
-    match net.up[i].front_mut() {
-        Some(ClientMsg::ClientSync { edits, .. }) => &mut edits[0],
-        other => panic!("expected a client_sync with edits, got {other:?}"),
-    }
 }
 
 #[test]
@@ -107,18 +100,6 @@ fn reordered_stale_request_is_ignored() {
     assert_eq!(net.server().stats().stale_skipped, 1);
 }
 
-/// Wait for the client's next request (a retransmit) and damage its first edit again.
-fn damage_again(net: &mut Net, i: usize, damage: fn(&mut Edit)) {
-    for _ in 0..50 {
-        if !net.up[i].is_empty() {
-            damage(first_edit_mut(net, i));
-            return;
-        }
-        net.advance(100);
-    }
-    panic!("client {i} never resent");
-}
-
 /// Damage client `i`'s queued request and deliver it: the server refuses the edit once; the
 /// client gets the refusal.
 fn refuse_damaged(net: &mut Net, i: usize) {
@@ -129,7 +110,7 @@ fn refuse_damaged(net: &mut Net, i: usize) {
 
 /// Damage client `i`'s resent request too: the server resets the session; the reset is lost.
 fn lose_the_reset_after_a_second_damage(net: &mut Net, i: usize) {
-    damage_again(net, i, flip_checksum);
+    net.damage_next(i, flip_checksum);
     net.deliver_up(i);
     match net.drop_down(i) {
         Some(ServerMsg::ServerSync { edits, .. }) => {
@@ -173,12 +154,6 @@ fn trim_crash_and_check_exact(net: &mut Net) {
     assert_eq!(stats.link_fallbacks, 0, "{stats:?}");
 }
 
-fn flip_checksum(e: &mut Edit) {
-    if let Edit::Delta { checksum, .. } = e {
-        *checksum = Checksum(checksum.0 ^ 1);
-    }
-}
-
 fn misfit(e: &mut Edit) {
     if let Edit::Delta { delta, .. } = e {
         *delta = Delta::parse("=1000\t+!", 100).unwrap();
@@ -204,7 +179,7 @@ fn checksum_mismatch_twice_resets_and_keeps_local_typing() {
     net.sync(0);
     flip_checksum(first_edit_mut(&mut net, 0));
     net.deliver_up(0);
-    damage_again(&mut net, 0, flip_checksum);
+    net.damage_next(0, flip_checksum);
     net.settle(10_000);
     assert_eq!(net.master(), "mine shared");
     assert_eq!(net.server().stats().resets, 1);
@@ -219,7 +194,7 @@ fn one_damaged_edit_after_a_reset_is_refused_once_not_reset_again() {
     net.type_at(0, 0, "mine ");
     net.sync(0);
     refuse_damaged(&mut net, 0);
-    damage_again(&mut net, 0, flip_checksum);
+    net.damage_next(0, flip_checksum);
     net.deliver_up(0);
     net.deliver_down(0);
     assert_eq!(net.server().stats().resets, 1);
@@ -241,7 +216,7 @@ fn delta_that_does_not_fit_twice_resets_and_keeps_local_typing() {
     net.sync(0);
     misfit(first_edit_mut(&mut net, 0));
     net.deliver_up(0);
-    damage_again(&mut net, 0, misfit);
+    net.damage_next(0, misfit);
     net.settle(10_000);
     assert_eq!(net.master(), "shared!");
     assert_eq!(net.server().stats().resets, 1);
@@ -673,7 +648,7 @@ fn an_acknowledged_reset_is_not_sent_again_after_a_restart() {
     net.type_at(0, 0, "mine ");
     net.sync(0);
     refuse_damaged(&mut net, 0);
-    damage_again(&mut net, 0, flip_checksum);
+    net.damage_next(0, flip_checksum);
     net.deliver_up(0);
     // The reset arrives; the client's next request acknowledges it.
     net.deliver_down(0);
